@@ -1,0 +1,18 @@
+//! Lumen's block formats and CPU kernels (no model knowledge).
+//!
+//! * [`table`]: [`GgmlType`] and its static facts (ids, names, block sizes, vec_dot types).
+//! * [`formats`]: one `#[repr(C)]` block struct per ggml type with scalar reference
+//!   dequantize / quantize / vec_dot kernels matching llama.cpp.
+//! * [`dispatch`]: the type-erased byte-level API ([`dequantize_row`], [`quantize_row`],
+//!   [`vec_dot`]) that returns [`KernelError`] instead of panicking.
+
+pub mod dispatch;
+pub mod formats;
+pub mod table;
+
+pub use dispatch::{
+    blocks_of, dequantize_blocks, dequantize_row, quantize_blocks, quantize_row, vec_dot,
+    vec_dot_blocks, KernelError,
+};
+pub use formats::{ActivationFormat, BlockFormat, WeightFormat};
+pub use table::{GgmlType, TypeInfo, TYPE_TABLE};

@@ -1,0 +1,33 @@
+//! Command-line interface: every option defined once, with its environment variable, using
+//! llama.cpp's flag names where a user would look for them.
+
+mod inspect;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lumen",
+    version,
+    about = "Run quantized LLMs from GGUF files on the CPU"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate text from a prompt, streaming it to stdout.
+    Run(run::RunArgs),
+    /// Show a GGUF file's metadata and tensors.
+    Inspect(inspect::InspectArgs),
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Inspect(args) => inspect::inspect(args),
+    }
+}

@@ -1,0 +1,214 @@
+//! `lumen run`: one-shot generation, streamed to stdout, timings to stderr.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use lumen::generate::{generate, Flow, GenerateParams};
+use lumen::gguf::{GgufFile, OpenOptions};
+use lumen::model::Llama;
+use lumen::registry::{self, FetchEvent, Registry};
+use lumen::sampling::SamplingParams;
+use lumen::tokenizer::{Tokenizer, VocabSpec};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// GGUF model file; without it, the default model of models.toml (fetched on first use).
+    #[arg(short = 'm', long = "model", env = "LUMEN_MODEL")]
+    model: Option<PathBuf>,
+    /// Prompt text.
+    #[arg(short = 'p', long = "prompt", env = "LUMEN_PROMPT")]
+    prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(
+        short = 'f',
+        long = "file",
+        env = "LUMEN_PROMPT_FILE",
+        conflicts_with = "prompt"
+    )]
+    file: Option<PathBuf>,
+    /// Tokens to generate (-1 = until end of generation or a full context).
+    #[arg(short = 'n', long = "n-predict", env = "LUMEN_N_PREDICT", default_value_t = -1, allow_negative_numbers = true)]
+    n_predict: i64,
+    /// Context size in tokens (0 = the model's training context).
+    #[arg(
+        short = 'c',
+        long = "ctx-size",
+        env = "LUMEN_CTX_SIZE",
+        default_value_t = 4096
+    )]
+    ctx_size: usize,
+    /// Threads (default: all cores).
+    #[arg(short = 't', long = "threads", env = "LUMEN_THREADS")]
+    threads: Option<usize>,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long = "temp", env = "LUMEN_TEMP", default_value_t = 0.8)]
+    temp: f32,
+    /// Keep the k most likely tokens (0 = off).
+    #[arg(long = "top-k", env = "LUMEN_TOP_K", default_value_t = 40)]
+    top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1.0 = off).
+    #[arg(long = "top-p", env = "LUMEN_TOP_P", default_value_t = 0.95)]
+    top_p: f32,
+    /// Drop tokens less likely than min-p × the most likely one (0 = off).
+    #[arg(long = "min-p", env = "LUMEN_MIN_P", default_value_t = 0.05)]
+    min_p: f32,
+    /// Penalise repeating recent tokens (1.0 = off).
+    #[arg(
+        long = "repeat-penalty",
+        env = "LUMEN_REPEAT_PENALTY",
+        default_value_t = 1.0
+    )]
+    repeat_penalty: f32,
+    /// How many recent tokens the repeat penalty looks at.
+    #[arg(
+        long = "repeat-last-n",
+        env = "LUMEN_REPEAT_LAST_N",
+        default_value_t = 64
+    )]
+    repeat_last_n: usize,
+    /// Random seed (-1 = random).
+    #[arg(short = 's', long = "seed", env = "LUMEN_SEED", default_value_t = -1, allow_negative_numbers = true)]
+    seed: i64,
+    /// Read the model into memory instead of mapping it.
+    #[arg(long = "no-mmap", env = "LUMEN_NO_MMAP")]
+    no_mmap: bool,
+    /// Print the prompt's tokens before generating.
+    #[arg(long = "verbose-prompt", env = "LUMEN_VERBOSE_PROMPT")]
+    verbose_prompt: bool,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let prompt = match (&args.prompt, &args.file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read prompt file {}", f.display()))?,
+        (None, None) => bail!("no prompt: pass -p TEXT or -f FILE"),
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 {
+        bail!("-t must be at least 1");
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+
+    let load_start = Instant::now();
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => fetch_default_model()?,
+    };
+    let file = Arc::new(GgufFile::open_with(
+        &path,
+        OpenOptions {
+            mmap: !args.no_mmap,
+        },
+    )?);
+    let model = Llama::load(file.clone())?;
+    let tokenizer = Tokenizer::from_spec(VocabSpec::from_gguf(file.metadata())?)
+        .with_context(|| format!("{}: cannot build the tokenizer", path.display()))?;
+    let load_time = load_start.elapsed();
+    let cfg = &model.config;
+    eprintln!(
+        "lumen: {} | llama, {} layers, {} embd, {} heads ({} kv), vocab {} | {:.1} MiB {} | {} threads",
+        path.display(),
+        cfg.n_layer,
+        cfg.n_embd,
+        cfg.n_head,
+        cfg.n_head_kv,
+        cfg.n_vocab,
+        file.file_len() as f64 / (1 << 20) as f64,
+        if file.is_mapped() { "mapped" } else { "read" },
+        threads
+    );
+
+    let ids = tokenizer.encode(&prompt, tokenizer.add_bos_default())?;
+    if args.verbose_prompt {
+        eprintln!("prompt: {} tokens: {:?}", ids.len(), ids);
+    }
+    let n_ctx = if args.ctx_size == 0 {
+        cfg.n_ctx_train
+    } else {
+        args.ctx_size
+    };
+    let params = GenerateParams {
+        n_predict: usize::try_from(args.n_predict).ok(),
+        sampling: SamplingParams {
+            temperature: args.temp,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repeat_penalty: args.repeat_penalty,
+            repeat_last_n: args.repeat_last_n,
+            seed: u64::try_from(args.seed).unwrap_or_else(|_| rand::random()),
+        },
+    };
+    let mut cache = model.new_cache(n_ctx);
+    let mut stdout = std::io::stdout();
+    let mut write_failed = None;
+    let stats = pool.install(|| {
+        generate(
+            &model,
+            &tokenizer,
+            &mut cache,
+            &ids,
+            &params,
+            &mut |text| match stdout
+                .write_all(text.as_bytes())
+                .and_then(|_| stdout.flush())
+            {
+                Ok(()) => Flow::Continue,
+                Err(e) => {
+                    write_failed = Some(e);
+                    Flow::Stop
+                }
+            },
+        )
+    })?;
+    writeln!(stdout).ok();
+    if let Some(e) = write_failed {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e).context("cannot write to stdout");
+        }
+    }
+    eprintln!(
+        "timings: load {:.0} ms | prompt {} tokens, {:.2} tokens/s | generation {} tokens, {:.2} tokens/s | stop: {:?}",
+        load_time.as_secs_f64() * 1e3,
+        stats.n_prompt,
+        stats.prompt_tokens_per_second(),
+        stats.n_generated,
+        stats.generation_tokens_per_second(),
+        stats.stop
+    );
+    Ok(())
+}
+
+/// The default model from the built-in models.toml, fetched into the cache on first use.
+fn fetch_default_model() -> anyhow::Result<PathBuf> {
+    let registry = Registry::builtin();
+    let entry = registry.get(&registry.default)?;
+    let cache = registry::cache_dir();
+    let mut last_percent = u64::MAX;
+    let path = entry.ensure(&cache, &mut |event| match event {
+        FetchEvent::Downloading { id, source } => eprintln!(
+            "lumen: fetching {id} from {source} into {}",
+            cache.display()
+        ),
+        FetchEvent::Extracting { bytes, total, .. } => {
+            let percent = bytes * 100 / total.max(1);
+            if percent / 25 != last_percent / 25 {
+                eprintln!("lumen: extracting {percent}%");
+                last_percent = percent;
+            }
+        }
+        FetchEvent::Verified { id, path } => {
+            eprintln!("lumen: {id} verified (sha256) at {}", path.display())
+        }
+    })?;
+    Ok(path)
+}

@@ -1,0 +1,184 @@
+//! Writing GGUF v3 files: metadata with explicit value types, tensor infos, aligned data.
+//!
+//! The whole file is written to a temporary file beside the target and renamed into place
+//! when complete, so the target never holds a partial file.
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use lumen_kernels::GgmlType;
+
+/// A metadata value with its GGUF type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetaValue {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    Str(String),
+    /// Homogeneous array: every element must have the same variant.
+    Array(Vec<MetaValue>),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+}
+
+impl MetaValue {
+    fn type_id(&self) -> u32 {
+        match self {
+            MetaValue::U8(_) => 0,
+            MetaValue::I8(_) => 1,
+            MetaValue::U16(_) => 2,
+            MetaValue::I16(_) => 3,
+            MetaValue::U32(_) => 4,
+            MetaValue::I32(_) => 5,
+            MetaValue::F32(_) => 6,
+            MetaValue::Bool(_) => 7,
+            MetaValue::Str(_) => 8,
+            MetaValue::Array(_) => 9,
+            MetaValue::U64(_) => 10,
+            MetaValue::I64(_) => 11,
+            MetaValue::F64(_) => 12,
+        }
+    }
+
+    fn write_payload(&self, out: &mut Vec<u8>) {
+        match self {
+            MetaValue::U8(v) => out.push(*v),
+            MetaValue::I8(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::U16(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::I16(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::U32(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::I32(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::F32(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::Bool(v) => out.push(*v as u8),
+            MetaValue::Str(s) => write_string(out, s),
+            MetaValue::Array(items) => {
+                let item_type = items
+                    .first()
+                    .map_or(MetaValue::U8(0).type_id(), MetaValue::type_id);
+                out.extend_from_slice(&item_type.to_le_bytes());
+                out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+                for item in items {
+                    item.write_payload(out);
+                }
+            }
+            MetaValue::U64(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::I64(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::F64(v) => out.extend_from_slice(&v.to_le_bytes()),
+        }
+    }
+}
+
+fn write_string(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A tensor to write: name, type, GGUF-order shape and its encoded bytes.
+#[derive(Clone, Debug)]
+pub struct TensorData {
+    pub name: String,
+    pub ty: GgmlType,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+/// Builds a GGUF file in memory order: header, metadata, tensor infos, aligned data.
+#[derive(Default)]
+pub struct GgufWriter {
+    metadata: Vec<(String, MetaValue)>,
+    tensors: Vec<TensorData>,
+}
+
+pub const ALIGNMENT: usize = 32;
+
+impl GgufWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add_meta(&mut self, key: impl Into<String>, value: MetaValue) -> &mut Self {
+        self.metadata.push((key.into(), value));
+        self
+    }
+
+    pub fn add_tensor(&mut self, tensor: TensorData) -> &mut Self {
+        self.tensors.push(tensor);
+        self
+    }
+
+    /// The header and tensor-info section, padded to the data alignment, plus each tensor's
+    /// offset relative to the data section.
+    pub fn header_bytes(&self) -> (Vec<u8>, Vec<usize>) {
+        let mut out = Vec::new();
+        out.extend_from_slice(b"GGUF");
+        out.extend_from_slice(&3u32.to_le_bytes());
+        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
+        for (key, value) in &self.metadata {
+            write_string(&mut out, key);
+            out.extend_from_slice(&value.type_id().to_le_bytes());
+            value.write_payload(&mut out);
+        }
+        let mut offsets = Vec::with_capacity(self.tensors.len());
+        let mut next = 0usize;
+        for t in &self.tensors {
+            write_string(&mut out, &t.name);
+            out.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
+            for &d in &t.shape {
+                out.extend_from_slice(&(d as u64).to_le_bytes());
+            }
+            out.extend_from_slice(&t.ty.id().to_le_bytes());
+            out.extend_from_slice(&(next as u64).to_le_bytes());
+            offsets.push(next);
+            next = (next + t.data.len()).next_multiple_of(ALIGNMENT);
+        }
+        out.resize(out.len().next_multiple_of(ALIGNMENT), 0);
+        (out, offsets)
+    }
+
+    /// The complete file as bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let (mut out, offsets) = self.header_bytes();
+        let data_start = out.len();
+        for (t, off) in self.tensors.iter().zip(offsets) {
+            out.resize(data_start + off, 0);
+            out.extend_from_slice(&t.data);
+        }
+        out.resize(out.len().next_multiple_of(ALIGNMENT), 0);
+        out
+    }
+
+    /// Writes to a temporary file next to `path`, syncs it, and renames it into place.
+    pub fn write_atomic(&self, path: &Path) -> std::io::Result<()> {
+        write_file_atomic(path, &self.to_bytes())
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary sibling file and a rename.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut w = BufWriter::new(std::fs::File::create(&tmp)?);
+        w.write_all(bytes)?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

@@ -1,0 +1,13 @@
+//! Lumen: a CPU runtime for quantized LLMs in GGUF files.
+//!
+//! The library never prints; the `lumen` binary (src/main.rs, src/cli/) is a thin layer over it.
+
+pub mod generate;
+pub mod gguf;
+pub mod model;
+pub mod registry;
+pub mod sampling;
+pub mod tensor;
+pub mod tokenizer;
+
+pub use lumen_kernels as kernels;

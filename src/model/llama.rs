@@ -1,0 +1,477 @@
+//! Llama-architecture text models (Llama 3.x, SmolLM2, TinyLlama…) from GGUF.
+//!
+//! Tensor names follow llama.cpp (`blk.N.attn_q.weight`…). Q/K rows in GGUF are permuted by the
+//! converters for ggml's adjacent-pair RoPE, so RoPE here rotates pairs (2i, 2i+1).
+
+use std::sync::Arc;
+
+use lumen_kernels::GgmlType;
+use rayon::prelude::*;
+
+use super::kv_cache::KvCache;
+use super::ModelError;
+use crate::gguf::{keys, names, GgufFile};
+use crate::tensor::matmul::{matmul, matmul_reference, QuantizedRows, WeightView};
+use crate::tensor::ops::{self, Rope};
+
+/// Architectures this module runs (the `general.architecture` value).
+pub const ARCHITECTURES: &[&str] = &["llama"];
+
+/// Caps on hyper-parameters read from the file: far above any real Llama, low enough that a
+/// hostile value cannot make us allocate absurd buffers before a shape check fails.
+const MAX_DIM: usize = 1 << 17;
+const MAX_LAYERS: usize = 1 << 10;
+const MAX_VOCAB: usize = 1 << 22;
+const MAX_CONTEXT: usize = 1 << 24;
+
+#[derive(Clone, Debug)]
+pub struct LlamaConfig {
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_rot: usize,
+    pub rms_eps: f32,
+    pub rope_base: f32,
+    pub rope_linear_scale: f32,
+    pub n_ctx_train: usize,
+}
+
+impl LlamaConfig {
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
+        let md = file.metadata();
+        let arch = file.architecture()?;
+        let key = |suffix| keys::arch_key(arch, suffix);
+        let n_embd = md.get_usize_capped(&key(keys::EMBEDDING_LENGTH), MAX_DIM)?;
+        let n_head = md.get_usize_capped(&key(keys::HEAD_COUNT), MAX_DIM)?;
+        let n_head_kv = md
+            .opt(&key(keys::HEAD_COUNT_KV), |m, k| {
+                m.get_usize_capped(k, MAX_DIM)
+            })?
+            .unwrap_or(n_head);
+        let head_dim = md
+            .opt(&key(keys::KEY_LENGTH), |m, k| {
+                m.get_usize_capped(k, MAX_DIM)
+            })?
+            .unwrap_or(n_embd / n_head);
+        let n_rot = md
+            .opt(&key(keys::ROPE_DIMENSION_COUNT), |m, k| {
+                m.get_usize_capped(k, MAX_DIM)
+            })?
+            .unwrap_or(head_dim);
+        let n_vocab = match md.opt(&key(keys::VOCAB_SIZE), |m, k| {
+            m.get_usize_capped(k, MAX_VOCAB)
+        })? {
+            Some(v) => v,
+            None => file
+                .require(names::TOKEN_EMBD)?
+                .shape
+                .get(1)
+                .copied()
+                .unwrap_or(0),
+        };
+        let scaling = md.opt(&key(keys::ROPE_SCALING_TYPE), |m, k| {
+            m.get_str(k).map(str::to_string)
+        })?;
+        let rope_linear_scale = match scaling.as_deref() {
+            Some("linear") => md
+                .opt(&key(keys::ROPE_SCALING_FACTOR), |m, k| m.get_f32(k))?
+                .unwrap_or(1.0),
+            _ => 1.0,
+        };
+        let cfg = Self {
+            n_vocab,
+            n_embd,
+            n_layer: md.get_usize_capped(&key(keys::BLOCK_COUNT), MAX_LAYERS)?,
+            n_ff: md.get_usize_capped(&key(keys::FEED_FORWARD_LENGTH), MAX_DIM * 4)?,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_rot,
+            rms_eps: md
+                .opt(&key(keys::RMS_EPS), |m, k| m.get_f32(k))?
+                .unwrap_or(1e-5),
+            rope_base: md
+                .opt(&key(keys::ROPE_FREQ_BASE), |m, k| m.get_f32(k))?
+                .unwrap_or(10000.0),
+            rope_linear_scale,
+            n_ctx_train: md
+                .opt(&key(keys::CONTEXT_LENGTH), |m, k| {
+                    m.get_usize_capped(k, MAX_CONTEXT)
+                })?
+                .unwrap_or(4096),
+        };
+        cfg.check(file)?;
+        Ok(cfg)
+    }
+
+    fn check(&self, file: &GgufFile) -> Result<(), ModelError> {
+        let bad = |message: String| ModelError::BadConfig {
+            path: file.path().to_path_buf(),
+            message,
+        };
+        if self.n_head % self.n_head_kv != 0 {
+            return Err(bad(format!(
+                "{} heads are not a multiple of {} KV heads",
+                self.n_head, self.n_head_kv
+            )));
+        }
+        if self.n_rot > self.head_dim || self.n_rot % 2 != 0 {
+            return Err(bad(format!(
+                "rope dimension {} does not fit head size {}",
+                self.n_rot, self.head_dim
+            )));
+        }
+        if !(self.rms_eps.is_finite() && self.rope_base.is_finite() && self.rope_base > 0.0) {
+            return Err(bad(
+                "rms epsilon or rope base is not a finite positive number".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+}
+
+/// A matrix inside the GGUF file, checked at load: `rows` outputs of `cols` inputs.
+#[derive(Clone, Copy, Debug)]
+struct Matrix {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    offset: usize,
+    n_bytes: usize,
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    attn_q: Matrix,
+    attn_k: Matrix,
+    attn_v: Matrix,
+    attn_output: Matrix,
+    ffn_norm: Vec<f32>,
+    ffn_gate: Matrix,
+    ffn_up: Matrix,
+    ffn_down: Matrix,
+}
+
+/// Which positions' logits a forward pass returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    Last,
+    All,
+}
+
+pub struct Llama {
+    file: Arc<GgufFile>,
+    pub config: LlamaConfig,
+    token_embd: Matrix,
+    layers: Vec<Layer>,
+    output_norm: Vec<f32>,
+    /// `output.weight`, or `token_embd.weight` when the embeddings are tied.
+    output: Matrix,
+    rope: Rope,
+    /// Dequantized-f32 matmuls instead of Q8 activations (validation only).
+    reference_matmul: bool,
+}
+
+impl Llama {
+    pub fn load(file: Arc<GgufFile>) -> Result<Self, ModelError> {
+        let arch = file.architecture()?;
+        if !ARCHITECTURES.contains(&arch) {
+            return Err(ModelError::UnsupportedArchitecture {
+                path: file.path().to_path_buf(),
+                arch: arch.to_string(),
+            });
+        }
+        let cfg = LlamaConfig::from_gguf(&file)?;
+        let f = &*file;
+        let (e, q, kv, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+        let token_embd = matrix(f, names::TOKEN_EMBD, e, cfg.n_vocab)?;
+        let layers = (0..cfg.n_layer)
+            .map(|i| {
+                let m = |suffix, cols, rows| matrix(f, &names::blk(i, suffix), cols, rows);
+                Ok(Layer {
+                    attn_norm: vector(f, &names::blk(i, names::ATTN_NORM), e)?,
+                    attn_q: m(names::ATTN_Q, e, q)?,
+                    attn_k: m(names::ATTN_K, e, kv)?,
+                    attn_v: m(names::ATTN_V, e, kv)?,
+                    attn_output: m(names::ATTN_OUTPUT, q, e)?,
+                    ffn_norm: vector(f, &names::blk(i, names::FFN_NORM), e)?,
+                    ffn_gate: m(names::FFN_GATE, e, ff)?,
+                    ffn_up: m(names::FFN_UP, e, ff)?,
+                    ffn_down: m(names::FFN_DOWN, ff, e)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let output = match f.tensor_info(names::OUTPUT) {
+            Some(_) => matrix(f, names::OUTPUT, e, cfg.n_vocab)?,
+            None => token_embd,
+        };
+        let rope_freqs = match f.tensor_info(names::ROPE_FREQS) {
+            Some(_) => Some(vector(f, names::ROPE_FREQS, cfg.n_rot / 2)?),
+            None => None,
+        };
+        let rope = Rope::new(
+            cfg.n_rot,
+            cfg.rope_base,
+            rope_freqs.as_deref(),
+            cfg.rope_linear_scale,
+        );
+        Ok(Self {
+            output_norm: vector(f, names::OUTPUT_NORM, e)?,
+            file: file.clone(),
+            config: cfg,
+            token_embd,
+            layers,
+            output,
+            rope,
+            reference_matmul: false,
+        })
+    }
+
+    /// Computes every matmul with dequantized f32 weights and unquantized activations, as a
+    /// float framework would: for validating the forward pass against float references.
+    pub fn set_reference_matmul(&mut self, on: bool) {
+        self.reference_matmul = on;
+    }
+
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    pub fn new_cache(&self, n_ctx: usize) -> KvCache {
+        KvCache::new(self.config.n_layer, n_ctx, self.config.kv_dim())
+    }
+
+    fn view(&self, m: &Matrix) -> WeightView<'_> {
+        let bytes = self.file.bytes_at(m.offset, m.n_bytes);
+        WeightView {
+            ty: m.ty,
+            rows: m.rows,
+            cols: m.cols,
+            bytes,
+        }
+    }
+
+    /// Runs `tokens` (appended after the cache's current length) through the model and returns
+    /// logits for the last position or for all of them (`n_tokens × n_vocab`).
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: Logits,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.forward_traced(tokens, cache, which, &mut |_, _| {})
+    }
+
+    /// [`Self::forward`], calling `trace(i, hidden)` with the residual stream entering layer `i`
+    /// (`i = n_layer` after the final norm), as Hugging Face's `output_hidden_states` lists them.
+    pub fn forward_traced(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: Logits,
+        trace: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<Vec<f32>, ModelError> {
+        let cfg = &self.config;
+        let n = tokens.len();
+        let pos0 = cache.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if pos0 + n > cache.capacity() {
+            return Err(ModelError::ContextFull {
+                needed: pos0 + n,
+                n_ctx: cache.capacity(),
+            });
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
+            return Err(ModelError::BadToken {
+                id: bad,
+                n_vocab: cfg.n_vocab,
+            });
+        }
+        let e = cfg.n_embd;
+
+        // x: [n, n_embd] — the residual stream.
+        let mut x = vec![0.0f32; n * e];
+        let embd = self.view(&self.token_embd);
+        for (row, &tok) in x.chunks_exact_mut(e).zip(tokens) {
+            let r = tok as usize * embd.row_bytes();
+            lumen_kernels::dequantize_row(embd.ty, &embd.bytes[r..r + embd.row_bytes()], row)?;
+        }
+
+        let mut xn = vec![0.0f32; n * e];
+        let mut q = vec![0.0f32; n * cfg.q_dim()];
+        let mut k = vec![0.0f32; n * cfg.kv_dim()];
+        let mut v = vec![0.0f32; n * cfg.kv_dim()];
+        let mut attn = vec![0.0f32; n * cfg.q_dim()];
+        let mut proj = vec![0.0f32; n * e];
+        let mut gate = vec![0.0f32; n * cfg.n_ff];
+        let mut up = vec![0.0f32; n * cfg.n_ff];
+
+        for (il, layer) in self.layers.iter().enumerate() {
+            trace(il, &x);
+            // Attention block.
+            ops::rms_norm_rows(&x, &layer.attn_norm, cfg.rms_eps, &mut xn);
+            self.matmuls(
+                &xn,
+                &mut [
+                    (&layer.attn_q, &mut q),
+                    (&layer.attn_k, &mut k),
+                    (&layer.attn_v, &mut v),
+                ],
+            );
+            for t in 0..n {
+                self.rope.apply(
+                    &mut q[t * cfg.q_dim()..(t + 1) * cfg.q_dim()],
+                    cfg.head_dim,
+                    pos0 + t,
+                );
+                self.rope.apply(
+                    &mut k[t * cfg.kv_dim()..(t + 1) * cfg.kv_dim()],
+                    cfg.head_dim,
+                    pos0 + t,
+                );
+            }
+            cache.store(il, pos0, &k, &v);
+            self.attention(&q, cache, il, pos0, n, &mut attn);
+            self.matmuls(&attn, &mut [(&layer.attn_output, &mut proj)]);
+            ops::add_in_place(&mut x, &proj);
+
+            // Feed-forward block (SwiGLU).
+            ops::rms_norm_rows(&x, &layer.ffn_norm, cfg.rms_eps, &mut xn);
+            self.matmuls(
+                &xn,
+                &mut [(&layer.ffn_gate, &mut gate), (&layer.ffn_up, &mut up)],
+            );
+            ops::swiglu_in_place(&mut gate, &up);
+            self.matmuls(&gate, &mut [(&layer.ffn_down, &mut proj)]);
+            ops::add_in_place(&mut x, &proj);
+        }
+        cache.advance(n);
+
+        // Final norm and output head, only for the rows asked for.
+        let rows = match which {
+            Logits::Last => &x[(n - 1) * e..],
+            Logits::All => &x[..],
+        };
+        let mut normed = vec![0.0f32; rows.len()];
+        ops::rms_norm_rows(rows, &self.output_norm, cfg.rms_eps, &mut normed);
+        if which == Logits::All {
+            trace(cfg.n_layer, &normed);
+        }
+        let mut logits = vec![0.0f32; rows.len() / e * cfg.n_vocab];
+        self.matmuls(&normed, &mut [(&self.output, &mut logits)]);
+        Ok(logits)
+    }
+
+    /// Applies several weight matrices to the same activations, quantizing the activations once
+    /// per distinct vec-dot type.
+    fn matmuls(&self, x: &[f32], targets: &mut [(&Matrix, &mut [f32])]) {
+        if self.reference_matmul {
+            for (m, out) in targets.iter_mut() {
+                matmul_reference(&self.view(m), x, out);
+            }
+            return;
+        }
+        let mut quantized: Option<QuantizedRows> = None;
+        for (m, out) in targets.iter_mut() {
+            let act_ty = m.ty.vec_dot_type();
+            if quantized.as_ref().is_some_and(|qr| qr.ty != act_ty) {
+                quantized = None;
+            }
+            let qr = quantized.get_or_insert_with(|| QuantizedRows::quantize(act_ty, x, m.cols));
+            matmul(&self.view(m), qr, out);
+        }
+    }
+
+    /// Causal grouped-query attention for `n` new rows at positions `pos0..pos0+n`, parallel
+    /// over (token, head) pairs. `out` is `[n, n_head·head_dim]`.
+    fn attention(
+        &self,
+        q: &[f32],
+        cache: &KvCache,
+        layer: usize,
+        pos0: usize,
+        n: usize,
+        out: &mut [f32],
+    ) {
+        let cfg = &self.config;
+        let hd = cfg.head_dim;
+        let group = cfg.n_head / cfg.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let (keys, values) = cache.layer(layer);
+        let kv_dim = cfg.kv_dim();
+        out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
+            let (t, h) = (i / cfg.n_head, i % cfg.n_head);
+            let kvh = h / group;
+            let qh = &q[t * cfg.q_dim() + h * hd..][..hd];
+            let n_past = pos0 + t + 1;
+            let mut scores: Vec<f32> = (0..n_past)
+                .map(|j| ops::dot_f32(qh, &keys[j * kv_dim + kvh * hd..][..hd]) * scale)
+                .collect();
+            ops::softmax_in_place(&mut scores);
+            o.fill(0.0);
+            for (j, &s) in scores.iter().enumerate() {
+                ops::axpy(o, s, &values[j * kv_dim + kvh * hd..][..hd]);
+            }
+        });
+        debug_assert_eq!(out.len(), n * cfg.q_dim());
+    }
+}
+
+fn matrix(file: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<Matrix, ModelError> {
+    let t = file.require(name)?;
+    let expected = [cols, rows];
+    let found: Vec<usize> = t.shape.iter().copied().filter(|&d| d != 1).collect();
+    if t.shape.len() > 2 && found.len() > 2 || t.shape[0] != cols || t.n_elements() != cols * rows {
+        return Err(ModelError::BadShape {
+            path: file.path().to_path_buf(),
+            tensor: name.to_string(),
+            expected: expected.to_vec(),
+            found: t.shape.clone(),
+        });
+    }
+    if matches!(t.ty, GgmlType::Q8_1 | GgmlType::Q8_K) {
+        return Err(ModelError::BadShape {
+            path: file.path().to_path_buf(),
+            tensor: format!("{name} (type {} is an activation-only format)", t.ty.name()),
+            expected: expected.to_vec(),
+            found: t.shape.clone(),
+        });
+    }
+    Ok(Matrix {
+        ty: t.ty,
+        rows,
+        cols,
+        offset: t.offset,
+        n_bytes: t.n_bytes,
+    })
+}
+
+/// A 1-D tensor (norm weight, rope factors) dequantized to f32.
+fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+    let t = file.require(name)?;
+    if t.n_elements() != len {
+        return Err(ModelError::BadShape {
+            path: file.path().to_path_buf(),
+            tensor: name.to_string(),
+            expected: vec![len],
+            found: t.shape.clone(),
+        });
+    }
+    let mut out = vec![0.0f32; len];
+    lumen_kernels::dequantize_row(t.ty, file.tensor_bytes(t), &mut out)?;
+    Ok(out)
+}

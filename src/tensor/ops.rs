@@ -1,0 +1,144 @@
+//! Element-wise and row-wise operations on f32 activations.
+
+/// RMSNorm of one row: `out[i] = x[i] / sqrt(mean(x²) + eps) * weight[i]`.
+/// The sum is taken in f64, as llama.cpp's `ggml_compute_forward_rms_norm_f32` does.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let sum_sq: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let scale = 1.0 / ((sum_sq / x.len() as f64) as f32 + eps).sqrt();
+    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
+        *o = v * scale * w;
+    }
+}
+
+/// RMSNorm of each row of a `[n_rows, weight.len()]` matrix.
+pub fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let n = weight.len();
+    for (row, out_row) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        rms_norm(row, weight, eps, out_row);
+    }
+}
+
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// `gate[i] = silu(gate[i]) * up[i]` — the SwiGLU combination, in place.
+pub fn swiglu_in_place(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = silu(*g) * u;
+    }
+}
+
+/// Softmax in place, max-subtracted for stability.
+pub fn softmax_in_place(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+pub fn add_in_place(acc: &mut [f32], x: &[f32]) {
+    for (a, &b) in acc.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent partial sums let the compiler vectorise without reassociating.
+    let mut acc = [0.0f32; 8];
+    let chunks = a.len() / 8;
+    for c in 0..chunks {
+        for l in 0..8 {
+            acc[l] += a[c * 8 + l] * b[c * 8 + l];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        sum += a[i] * b[i];
+    }
+    sum
+}
+
+/// `acc += w * x`.
+pub fn axpy(acc: &mut [f32], w: f32, x: &[f32]) {
+    for (a, &b) in acc.iter_mut().zip(x) {
+        *a += w * b;
+    }
+}
+
+/// Rotary position embedding tables for GGUF `llama` files.
+///
+/// ggml's llama RoPE ("NORM" mode) rotates *adjacent* pairs `(2i, 2i+1)`; GGUF converters
+/// permute the Q/K rows so that this equals Hugging Face's rotate-half on the original weights.
+pub struct Rope {
+    /// Per pair i: the angular frequency `base^(-2i/n_rot) / freq_factor[i]`.
+    inv_freq: Vec<f64>,
+    n_rot: usize,
+}
+
+impl Rope {
+    /// `freq_factors` is the optional `rope_freqs.weight` tensor (llama3 scaling): each base
+    /// frequency is divided by its factor. `linear_scale` is `rope.scaling.factor` for "linear".
+    pub fn new(n_rot: usize, base: f32, freq_factors: Option<&[f32]>, linear_scale: f32) -> Self {
+        let inv_freq = (0..n_rot / 2)
+            .map(|i| {
+                let f = (base as f64).powf(-2.0 * i as f64 / n_rot as f64) / linear_scale as f64;
+                f / freq_factors.map_or(1.0, |ff| ff[i] as f64)
+            })
+            .collect();
+        Self { inv_freq, n_rot }
+    }
+
+    /// Rotates the first `n_rot` dimensions of every head of one token's vector at `pos`.
+    pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        for head in x.chunks_exact_mut(head_dim) {
+            for (i, &f) in self.inv_freq.iter().enumerate() {
+                let theta = pos as f64 * f;
+                let (sin, cos) = (theta.sin() as f32, theta.cos() as f32);
+                let (a, b) = (head[2 * i], head[2 * i + 1]);
+                head[2 * i] = a * cos - b * sin;
+                head[2 * i + 1] = a * sin + b * cos;
+            }
+        }
+        debug_assert!(self.n_rot <= head_dim);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_orders() {
+        let mut x = vec![1.0, 2.0, 3.0, -1000.0];
+        softmax_in_place(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[2] > x[1] && x[1] > x[0] && x[3] == 0.0);
+    }
+
+    #[test]
+    fn rms_norm_unit_weight_gives_unit_rms() {
+        let x = [3.0f32, -4.0, 0.0, 5.0];
+        let mut out = [0.0; 4];
+        rms_norm(&x, &[1.0; 4], 0.0, &mut out);
+        let rms = (out.iter().map(|v| v * v).sum::<f32>() / 4.0).sqrt();
+        assert!((rms - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_at_position_zero_is_identity_and_preserves_norm() {
+        let rope = Rope::new(4, 10000.0, None, 1.0);
+        let mut x = [1.0f32, 2.0, 3.0, 4.0];
+        rope.apply(&mut x, 4, 0);
+        assert_eq!(x, [1.0, 2.0, 3.0, 4.0]);
+        rope.apply(&mut x, 4, 7);
+        let norm: f32 = x.iter().map(|v| v * v).sum();
+        assert!((norm - 30.0).abs() < 1e-4);
+    }
+}
