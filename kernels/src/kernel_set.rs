@@ -1,0 +1,212 @@
+//! The kernels one instruction-set level provides, chosen once at run time.
+//!
+//! A [`KernelSet`] holds, for every weight type, a row dot product (one weight row × one
+//! activation row), a 1×4 variant (one weight row × four activation rows, so a prefill unpacks
+//! each weight block once for four tokens), and for every activation type a row quantizer.
+//! Levels overlay each other: the AVX-512 set starts from the AVX2 set, which starts from the
+//! scalar reference set, so a level only lists the kernels it improves.
+//!
+//! Contract for every kernel: `w` holds `nb` whole blocks of the weight type, each activation
+//! row holds `nb` whole blocks of its `vec_dot_type`; quantizers get `x.len()` a multiple of the
+//! block size and `out.len()` the matching byte count. Callers (the matmul driver) check this
+//! once per matrix, not per call.
+
+use std::sync::OnceLock;
+
+use crate::cpu::Isa;
+use crate::formats::{
+    ActivationFormat, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
+    BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, WeightFormat,
+};
+use crate::table::GgmlType;
+
+/// One weight row · one activation row.
+pub type RowDotFn = fn(w: &[u8], a: &[u8]) -> f32;
+/// One weight row · four activation rows.
+pub type RowDot4Fn = fn(w: &[u8], a: [&[u8]; 4]) -> [f32; 4];
+/// f32 row → activation blocks.
+pub type QuantizeRowFn = fn(x: &[f32], out: &mut [u8]);
+
+const N_TYPES: usize = GgmlType::ALL.len();
+
+#[derive(Clone)]
+pub struct KernelSet {
+    pub isa: Isa,
+    row_dot: [Option<RowDotFn>; N_TYPES],
+    row_dot4: [Option<RowDot4Fn>; N_TYPES],
+    quantize: [Option<QuantizeRowFn>; N_TYPES],
+}
+
+fn slot(ty: GgmlType) -> usize {
+    GgmlType::ALL.iter().position(|&t| t == ty).expect("every type is in ALL")
+}
+
+impl KernelSet {
+    /// Row dot for weight type `ty` (activations in `ty.vec_dot_type()`); `None` for
+    /// activation-only types.
+    pub fn row_dot(&self, ty: GgmlType) -> Option<RowDotFn> {
+        self.row_dot[slot(ty)]
+    }
+
+    pub fn row_dot4(&self, ty: GgmlType) -> Option<RowDot4Fn> {
+        self.row_dot4[slot(ty)]
+    }
+
+    /// Quantizer into activation type `ty`; `None` for weight-only types.
+    pub fn quantize(&self, ty: GgmlType) -> Option<QuantizeRowFn> {
+        self.quantize[slot(ty)]
+    }
+
+    /// Replaces the entries `provider` has for this level.
+    fn overlay(&mut self, provider: &Provider) {
+        for ty in GgmlType::ALL {
+            if let Some(f) = (provider.row_dot)(ty) {
+                self.row_dot[slot(ty)] = Some(f);
+            }
+            if let Some(f) = (provider.row_dot4)(ty) {
+                self.row_dot4[slot(ty)] = Some(f);
+            }
+            if let Some(f) = (provider.quantize)(ty) {
+                self.quantize[slot(ty)] = Some(f);
+            }
+        }
+    }
+
+    fn scalar() -> Self {
+        let mut set = Self {
+            isa: Isa::Scalar,
+            row_dot: [None; N_TYPES],
+            row_dot4: [None; N_TYPES],
+            quantize: [None; N_TYPES],
+        };
+        set.overlay(&SCALAR);
+        set
+    }
+
+    fn build(isa: Isa) -> Self {
+        let mut set = Self::scalar();
+        for level in Isa::ALL.into_iter().filter(|&l| l <= isa) {
+            for provider in providers(level) {
+                set.overlay(provider);
+            }
+        }
+        set.isa = isa;
+        set
+    }
+}
+
+/// What one source file of kernels offers.
+pub(crate) struct Provider {
+    pub row_dot: fn(GgmlType) -> Option<RowDotFn>,
+    pub row_dot4: fn(GgmlType) -> Option<RowDot4Fn>,
+    pub quantize: fn(GgmlType) -> Option<QuantizeRowFn>,
+}
+
+fn providers(isa: Isa) -> Vec<&'static Provider> {
+    match isa {
+        Isa::Scalar => vec![],
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => crate::simd::avx2_providers(),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => crate::simd::avx512_providers(),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => vec![],
+    }
+}
+
+/// The kernel set of `isa`, or `None` if this CPU cannot run it. Built once per level.
+pub fn kernels_for(isa: Isa) -> Option<&'static KernelSet> {
+    static SETS: [OnceLock<KernelSet>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    if !isa.is_available() {
+        return None;
+    }
+    let index = Isa::ALL.iter().position(|&l| l == isa).unwrap_or(0);
+    Some(SETS[index].get_or_init(|| KernelSet::build(isa)))
+}
+
+/// The kernel set used by default: `LUMEN_KERNELS=scalar|avx2|avx512` if set and available,
+/// else the best level this CPU runs. Chosen once per process.
+pub fn kernels() -> &'static KernelSet {
+    static CHOSEN: OnceLock<Isa> = OnceLock::new();
+    let isa = *CHOSEN.get_or_init(|| {
+        let forced = std::env::var("LUMEN_KERNELS").ok().and_then(|v| Isa::from_name(&v));
+        match forced {
+            Some(isa) if isa.is_available() => isa,
+            _ => Isa::best_available(),
+        }
+    });
+    kernels_for(isa).unwrap_or_else(|| kernels_for(Isa::Scalar).expect("scalar always runs"))
+}
+
+/// Why `LUMEN_KERNELS` was not honoured, if it was set to something unusable.
+pub fn forced_kernels_problem() -> Option<String> {
+    let value = std::env::var("LUMEN_KERNELS").ok()?;
+    match Isa::from_name(&value) {
+        None => Some(format!("LUMEN_KERNELS={value} is not one of scalar, avx2, avx512")),
+        Some(isa) if !isa.is_available() => Some(format!("LUMEN_KERNELS={value}: this CPU cannot run it")),
+        Some(_) => None,
+    }
+}
+
+// ---- The scalar reference set: the format files' `_ref` kernels behind the byte interface.
+
+fn scalar_dot<W: WeightFormat>(w: &[u8], a: &[u8]) -> f32 {
+    let w = crate::dispatch::blocks_of::<W>(w).expect("whole blocks (kernel contract)");
+    let a = crate::dispatch::blocks_of::<W::Act>(a).expect("whole blocks (kernel contract)");
+    W::vec_dot(&w, &a)
+}
+
+fn scalar_dot4<W: WeightFormat>(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+    a.map(|a| scalar_dot::<W>(w, a))
+}
+
+fn scalar_quantize<A: ActivationFormat>(x: &[f32], out: &mut [u8]) {
+    crate::dispatch::quantize_blocks::<A>(x, out).expect("whole blocks (kernel contract)")
+}
+
+macro_rules! per_weight_type {
+    ($ty:expr, $f:ident) => {
+        match $ty {
+            GgmlType::F32 => Some($f::<f32> as _),
+            GgmlType::F16 => Some($f::<half::f16> as _),
+            GgmlType::BF16 => Some($f::<half::bf16> as _),
+            GgmlType::Q4_0 => Some($f::<BlockQ4_0> as _),
+            GgmlType::Q4_1 => Some($f::<BlockQ4_1> as _),
+            GgmlType::Q5_0 => Some($f::<BlockQ5_0> as _),
+            GgmlType::Q5_1 => Some($f::<BlockQ5_1> as _),
+            GgmlType::Q8_0 => Some($f::<BlockQ8_0> as _),
+            GgmlType::Q2_K => Some($f::<BlockQ2_K> as _),
+            GgmlType::Q3_K => Some($f::<BlockQ3_K> as _),
+            GgmlType::Q4_K => Some($f::<BlockQ4_K> as _),
+            GgmlType::Q5_K => Some($f::<BlockQ5_K> as _),
+            GgmlType::Q6_K => Some($f::<BlockQ6_K> as _),
+            GgmlType::Q8_1 | GgmlType::Q8_K => None,
+        }
+    };
+}
+
+fn scalar_row_dot(ty: GgmlType) -> Option<RowDotFn> {
+    per_weight_type!(ty, scalar_dot)
+}
+
+fn scalar_row_dot4(ty: GgmlType) -> Option<RowDot4Fn> {
+    per_weight_type!(ty, scalar_dot4)
+}
+
+fn scalar_quantize_row(ty: GgmlType) -> Option<QuantizeRowFn> {
+    match ty {
+        GgmlType::F32 => Some(scalar_quantize::<f32>),
+        GgmlType::F16 => Some(scalar_quantize::<half::f16>),
+        GgmlType::BF16 => Some(scalar_quantize::<half::bf16>),
+        GgmlType::Q8_0 => Some(scalar_quantize::<BlockQ8_0>),
+        GgmlType::Q8_1 => Some(scalar_quantize::<BlockQ8_1>),
+        GgmlType::Q8_K => Some(scalar_quantize::<BlockQ8_K>),
+        _ => None,
+    }
+}
+
+static SCALAR: Provider = Provider {
+    row_dot: scalar_row_dot,
+    row_dot4: scalar_row_dot4,
+    quantize: scalar_quantize_row,
+};

@@ -1,0 +1,21 @@
+//! Architecture-specific kernels. Each file offers a [`Provider`] for one level and one family
+//! of formats; `kernel_set` overlays them on the scalar reference set.
+//!
+//! Every kernel here is a safe `fn` wrapping a `#[target_feature]` function. That is sound only
+//! because these functions are reachable solely through `kernel_set::kernels_for`, which builds
+//! a level's set only after `Isa::is_available` confirmed the CPU runs it.
+
+use crate::kernel_set::Provider;
+
+mod avx2_kquants;
+mod avx2_legacy;
+mod avx512_kquants;
+mod avx512_legacy;
+
+pub(crate) fn avx2_providers() -> Vec<&'static Provider> {
+    vec![&avx2_legacy::PROVIDER, &avx2_kquants::PROVIDER]
+}
+
+pub(crate) fn avx512_providers() -> Vec<&'static Provider> {
+    vec![&avx512_legacy::PROVIDER, &avx512_kquants::PROVIDER]
+}
