@@ -20,6 +20,26 @@ pub struct Registry {
     pub default: String,
     #[serde(rename = "model", default)]
     pub models: Vec<ModelEntry>,
+    /// Real models' shapes, for random-weight GGUFs used in speed measurements.
+    #[serde(default)]
+    pub synthetic: Vec<SyntheticShape>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct SyntheticShape {
+    pub id: String,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub rope_theta: f32,
+    /// llama3 rope scaling factor (written as `rope_freqs.weight`); absent = no scaling.
+    pub llama3_rope_factor: Option<f32>,
+    pub context_length: usize,
+    pub tied_embeddings: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]

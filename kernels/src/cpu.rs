@@ -23,7 +23,9 @@ impl Isa {
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|isa| isa.name().eq_ignore_ascii_case(name))
+        Self::ALL
+            .into_iter()
+            .find(|isa| isa.name().eq_ignore_ascii_case(name))
     }
 
     /// Whether this CPU (and OS) can run this level.
@@ -51,6 +53,10 @@ impl Isa {
 
     /// The highest level this CPU runs.
     pub fn best_available() -> Self {
-        Self::ALL.into_iter().rev().find(|isa| isa.is_available()).unwrap_or(Isa::Scalar)
+        Self::ALL
+            .into_iter()
+            .rev()
+            .find(|isa| isa.is_available())
+            .unwrap_or(Isa::Scalar)
     }
 }

@@ -38,7 +38,10 @@ pub struct KernelSet {
 }
 
 fn slot(ty: GgmlType) -> usize {
-    GgmlType::ALL.iter().position(|&t| t == ty).expect("every type is in ALL")
+    GgmlType::ALL
+        .iter()
+        .position(|&t| t == ty)
+        .expect("every type is in ALL")
 }
 
 impl KernelSet {
@@ -129,7 +132,9 @@ pub fn kernels_for(isa: Isa) -> Option<&'static KernelSet> {
 pub fn kernels() -> &'static KernelSet {
     static CHOSEN: OnceLock<Isa> = OnceLock::new();
     let isa = *CHOSEN.get_or_init(|| {
-        let forced = std::env::var("LUMEN_KERNELS").ok().and_then(|v| Isa::from_name(&v));
+        let forced = std::env::var("LUMEN_KERNELS")
+            .ok()
+            .and_then(|v| Isa::from_name(&v));
         match forced {
             Some(isa) if isa.is_available() => isa,
             _ => Isa::best_available(),
@@ -142,8 +147,12 @@ pub fn kernels() -> &'static KernelSet {
 pub fn forced_kernels_problem() -> Option<String> {
     let value = std::env::var("LUMEN_KERNELS").ok()?;
     match Isa::from_name(&value) {
-        None => Some(format!("LUMEN_KERNELS={value} is not one of scalar, avx2, avx512")),
-        Some(isa) if !isa.is_available() => Some(format!("LUMEN_KERNELS={value}: this CPU cannot run it")),
+        None => Some(format!(
+            "LUMEN_KERNELS={value} is not one of scalar, avx2, avx512"
+        )),
+        Some(isa) if !isa.is_available() => {
+            Some(format!("LUMEN_KERNELS={value}: this CPU cannot run it"))
+        }
         Some(_) => None,
     }
 }

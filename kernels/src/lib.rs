@@ -10,15 +10,16 @@ pub mod cpu;
 pub mod dispatch;
 pub mod formats;
 pub mod kernel_set;
+pub mod matmul;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 pub mod table;
 
+pub use cpu::Isa;
 pub use dispatch::{
     blocks_of, dequantize_blocks, dequantize_row, quantize_blocks, quantize_row, vec_dot,
     vec_dot_blocks, KernelError,
 };
-pub use cpu::Isa;
-pub use kernel_set::{kernels, kernels_for, KernelSet, QuantizeRowFn, RowDot4Fn, RowDotFn};
 pub use formats::{ActivationFormat, BlockFormat, WeightFormat};
+pub use kernel_set::{kernels, kernels_for, KernelSet, QuantizeRowFn, RowDot4Fn, RowDotFn};
 pub use table::{GgmlType, TypeInfo, TYPE_TABLE};

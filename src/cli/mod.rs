@@ -1,6 +1,7 @@
 //! Command-line interface: every option defined once, with its environment variable, using
 //! llama.cpp's flag names where a user would look for them.
 
+mod bench;
 mod inspect;
 mod run;
 
@@ -23,11 +24,14 @@ enum Command {
     Run(run::RunArgs),
     /// Show a GGUF file's metadata and tensors.
     Inspect(inspect::InspectArgs),
+    /// Measure prompt and generation speed (llama-bench's method and table).
+    Bench(bench::BenchArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::inspect(args),
+        Command::Bench(args) => bench::bench(args),
     }
 }

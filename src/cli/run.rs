@@ -115,7 +115,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let load_time = load_start.elapsed();
     let cfg = &model.config;
     eprintln!(
-        "lumen: {} | llama, {} layers, {} embd, {} heads ({} kv), vocab {} | {:.1} MiB {} | {} threads",
+        "lumen: {} | llama, {} layers, {} embd, {} heads ({} kv), vocab {} | {:.1} MiB {} | kernels {} | {} threads",
         path.display(),
         cfg.n_layer,
         cfg.n_embd,
@@ -124,8 +124,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         cfg.n_vocab,
         file.file_len() as f64 / (1 << 20) as f64,
         if file.is_mapped() { "mapped" } else { "read" },
+        model.kernels().isa.name(),
         threads
     );
+    if let Some(problem) = lumen::kernels::kernel_set::forced_kernels_problem() {
+        eprintln!(
+            "lumen: warning: {problem}; using {}",
+            model.kernels().isa.name()
+        );
+    }
 
     let ids = tokenizer.encode(&prompt, tokenizer.add_bos_default())?;
     if args.verbose_prompt {

@@ -115,31 +115,17 @@ impl GgufWriter {
     /// The header and tensor-info section, padded to the data alignment, plus each tensor's
     /// offset relative to the data section.
     pub fn header_bytes(&self) -> (Vec<u8>, Vec<usize>) {
-        let mut out = Vec::new();
-        out.extend_from_slice(b"GGUF");
-        out.extend_from_slice(&3u32.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
-        for (key, value) in &self.metadata {
-            write_string(&mut out, key);
-            out.extend_from_slice(&value.type_id().to_le_bytes());
-            value.write_payload(&mut out);
-        }
-        let mut offsets = Vec::with_capacity(self.tensors.len());
-        let mut next = 0usize;
-        for t in &self.tensors {
-            write_string(&mut out, &t.name);
-            out.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
-            for &d in &t.shape {
-                out.extend_from_slice(&(d as u64).to_le_bytes());
-            }
-            out.extend_from_slice(&t.ty.id().to_le_bytes());
-            out.extend_from_slice(&(next as u64).to_le_bytes());
-            offsets.push(next);
-            next = (next + t.data.len()).next_multiple_of(ALIGNMENT);
-        }
-        out.resize(out.len().next_multiple_of(ALIGNMENT), 0);
-        (out, offsets)
+        let infos: Vec<TensorHeader> = self
+            .tensors
+            .iter()
+            .map(|t| TensorHeader {
+                name: &t.name,
+                ty: t.ty,
+                shape: &t.shape,
+                n_bytes: t.data.len(),
+            })
+            .collect();
+        encode_header(&self.metadata, &infos)
     }
 
     /// The complete file as bytes.
@@ -181,4 +167,109 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// What the tensor-info section records about one tensor.
+pub struct TensorHeader<'a> {
+    pub name: &'a str,
+    pub ty: GgmlType,
+    pub shape: &'a [usize],
+    pub n_bytes: usize,
+}
+
+/// Header, metadata and tensor infos, padded to [`ALIGNMENT`], with each tensor's data offset.
+pub fn encode_header(
+    metadata: &[(String, MetaValue)],
+    tensors: &[TensorHeader],
+) -> (Vec<u8>, Vec<usize>) {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"GGUF");
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+    for (key, value) in metadata {
+        write_string(&mut out, key);
+        out.extend_from_slice(&value.type_id().to_le_bytes());
+        value.write_payload(&mut out);
+    }
+    let mut offsets = Vec::with_capacity(tensors.len());
+    let mut next = 0usize;
+    for t in tensors {
+        write_string(&mut out, t.name);
+        out.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
+        for &d in t.shape {
+            out.extend_from_slice(&(d as u64).to_le_bytes());
+        }
+        out.extend_from_slice(&t.ty.id().to_le_bytes());
+        out.extend_from_slice(&(next as u64).to_le_bytes());
+        offsets.push(next);
+        next = (next + t.n_bytes).next_multiple_of(ALIGNMENT);
+    }
+    out.resize(out.len().next_multiple_of(ALIGNMENT), 0);
+    (out, offsets)
+}
+
+/// Writes a GGUF whose tensor bytes are produced one tensor at a time by `fill(i, out)` (which
+/// must write exactly `tensors[i].n_bytes`), so files larger than memory can be written.
+/// Temporary file + fsync + rename, like [`write_file_atomic`].
+pub fn write_streaming(
+    path: &Path,
+    metadata: &[(String, MetaValue)],
+    tensors: &[TensorHeader],
+    mut fill: impl FnMut(usize, &mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let (header, offsets) = encode_header(metadata, tensors);
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        w.write_all(&header)?;
+        let mut written = 0usize;
+        for (i, (t, &off)) in tensors.iter().zip(&offsets).enumerate() {
+            w.write_all(&vec![0u8; off - written])?;
+            let mut counter = CountingWriter {
+                inner: &mut w,
+                count: 0,
+            };
+            fill(i, &mut counter)?;
+            if counter.count != t.n_bytes {
+                return Err(std::io::Error::other(format!(
+                    "tensor '{}': {} bytes written, {} declared",
+                    t.name, counter.count, t.n_bytes
+                )));
+            }
+            written = off + t.n_bytes;
+        }
+        w.write_all(&vec![0u8; written.next_multiple_of(ALIGNMENT) - written])?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+struct CountingWriter<'a, W: Write> {
+    inner: &'a mut W,
+    count: usize,
+}
+
+impl<W: Write> Write for CountingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }

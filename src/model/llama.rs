@@ -11,8 +11,9 @@ use rayon::prelude::*;
 use super::kv_cache::KvCache;
 use super::ModelError;
 use crate::gguf::{keys, names, GgufFile};
-use crate::tensor::matmul::{matmul, matmul_reference, QuantizedRows, WeightView};
 use crate::tensor::ops::{self, Rope};
+use lumen_kernels::matmul::{matmul, matmul_reference, QuantizedRows, WeightView};
+use lumen_kernels::KernelSet;
 
 /// Architectures this module runs (the `general.architecture` value).
 pub const ARCHITECTURES: &[&str] = &["llama"];
@@ -182,6 +183,7 @@ pub struct Llama {
     rope: Rope,
     /// Dequantized-f32 matmuls instead of Q8 activations (validation only).
     reference_matmul: bool,
+    kernels: &'static KernelSet,
 }
 
 impl Llama {
@@ -236,6 +238,7 @@ impl Llama {
             output,
             rope,
             reference_matmul: false,
+            kernels: lumen_kernels::kernels(),
         })
     }
 
@@ -243,6 +246,15 @@ impl Llama {
     /// float framework would: for validating the forward pass against float references.
     pub fn set_reference_matmul(&mut self, on: bool) {
         self.reference_matmul = on;
+    }
+
+    /// Uses another kernel set (A/B tests, benchmarks); the default is `lumen_kernels::kernels()`.
+    pub fn set_kernels(&mut self, kernels: &'static KernelSet) {
+        self.kernels = kernels;
+    }
+
+    pub fn kernels(&self) -> &'static KernelSet {
+        self.kernels
     }
 
     pub fn file(&self) -> &GgufFile {
@@ -331,7 +343,7 @@ impl Llama {
                     (&layer.attn_k, &mut k),
                     (&layer.attn_v, &mut v),
                 ],
-            );
+            )?;
             for t in 0..n {
                 self.rope.apply(
                     &mut q[t * cfg.q_dim()..(t + 1) * cfg.q_dim()],
@@ -346,7 +358,7 @@ impl Llama {
             }
             cache.store(il, pos0, &k, &v);
             self.attention(&q, cache, il, pos0, n, &mut attn);
-            self.matmuls(&attn, &mut [(&layer.attn_output, &mut proj)]);
+            self.matmuls(&attn, &mut [(&layer.attn_output, &mut proj)])?;
             ops::add_in_place(&mut x, &proj);
 
             // Feed-forward block (SwiGLU).
@@ -354,9 +366,9 @@ impl Llama {
             self.matmuls(
                 &xn,
                 &mut [(&layer.ffn_gate, &mut gate), (&layer.ffn_up, &mut up)],
-            );
+            )?;
             ops::swiglu_in_place(&mut gate, &up);
-            self.matmuls(&gate, &mut [(&layer.ffn_down, &mut proj)]);
+            self.matmuls(&gate, &mut [(&layer.ffn_down, &mut proj)])?;
             ops::add_in_place(&mut x, &proj);
         }
         cache.advance(n);
@@ -372,28 +384,30 @@ impl Llama {
             trace(cfg.n_layer, &normed);
         }
         let mut logits = vec![0.0f32; rows.len() / e * cfg.n_vocab];
-        self.matmuls(&normed, &mut [(&self.output, &mut logits)]);
+        self.matmuls(&normed, &mut [(&self.output, &mut logits)])?;
         Ok(logits)
     }
 
     /// Applies several weight matrices to the same activations, quantizing the activations once
     /// per distinct vec-dot type.
-    fn matmuls(&self, x: &[f32], targets: &mut [(&Matrix, &mut [f32])]) {
+    fn matmuls(&self, x: &[f32], targets: &mut [(&Matrix, &mut [f32])]) -> Result<(), ModelError> {
         if self.reference_matmul {
             for (m, out) in targets.iter_mut() {
-                matmul_reference(&self.view(m), x, out);
+                matmul_reference(&self.view(m), x, out)?;
             }
-            return;
+            return Ok(());
         }
         let mut quantized: Option<QuantizedRows> = None;
         for (m, out) in targets.iter_mut() {
             let act_ty = m.ty.vec_dot_type();
-            if quantized.as_ref().is_some_and(|qr| qr.ty != act_ty) {
-                quantized = None;
+            if quantized.as_ref().is_none_or(|qr| qr.ty != act_ty) {
+                quantized = Some(QuantizedRows::quantize(self.kernels, act_ty, x, m.cols)?);
             }
-            let qr = quantized.get_or_insert_with(|| QuantizedRows::quantize(act_ty, x, m.cols));
-            matmul(&self.view(m), qr, out);
+            if let Some(qr) = &quantized {
+                matmul(self.kernels, &self.view(m), qr, out)?;
+            }
         }
+        Ok(())
     }
 
     /// Causal grouped-query attention for `n` new rows at positions `pos0..pos0+n`, parallel

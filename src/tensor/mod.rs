@@ -1,4 +1,3 @@
-//! Tensor operations on f32 activations and quantized weights.
+//! Tensor operations on f32 activations. Quantized matmuls live in `lumen_kernels::matmul`.
 
-pub mod matmul;
 pub mod ops;

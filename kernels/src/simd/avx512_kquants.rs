@@ -15,4 +15,8 @@ fn quantize(_ty: GgmlType) -> Option<QuantizeRowFn> {
     None
 }
 
-pub(crate) static PROVIDER: Provider = Provider { row_dot, row_dot4, quantize };
+pub(crate) static PROVIDER: Provider = Provider {
+    row_dot,
+    row_dot4,
+    quantize,
+};

@@ -1,18 +1,35 @@
-//! avx512_legacy: see simd/mod.rs. (Being written.)
+//! avx512_legacy: the legacy-format and float kernels of `avx2_legacy` (same code, via its
+//! `legacy_kernels!` macro) compiled for AVX-512 F/BW/VL + VNNI, with the u8×i8 pair sums done
+//! by one 256-bit `vpdpbusd` (AVX-512 VL + VNNI) instead of `vpmaddubsw` + `vpmaddwd`.
+
+use std::arch::x86_64::*;
 
 use crate::kernel_set::{Provider, QuantizeRowFn, RowDot4Fn, RowDotFn};
 use crate::table::GgmlType;
 
-fn row_dot(_ty: GgmlType) -> Option<RowDotFn> {
-    None
+/// u8 × i8 products summed per 4 bytes into i32 lanes (`vpdpbusd`, no i16 saturation).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn mul_sum_us8(ax: __m256i, sy: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy)
 }
 
-fn row_dot4(_ty: GgmlType) -> Option<RowDot4Fn> {
-    None
+super::avx2_legacy::legacy_kernels!("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
+
+fn row_dot(ty: GgmlType) -> Option<RowDotFn> {
+    row_dot_legacy(ty)
 }
 
-fn quantize(_ty: GgmlType) -> Option<QuantizeRowFn> {
-    None
+fn row_dot4(ty: GgmlType) -> Option<RowDot4Fn> {
+    row_dot4_legacy(ty)
 }
 
-pub(crate) static PROVIDER: Provider = Provider { row_dot, row_dot4, quantize };
+fn quantize(ty: GgmlType) -> Option<QuantizeRowFn> {
+    quantize_legacy(ty)
+}
+
+pub(crate) static PROVIDER: Provider = Provider {
+    row_dot,
+    row_dot4,
+    quantize,
+};

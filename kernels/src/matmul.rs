@@ -1,0 +1,219 @@
+//! Quantized matrix multiplication the way llama.cpp computes it on CPU: the f32 activation
+//! rows are quantized once into the weight type's vec-dot format, then every output is an
+//! integer block dot product. Work is split over weight rows across the current rayon pool.
+//!
+//! Two drivers: decode (one activation row: a matrix-vector product, rows in coarse chunks per
+//! task) and prefill (many activation rows: each weight row is applied to four activation rows
+//! per kernel call, so its blocks are unpacked once per four tokens while they sit in L1).
+
+use rayon::prelude::*;
+
+use crate::kernel_set::KernelSet;
+use crate::table::GgmlType;
+use crate::KernelError;
+
+/// A weight matrix stored row-major in GGUF order: `rows` output features, each a contiguous
+/// row of `cols` input features encoded in `ty`.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightView<'a> {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub bytes: &'a [u8],
+}
+
+impl WeightView<'_> {
+    pub fn row_bytes(&self) -> usize {
+        self.bytes.len() / self.rows.max(1)
+    }
+
+    pub fn row(&self, r: usize) -> &[u8] {
+        let rb = self.row_bytes();
+        &self.bytes[r * rb..(r + 1) * rb]
+    }
+
+    fn check(&self) -> Result<usize, KernelError> {
+        let row_bytes = self
+            .ty
+            .row_bytes(self.cols)
+            .ok_or(KernelError::PartialElems {
+                ty: self.ty,
+                what: "weight row",
+                len: self.cols,
+                block_elems: self.ty.block_elems(),
+            })?;
+        if self.bytes.len() != row_bytes * self.rows {
+            return Err(KernelError::LengthMismatch {
+                ty: self.ty,
+                what: "weight matrix bytes",
+                expected: row_bytes * self.rows,
+                got: self.bytes.len(),
+            });
+        }
+        Ok(row_bytes)
+    }
+}
+
+/// Activation rows quantized into one vec-dot format. Built once and shared by every matmul
+/// that reads the same activations with the same vec-dot type (Q/K/V; gate/up).
+pub struct QuantizedRows {
+    pub ty: GgmlType,
+    pub n_rows: usize,
+    pub cols: usize,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+impl QuantizedRows {
+    /// Quantizes `x` (`n_rows × cols`, row-major) into activation type `ty`, rows in parallel.
+    pub fn quantize(
+        ks: &KernelSet,
+        ty: GgmlType,
+        x: &[f32],
+        cols: usize,
+    ) -> Result<Self, KernelError> {
+        let quantize = ks
+            .quantize(ty)
+            .ok_or(KernelError::NotActivationFormat { ty })?;
+        let row_bytes = ty.row_bytes(cols).ok_or(KernelError::PartialElems {
+            ty,
+            what: "activation row",
+            len: cols,
+            block_elems: ty.block_elems(),
+        })?;
+        if cols == 0 || x.len() % cols != 0 {
+            return Err(KernelError::PartialElems {
+                ty,
+                what: "activations",
+                len: x.len(),
+                block_elems: cols,
+            });
+        }
+        let n_rows = x.len() / cols;
+        let mut data = vec![0u8; row_bytes * n_rows];
+        if n_rows == 1 {
+            quantize(x, &mut data);
+        } else {
+            data.par_chunks_mut(row_bytes)
+                .zip(x.par_chunks(cols))
+                .for_each(|(dst, src)| quantize(src, dst));
+        }
+        Ok(Self {
+            ty,
+            n_rows,
+            cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    pub fn row(&self, i: usize) -> &[u8] {
+        &self.data[i * self.row_bytes..(i + 1) * self.row_bytes]
+    }
+}
+
+/// Splits `rows` into about four tasks per thread, in multiples of 8 rows: coarse enough that
+/// scheduling costs little next to the dots, fine enough to balance.
+fn rows_per_task(rows: usize) -> usize {
+    let tasks = rayon::current_num_threads() * 4;
+    rows.div_ceil(tasks).next_multiple_of(8).max(8)
+}
+
+/// `out[t][r] = Σ_c w[r][c] · x[t][c]` for every activation row `t`; `out` is `n_rows × w.rows`.
+pub fn matmul(
+    ks: &KernelSet,
+    w: &WeightView,
+    x: &QuantizedRows,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    w.check()?;
+    let act = w.ty.vec_dot_type();
+    if x.ty != act || x.cols != w.cols || out.len() != x.n_rows * w.rows {
+        return Err(KernelError::LengthMismatch {
+            ty: w.ty,
+            what: "matmul operands (activation type, width or output size)",
+            expected: x.n_rows * w.rows,
+            got: out.len(),
+        });
+    }
+    let dot = ks
+        .row_dot(w.ty)
+        .ok_or(KernelError::NotWeightFormat { ty: w.ty })?;
+    let chunk = rows_per_task(w.rows);
+    if x.n_rows == 1 {
+        let a = x.row(0);
+        out.par_chunks_mut(chunk).enumerate().for_each(|(c, dst)| {
+            for (i, o) in dst.iter_mut().enumerate() {
+                *o = dot(w.row(c * chunk + i), a);
+            }
+        });
+        return Ok(());
+    }
+    let dot4 = ks
+        .row_dot4(w.ty)
+        .ok_or(KernelError::NotWeightFormat { ty: w.ty })?;
+    let n_tok = x.n_rows;
+    let mut tiles = vec![0.0f32; out.len()];
+    tiles
+        .par_chunks_mut(chunk * n_tok)
+        .enumerate()
+        .for_each(|(c, tile)| {
+            for (i, per_token) in tile.chunks_exact_mut(n_tok).enumerate() {
+                let w_row = w.row(c * chunk + i);
+                let mut t = 0;
+                while t + 4 <= n_tok {
+                    let r = dot4(w_row, [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)]);
+                    per_token[t..t + 4].copy_from_slice(&r);
+                    t += 4;
+                }
+                for (t, o) in per_token.iter_mut().enumerate().skip(t) {
+                    *o = dot(w_row, x.row(t));
+                }
+            }
+        });
+    transpose_into(&tiles, n_tok, w.rows, out);
+    Ok(())
+}
+
+/// Reference matmul for validation: each weight row dequantized to f32 and dotted with the f32
+/// activations in f64. No activation quantization, so a model run this way should equal a float
+/// framework running the dequantized weights. Slow; for tests and debugging.
+pub fn matmul_reference(w: &WeightView, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
+    w.check()?;
+    let n_tok = x.len() / w.cols;
+    if x.len() != n_tok * w.cols || out.len() != n_tok * w.rows {
+        return Err(KernelError::LengthMismatch {
+            ty: w.ty,
+            what: "reference matmul output",
+            expected: n_tok * w.rows,
+            got: out.len(),
+        });
+    }
+    let mut tiles = vec![0.0f32; out.len()];
+    tiles
+        .par_chunks_mut(n_tok)
+        .enumerate()
+        .try_for_each(|(r, per_token)| {
+            let mut w_row = vec![0.0f32; w.cols];
+            crate::dequantize_row(w.ty, w.row(r), &mut w_row)?;
+            for (o, x_row) in per_token.iter_mut().zip(x.chunks_exact(w.cols)) {
+                *o = w_row
+                    .iter()
+                    .zip(x_row)
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum::<f64>() as f32;
+            }
+            Ok(())
+        })?;
+    transpose_into(&tiles, n_tok, w.rows, out);
+    Ok(())
+}
+
+/// `out[t][r] = tiles[r][t]`.
+fn transpose_into(tiles: &[f32], n_tok: usize, rows: usize, out: &mut [f32]) {
+    for (r, per_token) in tiles.chunks_exact(n_tok).enumerate() {
+        for (t, &v) in per_token.iter().enumerate() {
+            out[t * rows + r] = v;
+        }
+    }
+}
