@@ -12,7 +12,7 @@ use super::kv_cache::KvCache;
 use super::ModelError;
 use crate::gguf::{keys, names, GgufFile};
 use crate::tensor::ops::{self, Rope};
-use lumen_kernels::matmul::{matmul, matmul_reference, QuantizedRows, WeightView};
+use lumen_kernels::matmul::{matmul_many, matmul_reference, QuantizedRows, WeightView};
 use lumen_kernels::KernelSet;
 
 /// Architectures this module runs (the `general.architecture` value).
@@ -397,15 +397,22 @@ impl Llama {
             }
             return Ok(());
         }
-        let mut quantized: Option<QuantizedRows> = None;
-        for (m, out) in targets.iter_mut() {
-            let act_ty = m.ty.vec_dot_type();
-            if quantized.as_ref().is_none_or(|qr| qr.ty != act_ty) {
-                quantized = Some(QuantizedRows::quantize(self.kernels, act_ty, x, m.cols)?);
-            }
-            if let Some(qr) = &quantized {
-                matmul(self.kernels, &self.view(m), qr, out)?;
-            }
+        // Matrices reading the same activations share one quantization and one parallel region
+        // (in practice every matrix of a layer has the same vec-dot type).
+        let mut rest: Vec<(&Matrix, &mut [f32])> = targets
+            .iter_mut()
+            .map(|(m, out)| (*m, &mut **out))
+            .collect();
+        while let Some((first, _)) = rest.first() {
+            let act_ty = first.ty.vec_dot_type();
+            let (group, others): (Vec<_>, Vec<_>) = rest
+                .into_iter()
+                .partition(|(m, _)| m.ty.vec_dot_type() == act_ty);
+            rest = others;
+            let qr = QuantizedRows::quantize(self.kernels, act_ty, x, group[0].0.cols)?;
+            let views: Vec<WeightView> = group.iter().map(|(m, _)| self.view(m)).collect();
+            let mut outs: Vec<&mut [f32]> = group.into_iter().map(|(_, out)| out).collect();
+            matmul_many(self.kernels, &views, &qr, &mut outs)?;
         }
         Ok(())
     }
