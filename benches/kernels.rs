@@ -1,0 +1,197 @@
+//! Kernel throughput: matvec GB/s of weights at real model shapes (per format × kernel set ×
+//! threads), and GEMM GOP/s for 1…512 activation rows.
+//!
+//! `cargo bench --bench kernels` runs a representative subset; `LUMEN_BENCH_FULL=1` runs every
+//! shape and format. Filter with criterion's usual argument, e.g. `-- matvec/Q4_0`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use lumen::kernels::matmul::{matmul, QuantizedRows, WeightView};
+use lumen::kernels::{kernels_for, quantize_row, GgmlType, Isa, KernelSet};
+
+/// SmolLM2-135M and Llama-3.2-1B matrix shapes (rows = outputs, cols = inputs).
+const SHAPES_FULL: &[(usize, usize)] = &[
+    (576, 576),
+    (1536, 576),
+    (576, 1536),
+    (49152, 576),
+    (2048, 2048),
+    (8192, 2048),
+    (2048, 8192),
+    (128256, 2048),
+];
+const SHAPES_QUICK: &[(usize, usize)] = &[(576, 576), (2048, 2048), (8192, 2048)];
+const TYPES_FULL: &[GgmlType] = &[
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::F16,
+];
+const TYPES_QUICK: &[GgmlType] = &[
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+];
+
+fn full() -> bool {
+    std::env::var_os("LUMEN_BENCH_FULL").is_some()
+}
+
+/// Deterministic weight bytes with finite scales: every 2-byte field of a block set to a
+/// small f16 (quants stay pseudo-random), which is a valid block for every format.
+fn weight_bytes(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let n = ty.row_bytes(cols).expect("shape fits the block size") * rows;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut out: Vec<u8> = (0..n)
+        .map(|_| {
+            state ^= state << 7;
+            state ^= state >> 9;
+            state as u8
+        })
+        .collect();
+    let small = half::f16::from_f32(0.002).to_le_bytes();
+    if ty.block_elems() == 1 {
+        for v in out.chunks_exact_mut(2) {
+            v.copy_from_slice(&small);
+        }
+    } else {
+        for block in out.chunks_exact_mut(ty.block_bytes()) {
+            let len = block.len();
+            for at in [0, 2, len - 4, len - 2] {
+                block[at..at + 2].copy_from_slice(&small);
+            }
+        }
+    }
+    out
+}
+
+fn activations(ks: &KernelSet, ty: GgmlType, n_rows: usize, cols: usize) -> QuantizedRows {
+    let x: Vec<f32> = (0..n_rows * cols)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    QuantizedRows::quantize(ks, ty, &x, cols).expect("activation quantization")
+}
+
+fn kernel_sets() -> Vec<&'static KernelSet> {
+    Isa::ALL.into_iter().filter_map(kernels_for).collect()
+}
+
+fn pools() -> Vec<rayon::ThreadPool> {
+    [1, 2]
+        .into_iter()
+        .map(|t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn matvec(c: &mut Criterion) {
+    let (shapes, types) = if full() {
+        (SHAPES_FULL, TYPES_FULL)
+    } else {
+        (SHAPES_QUICK, TYPES_QUICK)
+    };
+    for &ty in types {
+        let mut group = c.benchmark_group(format!("matvec/{}", ty.name()));
+        for &(rows, cols) in shapes {
+            let bytes = weight_bytes(ty, rows, cols);
+            let w = WeightView {
+                ty,
+                rows,
+                cols,
+                bytes: &bytes,
+            };
+            group.throughput(Throughput::Bytes(bytes.len() as u64));
+            for ks in kernel_sets() {
+                if ks.isa == Isa::Scalar && rows * cols > 4 << 20 {
+                    continue; // the scalar reference is for correctness, not worth minutes here
+                }
+                let x = activations(ks, ty.vec_dot_type(), 1, cols);
+                let mut out = vec![0.0f32; rows];
+                for pool in pools() {
+                    let id = BenchmarkId::new(
+                        format!("{}/t{}", ks.isa.name(), pool.current_num_threads()),
+                        format!("{rows}x{cols}"),
+                    );
+                    group.bench_function(id, |b| {
+                        b.iter(|| pool.install(|| matmul(ks, &w, &x, &mut out).unwrap()))
+                    });
+                }
+            }
+        }
+        group.finish();
+    }
+}
+
+fn gemm(c: &mut Criterion) {
+    let (rows, cols) = (2048, 2048);
+    let types: &[GgmlType] = if full() {
+        TYPES_FULL
+    } else {
+        &[GgmlType::Q4_0, GgmlType::Q8_0]
+    };
+    let token_counts: &[usize] = if full() {
+        &[1, 2, 4, 8, 16, 64, 128, 512]
+    } else {
+        &[1, 4, 16, 128]
+    };
+    for &ty in types {
+        let mut group = c.benchmark_group(format!("gemm/{}/{rows}x{cols}", ty.name()));
+        group.sample_size(10);
+        let bytes = weight_bytes(ty, rows, cols);
+        let w = WeightView {
+            ty,
+            rows,
+            cols,
+            bytes: &bytes,
+        };
+        for ks in kernel_sets().into_iter().filter(|ks| ks.isa != Isa::Scalar) {
+            for &n in token_counts {
+                let x = activations(ks, ty.vec_dot_type(), n, cols);
+                let mut out = vec![0.0f32; rows * n];
+                group.throughput(Throughput::Elements((2 * rows * cols * n) as u64));
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(2)
+                    .build()
+                    .unwrap();
+                group.bench_function(BenchmarkId::new(format!("{}/t2", ks.isa.name()), n), |b| {
+                    b.iter(|| pool.install(|| matmul(ks, &w, &x, &mut out).unwrap()))
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+fn quantize(c: &mut Criterion) {
+    let mut group = c.benchmark_group("quantize_row");
+    let x: Vec<f32> = (0..2048).map(|i| (i as f32).sin()).collect();
+    group.throughput(Throughput::Elements(2048));
+    for ty in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
+        let mut out = vec![0u8; ty.row_bytes(2048).unwrap()];
+        for ks in kernel_sets() {
+            let q = ks.quantize(ty).unwrap();
+            group.bench_function(BenchmarkId::new(ty.name(), ks.isa.name()), |b| {
+                b.iter(|| q(&x, &mut out))
+            });
+        }
+        // The checked, type-dispatched entry point, for comparison.
+        group.bench_function(BenchmarkId::new(ty.name(), "dispatch"), |b| {
+            b.iter(|| quantize_row(ty, &x, &mut out).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, matvec, gemm, quantize);
+criterion_main!(benches);
