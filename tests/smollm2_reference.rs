@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use lumen::gguf::GgufFile;
+use lumen::kernels::{kernels_for, Isa};
 use lumen::model::{Llama, Logits};
 use serde_json::Value;
 
@@ -47,35 +48,38 @@ const MAX_REL_L2_EXACT: f64 = 1e-4;
 const MARGIN: f64 = 0.75;
 
 #[test]
-fn last_logits_match_the_float_reference() {
-    let fx = fixture();
+fn last_logits_match_the_float_reference_with_every_kernel_set() {
+    let mut fx = fixture();
     let mut failures = Vec::new();
-    for p in fx.index["prompts"].as_array().unwrap() {
-        let tag = p["tag"].as_str().unwrap();
-        let prompt = ids(&p["prompt_ids"]);
-        let mut cache = fx.model.new_cache(512);
-        let logits = fx.model.forward(&prompt, &mut cache, Logits::Last).unwrap();
-        let (_, reference) = read_npy(
-            &refs_dir()
-                .join("smollm2")
-                .join(p["last_logits_file"].as_str().unwrap()),
-        );
-        let err = rel_l2(&logits, &reference);
-        println!(
-            "{tag}: rel L2 {err:.5}, top-1 ours {} ref {}",
-            argmax(&logits),
-            argmax(&reference)
-        );
-        failures.extend(
-            (err >= MAX_REL_L2).then(|| format!("{tag}: relative L2 {err:.4} ≥ {MAX_REL_L2}")),
-        );
-        let margin = p["top1_top2_margin"].as_f64().unwrap();
-        if margin > MARGIN && argmax(&logits) != argmax(&reference) {
-            failures.push(format!(
-                "{tag}: top-1 {} differs from the reference's {}",
+    for ks in Isa::ALL.into_iter().filter_map(kernels_for) {
+        fx.model.set_kernels(ks);
+        for p in fx.index["prompts"].as_array().unwrap() {
+            let tag = format!("{}/{}", ks.isa.name(), p["tag"].as_str().unwrap());
+            let prompt = ids(&p["prompt_ids"]);
+            let mut cache = fx.model.new_cache(512);
+            let logits = fx.model.forward(&prompt, &mut cache, Logits::Last).unwrap();
+            let (_, reference) = read_npy(
+                &refs_dir()
+                    .join("smollm2")
+                    .join(p["last_logits_file"].as_str().unwrap()),
+            );
+            let err = rel_l2(&logits, &reference);
+            println!(
+                "{tag}: rel L2 {err:.5}, top-1 ours {} ref {}",
                 argmax(&logits),
                 argmax(&reference)
-            ));
+            );
+            failures.extend(
+                (err >= MAX_REL_L2).then(|| format!("{tag}: relative L2 {err:.4} ≥ {MAX_REL_L2}")),
+            );
+            let margin = p["top1_top2_margin"].as_f64().unwrap();
+            if margin > MARGIN && argmax(&logits) != argmax(&reference) {
+                failures.push(format!(
+                    "{tag}: top-1 {} differs from the reference's {}",
+                    argmax(&logits),
+                    argmax(&reference)
+                ));
+            }
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
@@ -120,40 +124,43 @@ fn reference_matmul_mode_equals_transformers_on_every_prompt_and_layer() {
 
 #[test]
 fn teacher_forced_argmax_follows_the_reference_where_the_margin_is_clear() {
-    let fx = fixture();
-    for p in fx.index["prompts"].as_array().unwrap() {
-        let tag = p["tag"].as_str().unwrap();
-        let prompt = ids(&p["prompt_ids"]);
-        let greedy = ids(&p["greedy_ids"]);
-        let margins: Vec<f64> = p["greedy_step_top1_top2_margins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m.as_f64().unwrap())
-            .collect();
-        let mut seq = prompt.clone();
-        seq.extend_from_slice(&greedy[..greedy.len() - 1]);
-        let mut cache = fx.model.new_cache(512);
-        let logits = fx.model.forward(&seq, &mut cache, Logits::All).unwrap();
-        let n_vocab = fx.model.config.n_vocab;
-        let mut checked = 0;
-        for (step, &expected) in greedy.iter().enumerate() {
-            let pos = prompt.len() - 1 + step;
-            let ours = argmax(&logits[pos * n_vocab..(pos + 1) * n_vocab]) as u32;
-            if margins[step] > MARGIN {
-                assert_eq!(
-                    ours, expected,
-                    "{tag}: step {step} (margin {:.3})",
-                    margins[step]
-                );
-                checked += 1;
+    let mut fx = fixture();
+    for ks in Isa::ALL.into_iter().filter_map(kernels_for) {
+        fx.model.set_kernels(ks);
+        for p in fx.index["prompts"].as_array().unwrap() {
+            let tag = format!("{}/{}", ks.isa.name(), p["tag"].as_str().unwrap());
+            let prompt = ids(&p["prompt_ids"]);
+            let greedy = ids(&p["greedy_ids"]);
+            let margins: Vec<f64> = p["greedy_step_top1_top2_margins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m.as_f64().unwrap())
+                .collect();
+            let mut seq = prompt.clone();
+            seq.extend_from_slice(&greedy[..greedy.len() - 1]);
+            let mut cache = fx.model.new_cache(512);
+            let logits = fx.model.forward(&seq, &mut cache, Logits::All).unwrap();
+            let n_vocab = fx.model.config.n_vocab;
+            let mut checked = 0;
+            for (step, &expected) in greedy.iter().enumerate() {
+                let pos = prompt.len() - 1 + step;
+                let ours = argmax(&logits[pos * n_vocab..(pos + 1) * n_vocab]) as u32;
+                if margins[step] > MARGIN {
+                    assert_eq!(
+                        ours, expected,
+                        "{tag}: step {step} (margin {:.3})",
+                        margins[step]
+                    );
+                    checked += 1;
+                }
             }
+            println!("{tag}: {checked} of {} steps checked", greedy.len());
+            assert!(
+                checked > greedy.len() / 3,
+                "{tag}: too few steps had a clear margin to test anything"
+            );
         }
-        println!("{tag}: {checked} of {} steps checked", greedy.len());
-        assert!(
-            checked > greedy.len() / 3,
-            "{tag}: too few steps had a clear margin to test anything"
-        );
     }
 }
 
@@ -190,4 +197,28 @@ fn all_position_logits_and_hidden_states_track_the_reference() {
         "a layer drifts: {errors:?}"
     );
     assert!(rel_l2(&logits, &all_logits) < MAX_REL_L2);
+}
+
+#[test]
+fn token_by_token_decoding_equals_batched_prefill() {
+    let mut fx = fixture();
+    let p = &fx.index["prompts"][3];
+    let prompt = ids(&p["prompt_ids"]);
+    for ks in Isa::ALL.into_iter().filter_map(kernels_for) {
+        fx.model.set_kernels(ks);
+        let mut cache = fx.model.new_cache(64);
+        let batched = fx.model.forward(&prompt, &mut cache, Logits::Last).unwrap();
+        let mut cache = fx.model.new_cache(64);
+        let mut stepped = Vec::new();
+        for &t in &prompt {
+            stepped = fx.model.forward(&[t], &mut cache, Logits::Last).unwrap();
+        }
+        // Same quantized activations and integer sums; only float summation order may differ.
+        let err = rel_l2(&stepped, &batched);
+        assert!(
+            err < 1e-4,
+            "{}: decode vs prefill relative L2 {err}",
+            ks.isa.name()
+        );
+    }
 }
