@@ -1,5 +1,6 @@
 //! `lumen-tools`: developer tools that are not part of the runtime.
 
+mod membw;
 mod synth;
 
 use std::path::PathBuf;
@@ -33,6 +34,15 @@ enum Command {
     },
     /// List the shapes `synth` knows.
     Shapes,
+    /// Measure main-memory read bandwidth (the decode-speed bound).
+    Membw {
+        /// Thread counts (comma-separated).
+        #[arg(short = 't', long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
+        /// Buffer size in MiB (far above the last-level cache).
+        #[arg(long, default_value_t = 2048)]
+        size_mib: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +75,15 @@ fn main() -> anyhow::Result<()> {
                 bytes as f64 / (1u64 << 30) as f64,
                 shape.id
             );
+        }
+        Command::Membw { threads, size_mib } => {
+            for t in threads {
+                let bw = membw::read_bandwidth(t, size_mib << 20, 5)?;
+                println!(
+                    "read bandwidth, {t} thread(s), {size_mib} MiB buffer: {:.1} GB/s",
+                    bw / 1e9
+                );
+            }
         }
         Command::Shapes => {
             for s in &registry.synthetic {
