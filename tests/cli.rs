@@ -103,6 +103,38 @@ fn greedy_run_streams_the_reference_continuation() {
 }
 
 #[test]
+fn every_kernel_path_forced_by_the_variable_gives_the_reference_continuation() {
+    for isa in lumen::kernels::Isa::ALL {
+        let o = Command::new(env!("CARGO_BIN_EXE_lumen"))
+            .args([
+                "run",
+                "-m",
+                smollm2_path().to_str().unwrap(),
+                "-p",
+                "The capital of France is",
+                "-n",
+                "3",
+                "--temp",
+                "0",
+            ])
+            .env("LUMEN_KERNELS", isa.name())
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        if isa.is_available() {
+            assert!(
+                err.contains(&format!("kernels {}", isa.name())),
+                "{isa:?} not chosen: {err}"
+            );
+        } else {
+            assert!(err.contains("this CPU cannot run it"), "{err}");
+        }
+        assert_eq!(String::from_utf8_lossy(&o.stdout), " Paris.\n\n", "{isa:?}");
+    }
+}
+
+#[test]
 fn prompt_plus_n_beyond_the_context_is_a_clear_error() {
     let o = lumen(
         &[
