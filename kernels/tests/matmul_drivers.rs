@@ -33,7 +33,14 @@ fn weights(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> 
             for block in out.chunks_exact_mut(bb) {
                 let d = half::f16::from_f32(rng.gen_range(0.001f32..0.01));
                 block[scale_at..scale_at + 2].copy_from_slice(&d.to_le_bytes());
-                if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K) {
+                if matches!(
+                    ty,
+                    GgmlType::Q4_1
+                        | GgmlType::Q5_1
+                        | GgmlType::Q2_K
+                        | GgmlType::Q4_K
+                        | GgmlType::Q5_K
+                ) {
                     let at = if ty == GgmlType::Q2_K { 82 } else { 2 };
                     block[at..at + 2].copy_from_slice(&d.to_le_bytes());
                 }
@@ -46,14 +53,27 @@ fn weights(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> 
 #[test]
 fn drivers_equal_per_row_dots_for_every_type_shape_and_kernel_set() {
     let mut rng = StdRng::seed_from_u64(11);
-    let types = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::F16];
+    let types = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::F16,
+    ];
     for isa in Isa::ALL {
         let Some(ks) = kernels_for(isa) else { continue };
         for ty in types {
             let cols = 512;
             for (rows, n_tok) in [(1, 1), (37, 1), (200, 1), (37, 3), (64, 4), (45, 9)] {
                 let wb = weights(&mut rng, ty, rows, cols);
-                let w = WeightView { ty, rows, cols, bytes: &wb };
+                let w = WeightView {
+                    ty,
+                    rows,
+                    cols,
+                    bytes: &wb,
+                };
                 let x = random_f32(&mut rng, n_tok * cols);
                 let act = ty.vec_dot_type();
                 let qr = QuantizedRows::quantize(ks, act, &x, cols).unwrap();
@@ -70,7 +90,11 @@ fn drivers_equal_per_row_dots_for_every_type_shape_and_kernel_set() {
                         // Kernels differ only in float summation order: bound by Σ|w·x|.
                         let mut w_f32 = vec![0.0f32; cols];
                         dequantize_row(ty, &wb[r * rb..(r + 1) * rb], &mut w_f32).unwrap();
-                        let scale: f32 = w_f32.iter().zip(&x[t * cols..]).map(|(a, b)| (a * b).abs()).sum();
+                        let scale: f32 = w_f32
+                            .iter()
+                            .zip(&x[t * cols..])
+                            .map(|(a, b)| (a * b).abs())
+                            .sum();
                         assert!(
                             (got - expected).abs() <= 1e-5 * scale + 1e-7,
                             "{isa:?} {ty:?} rows {rows} tokens {n_tok}: [{t}][{r}] {got} vs {expected}"
@@ -87,9 +111,25 @@ fn several_matrices_in_one_region_equal_separate_calls() {
     let mut rng = StdRng::seed_from_u64(5);
     let ks = kernels_for(Isa::best_available()).unwrap();
     let cols = 256;
-    let shapes = [(24, GgmlType::Q4_0), (8, GgmlType::Q8_0), (8, GgmlType::Q5_0)];
-    let data: Vec<Vec<u8>> = shapes.iter().map(|&(rows, ty)| weights(&mut rng, ty, rows, cols)).collect();
-    let views: Vec<WeightView> = shapes.iter().zip(&data).map(|(&(rows, ty), b)| WeightView { ty, rows, cols, bytes: b }).collect();
+    let shapes = [
+        (24, GgmlType::Q4_0),
+        (8, GgmlType::Q8_0),
+        (8, GgmlType::Q5_0),
+    ];
+    let data: Vec<Vec<u8>> = shapes
+        .iter()
+        .map(|&(rows, ty)| weights(&mut rng, ty, rows, cols))
+        .collect();
+    let views: Vec<WeightView> = shapes
+        .iter()
+        .zip(&data)
+        .map(|(&(rows, ty), b)| WeightView {
+            ty,
+            rows,
+            cols,
+            bytes: b,
+        })
+        .collect();
     for n_tok in [1, 6] {
         let x = random_f32(&mut rng, n_tok * cols);
         let qr = QuantizedRows::quantize(ks, GgmlType::Q8_0, &x, cols).unwrap();
@@ -108,12 +148,32 @@ fn several_matrices_in_one_region_equal_separate_calls() {
 fn operand_mismatches_are_errors_not_panics() {
     let ks = kernels_for(Isa::Scalar).unwrap();
     let wb = vec![0u8; 18 * 2];
-    let w = WeightView { ty: GgmlType::Q4_0, rows: 2, cols: 32, bytes: &wb };
+    let w = WeightView {
+        ty: GgmlType::Q4_0,
+        rows: 2,
+        cols: 32,
+        bytes: &wb,
+    };
     let qr = QuantizedRows::quantize(ks, GgmlType::Q8_1, &[0.0; 32], 32).unwrap();
-    assert!(matmul(ks, &w, &qr, &mut [0.0; 2]).is_err(), "wrong activation type");
+    assert!(
+        matmul(ks, &w, &qr, &mut [0.0; 2]).is_err(),
+        "wrong activation type"
+    );
     let qr = QuantizedRows::quantize(ks, GgmlType::Q8_0, &[0.0; 32], 32).unwrap();
-    assert!(matmul(ks, &w, &qr, &mut [0.0; 3]).is_err(), "wrong output size");
-    let short = WeightView { bytes: &wb[..20], ..w };
-    assert!(matmul(ks, &short, &qr, &mut [0.0; 2]).is_err(), "truncated weights");
-    assert!(QuantizedRows::quantize(ks, GgmlType::Q4_0, &[0.0; 32], 32).is_err(), "not an activation type");
+    assert!(
+        matmul(ks, &w, &qr, &mut [0.0; 3]).is_err(),
+        "wrong output size"
+    );
+    let short = WeightView {
+        bytes: &wb[..20],
+        ..w
+    };
+    assert!(
+        matmul(ks, &short, &qr, &mut [0.0; 2]).is_err(),
+        "truncated weights"
+    );
+    assert!(
+        QuantizedRows::quantize(ks, GgmlType::Q4_0, &[0.0; 32], 32).is_err(),
+        "not an activation type"
+    );
 }

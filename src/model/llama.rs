@@ -120,7 +120,7 @@ impl LlamaConfig {
                 self.n_head, self.n_head_kv
             )));
         }
-        if self.n_rot > self.head_dim || self.n_rot % 2 != 0 {
+        if self.n_rot > self.head_dim || self.n_rot % 2 != 0 || self.n_rot > 512 {
             return Err(bad(format!(
                 "rope dimension {} does not fit head size {}",
                 self.n_rot, self.head_dim

@@ -85,6 +85,8 @@ pub struct Rope {
 impl Rope {
     /// `freq_factors` is the optional `rope_freqs.weight` tensor (llama3 scaling): each base
     /// frequency is divided by its factor. `linear_scale` is `rope.scaling.factor` for "linear".
+    /// `n_rot` is at most 512 (checked at model load), so the angles of one position fit a
+    /// stack buffer in [`Self::apply`].
     pub fn new(n_rot: usize, base: f32, freq_factors: Option<&[f32]>, linear_scale: f32) -> Self {
         let inv_freq = (0..n_rot / 2)
             .map(|i| {
@@ -96,17 +98,22 @@ impl Rope {
     }
 
     /// Rotates the first `n_rot` dimensions of every head of one token's vector at `pos`.
+    /// The angles depend only on the position and pair, so they are computed once for all heads.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        debug_assert!(self.n_rot <= head_dim);
+        let mut cos_sin = [(0.0f32, 0.0f32); 256];
+        let cos_sin = &mut cos_sin[..self.inv_freq.len()];
+        for (cs, &f) in cos_sin.iter_mut().zip(&self.inv_freq) {
+            let (sin, cos) = (pos as f64 * f).sin_cos();
+            *cs = (cos as f32, sin as f32);
+        }
         for head in x.chunks_exact_mut(head_dim) {
-            for (i, &f) in self.inv_freq.iter().enumerate() {
-                let theta = pos as f64 * f;
-                let (sin, cos) = (theta.sin() as f32, theta.cos() as f32);
-                let (a, b) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = a * cos - b * sin;
-                head[2 * i + 1] = a * sin + b * cos;
+            for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(cos_sin.iter()) {
+                let (a, b) = (pair[0], pair[1]);
+                pair[0] = a * cos - b * sin;
+                pair[1] = a * sin + b * cos;
             }
         }
-        debug_assert!(self.n_rot <= head_dim);
     }
 }
 

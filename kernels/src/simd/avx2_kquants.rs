@@ -6,11 +6,16 @@
 //! 16-element half-lane or per 32-element chunk), then for each activation row adds
 //! `vpmaddwd(vpmaddubsw(wq, a), sc)` into an i32 accumulator. Offsets that make the quants
 //! signed (Q3_K's −4, Q6_K's −32) and the mins of Q2_K/Q4_K/Q5_K are applied through the Q8_K
-//! `bsums`, so the integer super-block sums are exact. One f32 FMA per super-block and row scales
-//! them by d_w·d_a; a horizontal sum at the end of the row.
+//! `bsums` (so Q3_K/Q6_K, unlike their scalar references, rely on `bsums` matching `qs`, as every
+//! Q8_K block from the quantizer does). The integer super-block sums are exact; each is reduced
+//! horizontally and scaled with exactly the scalar reference's f32 operations in the same order,
+//! so the results are bit-identical to the scalar set.
 //!
 //! The kernels are generic over the number of activation rows `N` (1 for `row_dot`, 4 for
 //! `row_dot4`): weights are unpacked once per chunk and applied to all `N` rows.
+//!
+//! The Q8_K quantizer is byte-identical to `quantize_row_q8_k_ref` (signed max, −127/max,
+//! round-half-even); blocks with NaN/∞ or a subnormal max go through the scalar reference.
 
 use std::arch::x86_64::*;
 
@@ -48,48 +53,38 @@ pub(crate) unsafe fn u32_at(p: *const u8) -> u32 {
 }
 
 #[inline(always)]
-unsafe fn load256(p: *const u8) -> __m256i {
+pub(crate) unsafe fn load256(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
 #[inline(always)]
-unsafe fn load128(p: *const u8) -> __m128i {
+pub(crate) unsafe fn load128(p: *const u8) -> __m128i {
     _mm_loadu_si128(p as *const __m128i)
-}
-
-#[inline(always)]
-pub(crate) unsafe fn hsum128_ps(s: __m128) -> f32 {
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
-}
-
-#[inline(always)]
-pub(crate) unsafe fn hsum256_ps(v: __m256) -> f32 {
-    hsum128_ps(_mm_add_ps(
-        _mm256_castps256_ps128(v),
-        _mm256_extractf128_ps::<1>(v),
-    ))
 }
 
 /// Q4_K/Q5_K 12-byte scale field → 16 × i16: the eight 6-bit scales, then the eight 6-bit mins
 /// (the `0x3f3f3f3f / 0x0f0f0f0f / 0x03030303` unpack of `get_scale_min_k4`).
 #[inline(always)]
 pub(crate) unsafe fn k4_scales_mins(p: *const u8) -> __m256i {
-    const K1: u32 = 0x3f3f_3f3f;
-    const K2: u32 = 0x0f0f_0f0f;
-    const K3: u32 = 0x0303_0303;
-    let (u0, u1, u2) = (u32_at(p), u32_at(p.add(4)), u32_at(p.add(8)));
-    let s_lo = u0 & K1;
-    let s_hi = (u2 & K2) | (((u0 >> 6) & K3) << 4);
-    let m_lo = u1 & K1;
-    let m_hi = ((u2 >> 4) & K2) | (((u1 >> 6) & K3) << 4);
-    _mm256_cvtepu8_epi16(_mm_set_epi32(
-        m_hi as i32,
-        m_lo as i32,
-        s_hi as i32,
-        s_lo as i32,
-    ))
+    // Byte groups of 4 (dwords): q0 = bytes 0..4, q1 = 4..8, q2 = 8..12 of the scale field
+    // (the 16-byte load reads 4 bytes of the following, ignored, quants).
+    // scales 0..4 = q0 & 63          scales 4..8 = (q2 & 15) | (q0 >> 6) << 4
+    // mins   0..4 = q1 & 63          mins   4..8 = (q2 >> 4) | (q1 >> 6) << 4
+    let v = load128(p);
+    let lo = _mm_shuffle_epi8(
+        v,
+        _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11),
+    );
+    let lo = _mm_and_si128(
+        _mm_srlv_epi32(lo, _mm_setr_epi32(0, 0, 0, 4)),
+        _mm_setr_epi32(0x3f3f_3f3f, 0x0f0f_0f0f, 0x3f3f_3f3f, 0x0f0f_0f0f),
+    );
+    let hi = _mm_shuffle_epi8(
+        v,
+        _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7),
+    );
+    let hi = _mm_and_si128(_mm_srli_epi32::<2>(hi), _mm_set1_epi8(0x30));
+    _mm256_cvtepu8_epi16(_mm_or_si128(lo, hi))
 }
 
 /// Q3_K 12-byte scale field → 16 × i8 scales with the bias of 32 removed (`q3_k_scales`).
@@ -124,7 +119,7 @@ unsafe fn chunk_scales16(scales8: __m128i, c: usize) -> __m256i {
 
 /// The activation pointers of super-block i of every row.
 #[inline(always)]
-unsafe fn act_ptrs<const N: usize>(a: &[&[u8]; N], i: usize) -> [*const u8; N] {
+pub(crate) unsafe fn act_ptrs<const N: usize>(a: &[&[u8]; N], i: usize) -> [*const u8; N] {
     std::array::from_fn(|r| a[r].as_ptr().add(i * Q8K_BYTES))
 }
 
@@ -144,9 +139,87 @@ unsafe fn accum_chunk<const N: usize>(
     }
 }
 
+/// Σ of each of four 8 × i32 vectors → 4 × i32.
+#[inline(always)]
+pub(crate) unsafe fn hsum4_epi32(s0: __m256i, s1: __m256i, s2: __m256i, s3: __m256i) -> __m128i {
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
+    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+}
+
+/// Exact i32 sum of each row's 8-lane accumulator.
+#[inline(always)]
+pub(crate) unsafe fn hsum_rows<const N: usize>(v: &[__m256i; N]) -> [i32; N] {
+    let mut out = [0i32; N];
+    if N == 4 {
+        let s = hsum4_epi32(v[0], v[1], v[2], v[3]);
+        _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, s);
+    } else {
+        for r in 0..N {
+            let x = _mm_add_epi32(
+                _mm256_castsi256_si128(v[r]),
+                _mm256_extracti128_si256::<1>(v[r]),
+            );
+            let x = _mm_add_epi32(x, _mm_unpackhi_epi64(x, x));
+            let x = _mm_add_epi32(x, _mm_shuffle_epi32::<0b01>(x));
+            out[r] = _mm_cvtsi128_si32(x);
+        }
+    }
+    out
+}
+
+/// acc[r] += (d·yd_r)·isum_r with isum_r the exact sum of `sumi[r]` — the scalar reference's
+/// f32 operations, lane-wise for four rows.
+#[inline(always)]
+pub(crate) unsafe fn finish<const N: usize>(
+    acc: &mut [f32; N],
+    ys: &[*const u8; N],
+    d: f32,
+    sumi: &[__m256i; N],
+) {
+    if N == 4 {
+        let isum = _mm_cvtepi32_ps(hsum4_epi32(sumi[0], sumi[1], sumi[2], sumi[3]));
+        let yd = _mm_set_ps(f32_at(ys[3]), f32_at(ys[2]), f32_at(ys[1]), f32_at(ys[0]));
+        let t = _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(d), yd), isum);
+        _mm_storeu_ps(acc.as_mut_ptr(), _mm_add_ps(_mm_loadu_ps(acc.as_ptr()), t));
+    } else {
+        let isum = hsum_rows(sumi);
+        for r in 0..N {
+            acc[r] += d * f32_at(ys[r]) * isum[r] as f32;
+        }
+    }
+}
+
+/// acc[r] += (d·yd_r)·isum_r − (dmin·yd_r)·summs_r (sums exact, f32 as the scalar reference).
+#[inline(always)]
+pub(crate) unsafe fn finish_min<const N: usize>(
+    acc: &mut [f32; N],
+    ys: &[*const u8; N],
+    d: f32,
+    dmin: f32,
+    sumi: &[__m256i; N],
+    prods: &[__m256i; N],
+) {
+    if N == 4 {
+        let isum = _mm_cvtepi32_ps(hsum4_epi32(sumi[0], sumi[1], sumi[2], sumi[3]));
+        let summs = _mm_cvtepi32_ps(hsum4_epi32(prods[0], prods[1], prods[2], prods[3]));
+        let yd = _mm_set_ps(f32_at(ys[3]), f32_at(ys[2]), f32_at(ys[1]), f32_at(ys[0]));
+        let t = _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(d), yd), isum);
+        let m = _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(dmin), yd), summs);
+        let a = _mm_add_ps(_mm_loadu_ps(acc.as_ptr()), _mm_sub_ps(t, m));
+        _mm_storeu_ps(acc.as_mut_ptr(), a);
+    } else {
+        let isum = hsum_rows(sumi);
+        let summs = hsum_rows(prods);
+        for r in 0..N {
+            let yd = f32_at(ys[r]);
+            acc[r] += d * yd * isum[r] as f32 - dmin * yd * summs[r] as f32;
+        }
+    }
+}
+
 /// The 16 i16 bsums of one Q8_K block.
 #[inline(always)]
-unsafe fn bsums16(y: *const u8) -> __m256i {
+pub(crate) unsafe fn bsums16(y: *const u8) -> __m256i {
     load256(y.add(Q8K_BSUMS))
 }
 
@@ -160,8 +233,7 @@ unsafe fn q45k_body<const N: usize, const FIVE: bool>(w: &[u8], a: [&[u8]; N]) -
     let nb = w.len() / bs;
     let m4 = _mm256_set1_epi8(0x0f);
     let m1 = _mm256_set1_epi8(1);
-    let mut acc = [_mm256_setzero_ps(); N];
-    let mut accm = [_mm_setzero_ps(); N];
+    let mut acc = [0f32; N];
     for i in 0..nb {
         let x = w.as_ptr().add(i * bs);
         let d = f16_at(x);
@@ -195,16 +267,15 @@ unsafe fn q45k_body<const N: usize, const FIVE: bool>(w: &[u8], a: [&[u8]; N]) -
             accum_chunk(&mut sumi, &ys, 2 * g, ql, sl);
             accum_chunk(&mut sumi, &ys, 2 * g + 1, qh, sh);
         }
+        let mut prods = [_mm256_setzero_si256(); N];
         for r in 0..N {
-            let yd = f32_at(ys[r]);
             let b = bsums16(ys[r]);
             let bp = _mm_hadd_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256::<1>(b));
-            let prod = _mm_madd_epi16(mins, bp);
-            accm[r] = _mm_fmadd_ps(_mm_set1_ps(dmin * yd), _mm_cvtepi32_ps(prod), accm[r]);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            prods[r] = _mm256_zextsi128_si256(_mm_madd_epi16(mins, bp));
         }
+        finish_min(&mut acc, &ys, d, dmin, &sumi, &prods);
     }
-    std::array::from_fn(|r| hsum256_ps(acc[r]) - hsum128_ps(accm[r]))
+    acc
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -225,7 +296,7 @@ unsafe fn q6k_kernel<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let nb = w.len() / Q6K_BYTES;
     let m4 = _mm256_set1_epi8(0x0f);
     let m30 = _mm256_set1_epi8(0x30);
-    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc = [0f32; N];
     for i in 0..nb {
         let x = w.as_ptr().add(i * Q6K_BYTES);
         let d = f16_at(x.add(208));
@@ -261,12 +332,11 @@ unsafe fn q6k_kernel<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
         let sc16 = _mm256_cvtepi8_epi16(scales8);
         for r in 0..N {
             let corr = _mm256_madd_epi16(sc16, bsums16(ys[r]));
-            let s = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32::<5>(corr));
-            let yd = f32_at(ys[r]);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(s), acc[r]);
+            sumi[r] = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32::<5>(corr));
         }
+        finish(&mut acc, &ys, d, &sumi);
     }
-    std::array::from_fn(|r| hsum256_ps(acc[r]))
+    acc
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -277,7 +347,7 @@ unsafe fn q3k_kernel<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let nb = w.len() / Q3K_BYTES;
     let m3 = _mm256_set1_epi8(3);
     let m1 = _mm256_set1_epi8(1);
-    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc = [0f32; N];
     for i in 0..nb {
         let x = w.as_ptr().add(i * Q3K_BYTES);
         let d = f16_at(x.add(108));
@@ -299,12 +369,11 @@ unsafe fn q3k_kernel<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
         let sc16 = _mm256_cvtepi8_epi16(scales8);
         for r in 0..N {
             let corr = _mm256_madd_epi16(sc16, bsums16(ys[r]));
-            let s = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32::<2>(corr));
-            let yd = f32_at(ys[r]);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(s), acc[r]);
+            sumi[r] = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32::<2>(corr));
         }
+        finish(&mut acc, &ys, d, &sumi);
     }
-    std::array::from_fn(|r| hsum256_ps(acc[r]))
+    acc
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -315,8 +384,7 @@ unsafe fn q2k_kernel<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let nb = w.len() / Q2K_BYTES;
     let m3 = _mm256_set1_epi8(3);
     let m4 = _mm_set1_epi8(0x0f);
-    let mut acc = [_mm256_setzero_ps(); N];
-    let mut accm = [_mm256_setzero_ps(); N];
+    let mut acc = [0f32; N];
     for i in 0..nb {
         let x = w.as_ptr().add(i * Q2K_BYTES);
         let d = f16_at(x.add(80));
@@ -335,18 +403,13 @@ unsafe fn q2k_kernel<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
                 accum_chunk(&mut sumi, &ys, c, q, chunk_scales16(scales8, c));
             }
         }
+        let mut prods = [_mm256_setzero_si256(); N];
         for r in 0..N {
-            let yd = f32_at(ys[r]);
-            let summs = _mm256_madd_epi16(mins16, bsums16(ys[r]));
-            accm[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dmin * yd),
-                _mm256_cvtepi32_ps(summs),
-                accm[r],
-            );
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            prods[r] = _mm256_madd_epi16(mins16, bsums16(ys[r]));
         }
+        finish_min(&mut acc, &ys, d, dmin, &sumi, &prods);
     }
-    std::array::from_fn(|r| hsum256_ps(acc[r]) - hsum256_ps(accm[r]))
+    acc
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -365,13 +428,6 @@ pub(crate) fn q8k_block_scalar(x: &[f32], out: &mut [u8]) {
     out.copy_from_slice(bytemuck::bytes_of(&b[0]));
 }
 
-/// Σ of each of four 8 × i32 vectors → 4 × i32.
-#[inline(always)]
-unsafe fn hsum4_epi32(s0: __m256i, s1: __m256i, s2: __m256i, s3: __m256i) -> __m128i {
-    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
-    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
-}
-
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize_q8k_avx2(x: &[f32], out: &mut [u8]) {
     let nb = x.len() / 256;
@@ -380,12 +436,11 @@ unsafe fn quantize_q8k_avx2(x: &[f32], out: &mut [u8]) {
         let xp = x.as_ptr().add(256 * i);
         let op = out.as_mut_ptr().add(Q8K_BYTES * i);
         let mut vmax = _mm256_setzero_ps();
-        let mut bad = _mm256_setzero_ps();
         for k in 0..32 {
             let v = _mm256_loadu_ps(xp.add(8 * k));
-            // max_ps returns its second operand when the first is NaN: NaNs never win.
+            // max_ps returns its second operand when the first is NaN: NaNs never win (as in
+            // the reference); a NaN element shows up below as a −128 byte.
             vmax = _mm256_max_ps(_mm256_andnot_ps(sign, v), vmax);
-            bad = _mm256_or_ps(bad, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
         }
         let m = _mm_max_ps(
             _mm256_castps256_ps128(vmax),
@@ -393,7 +448,7 @@ unsafe fn quantize_q8k_avx2(x: &[f32], out: &mut [u8]) {
         );
         let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
         let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-        if _mm256_movemask_ps(bad) != 0 || amax == f32::INFINITY {
+        if amax == f32::INFINITY {
             q8k_block_scalar(
                 &x[256 * i..256 * i + 256],
                 &mut out[Q8K_BYTES * i..Q8K_BYTES * (i + 1)],
@@ -416,21 +471,34 @@ unsafe fn quantize_q8k_avx2(x: &[f32], out: &mut [u8]) {
             }
         }
         let iscale = -127.0f32 / max;
+        if !iscale.is_finite() {
+            // Tiny subnormal max: ±∞ products, where Rust's saturating `as` differs from cvtps.
+            q8k_block_scalar(
+                &x[256 * i..256 * i + 256],
+                &mut out[Q8K_BYTES * i..Q8K_BYTES * (i + 1)],
+            );
+            continue;
+        }
         let vs = _mm256_set1_ps(iscale);
-        let lim = _mm256_set1_epi32(127);
+        let m128 = _mm256_set1_epi8(-128);
+        let mut bad = _mm256_setzero_si256();
         let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         let mut sums = [_mm256_setzero_si256(); 16];
         for g in 0..8 {
-            let q: [__m256i; 4] = std::array::from_fn(|j| {
+            let mut q = [_mm256_setzero_si256(); 4];
+            for (j, q) in q.iter_mut().enumerate() {
                 let v = _mm256_mul_ps(vs, _mm256_loadu_ps(xp.add(32 * g + 8 * j)));
                 let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-                _mm256_min_epi32(_mm256_cvtps_epi32(r), lim)
-            });
+                // |iscale·x| ≤ 127·(1+ε)² < 127.5 for finite x, so the reference's min(127)
+                // never binds; NaN gives i32::MIN, which packs to −128.
+                *q = _mm256_cvtps_epi32(r);
+            }
             sums[2 * g] = _mm256_add_epi32(q[0], q[1]);
             sums[2 * g + 1] = _mm256_add_epi32(q[2], q[3]);
             let p01 = _mm256_packs_epi32(q[0], q[1]);
             let p23 = _mm256_packs_epi32(q[2], q[3]);
             let b = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p01, p23), perm);
+            bad = _mm256_or_si256(bad, _mm256_cmpeq_epi8(b, m128));
             _mm256_storeu_si256(op.add(Q8K_QS + 32 * g) as *mut __m256i, b);
         }
         let s0 = hsum4_epi32(sums[0], sums[1], sums[2], sums[3]);
@@ -443,6 +511,13 @@ unsafe fn quantize_q8k_avx2(x: &[f32], out: &mut [u8]) {
             _mm_packs_epi32(s2, s3),
         );
         (op as *mut f32).write_unaligned(1.0 / iscale);
+        if _mm256_movemask_epi8(bad) != 0 {
+            // NaN inputs: the reference turns them into 0 (saturating `as`).
+            q8k_block_scalar(
+                &x[256 * i..256 * i + 256],
+                &mut out[Q8K_BYTES * i..Q8K_BYTES * (i + 1)],
+            );
+        }
     }
 }
 

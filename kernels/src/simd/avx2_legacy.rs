@@ -11,19 +11,32 @@
 //!
 //! Technique (as llama.cpp's `ggml-cpu/arch/x86/quants.c`): one 32-byte vector per block with
 //! elements in storage order (low nibbles = elements 0..16 in the low 128 bits, high nibbles =
-//! 16..32 in the high 128 bits), u8×i8 pair products (sign trick for signed weights), i32 lane sums
-//! converted to f32 and scaled by d_w·d_a with one FMA into an f32 accumulator per block; one
-//! horizontal sum per row. Integer block sums are exact; only the f32 summation order differs
-//! from the scalar reference.
+//! 16..32 in the high 128 bits; Q5 high bits expanded with shuffle + OR-mask + compare), u8×i8
+//! pair products (sign trick for signed weights; Q4_1/Q5_1 nibbles are already unsigned), i32 lane
+//! sums converted to f32 and scaled by d_w·d_a with one FMA per block into an f32 accumulator
+//! (two alternating accumulators in the 1×1 kernels), one horizontal sum per row; Q4_1/Q5_1 add
+//! Σ m_w·s_a. Both f16 scales of a block pair go through one F16C conversion (in the 1×4 kernels:
+//! the four activation scales at once). Integer block sums are exact; only the f32 rounding of
+//! the per-lane scaling and the summation order differ from the scalar reference.
+//!
+//! `row_dot4` unpacks each weight block once (and, for signed formats, takes its sign once) and
+//! applies it to the four activation rows with four accumulators.
+//!
+//! Float rows (F32/F16/BF16): f32 FMA with 4 accumulators (products exact inside the FMA, where
+//! the reference sums in f64); BF16 is widened with a shift / mask (even/odd lanes), F16 with F16C.
 //!
 //! Quantizers (Q8_0, Q8_1) are byte-identical to the scalar reference for finite inputs: same
 //! amax, same `d = amax/127`, same `id = 1/d`, `x·id` rounded half away from zero (C `roundf`,
-//! emulated exactly as `trunc(v) ± (|v − trunc(v)| ≥ 0.5)`), `d` to f16 with F16C round-to-
-//! nearest-even (as `half::f16::from_f32`). NaN elements quantize to 0 as the scalar `as i8` does;
-//! a NaN in a block may change that block's `amax` (the scalar fold skips NaN, `vmaxps` need not).
+//! computed exactly as `trunc(v + copysign(0.5 − 2⁻²⁵, v))`), saturated as `as i8`, `d` (and Q8_1's
+//! `s = Σq·d`) to f16 with F16C round-to-nearest-even (as `half::f16::from_f32`). NaN elements
+//! quantize to 0 as the scalar `as i8` does; a NaN in a block may change that block's `amax` (the
+//! scalar fold skips NaN, `vmaxps` need not). F16 (F16C) and BF16 (ggml's rounding incl. NaN
+//! quieting) quantizers are bit-identical, NaN included.
 //!
-//! Q8×Q8 uses the `vpsignb` trick, which is exact as long as the activation has no −128 (the
-//! quantizers never produce one; a Q8_0 *weight* of −128 is fine).
+//! Q8×Q8 uses the `vpsignb` trick, which is exact as long as the activation has no −128. The
+//! quantizers produce −128 only in blocks with amax < ~4e-37 (x·(1/d) overflows, in the scalar
+//! reference too), whose f16 `d` is 0, so the block contributes 0 either way. A Q8_0 *weight* of
+//! −128 is fine.
 
 use std::arch::x86_64::*;
 
@@ -115,6 +128,16 @@ macro_rules! legacy_kernels {
             // Byte j: set every bit but bit j%8, so the byte is all ones iff bit j%8 was set.
             let v = _mm256_or_si256(v, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe_u64 as i64));
             _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1))
+        }
+
+        /// d_w·d_a broadcast, for the f16 scales at `wb` and `ab` (one F16C conversion).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn d_prod(wb: *const u8, ab: *const u8) -> __m256 {
+            let hw = (wb as *const u16).read_unaligned() as u32;
+            let ha = (ab as *const u16).read_unaligned() as u32;
+            let v = _mm_cvtph_ps(_mm_cvtsi32_si128((hw | ha << 16) as i32));
+            _mm256_broadcastss_ps(_mm_mul_ss(v, _mm_movehdup_ps(v)))
         }
 
         /// Signed i8 × i8 → i32 per 4 bytes (sign trick; `y` must not contain −128).
@@ -214,18 +237,19 @@ macro_rules! legacy_kernels {
 
         // ------------------------------------------------------------ Q8_0 / Q8_1 quantizers
 
-        /// 8 floats → i32, rounded half away from zero (C `roundf`), NaN → 0.
+        /// 8 floats → i32 with the scalar `(x).round() as i8` result: rounded half away from
+        /// zero (C `roundf`) as `trunc(x ± (0.5 − 2⁻²⁵))` (exact: the sum can reach the next
+        /// integer only from a fraction ≥ 0.5), NaN → 0, +inf/huge → 127 (the packs saturate the
+        /// rest, −inf → −128, as `as i8`; x·id is ±inf when d is subnormal).
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn round_away_epi32(x: __m256) -> __m256i {
-            let sign = _mm256_set1_ps(-0.0);
-            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
-            let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(x, t)); // |x − trunc x|, exact
-            let ge = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
-            let one = _mm256_or_ps(_mm256_set1_ps(1.0), _mm256_and_ps(x, sign));
-            let r = _mm256_add_ps(t, _mm256_and_ps(ge, one));
+            let below_half = _mm256_set1_ps(f32::from_bits(0x3EFF_FFFF)); // 0.5 − 2⁻²⁵
+            let h = _mm256_or_ps(below_half, _mm256_and_ps(x, _mm256_set1_ps(-0.0)));
+            let r =
+                _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(_mm256_add_ps(x, h));
             let r = _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(x, x));
-            _mm256_cvtps_epi32(r)
+            _mm256_cvtps_epi32(_mm256_min_ps(r, _mm256_set1_ps(127.0)))
         }
 
         /// One 32-element block: (f32 d, quants in element order, Σq).
@@ -312,25 +336,31 @@ macro_rules! legacy_kernels {
 
         // ------------------------------------------------------------ float types
 
-        /// 8 f32 at `p`.
+        /// 16 f32 at `p`, in order.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn load8_f32(p: *const u8) -> __m256 {
-            _mm256_loadu_ps(p as *const f32)
+        unsafe fn load16_f32(p: *const u8) -> (__m256, __m256) {
+            (
+                _mm256_loadu_ps(p as *const f32),
+                _mm256_loadu_ps(p.add(32) as *const f32),
+            )
         }
 
-        /// 8 f16 at `p` → f32.
+        /// 16 f16 at `p` → f32, in order.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn load8_f16(p: *const u8) -> __m256 {
-            _mm256_cvtph_ps(ld16(p))
+        unsafe fn load16_f16(p: *const u8) -> (__m256, __m256) {
+            (_mm256_cvtph_ps(ld16(p)), _mm256_cvtph_ps(ld16(p.add(16))))
         }
 
-        /// 8 bf16 at `p` → f32 (exact: bf16 bits << 16).
+        /// 16 bf16 at `p` → f32 (exact: bf16 bits << 16): even elements, then odd elements.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn load8_bf16(p: *const u8) -> __m256 {
-            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(ld16(p))))
+        unsafe fn load16_bf16(p: *const u8) -> (__m256, __m256) {
+            let v = ld32(p);
+            let even = _mm256_slli_epi32::<16>(v);
+            let odd = _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF_0000u32 as i32));
+            (_mm256_castsi256_ps(even), _mm256_castsi256_ps(odd))
         }
 
         #[inline]
@@ -346,13 +376,20 @@ macro_rules! legacy_kernels {
         }
 
         $crate::simd::avx2_legacy::float_dot!(
-            $feat, f32_dot, f32_dot4, f32_k, f32_k4, 4, load8_f32, load1_f32
+            $feat, f32_dot, f32_dot4, f32_k, f32_k4, 4, load16_f32, load1_f32
         );
         $crate::simd::avx2_legacy::float_dot!(
-            $feat, f16_dot, f16_dot4, f16_k, f16_k4, 2, load8_f16, f16_at
+            $feat, f16_dot, f16_dot4, f16_k, f16_k4, 2, load16_f16, f16_at
         );
         $crate::simd::avx2_legacy::float_dot!(
-            $feat, bf16_dot, bf16_dot4, bf16_k, bf16_k4, 2, load8_bf16, load1_bf16
+            $feat,
+            bf16_dot,
+            bf16_dot4,
+            bf16_k,
+            bf16_k4,
+            2,
+            load16_bf16,
+            load1_bf16
         );
 
         #[target_feature(enable = $feat)]
@@ -469,20 +506,25 @@ macro_rules! signed_dot {
             let mut acc1 = _mm256_setzero_ps();
             let mut i = 0;
             while i + 2 <= nb {
-                let (wb, ab) = (w.add(i * $wb), a.add(i * 34));
-                let p = mul_sum_i8($unpack(wb), ld32(ab.add(2)));
-                let d = _mm256_set1_ps(f16_at(wb) * f16_at(ab));
+                let (w0, a0) = (w.add(i * $wb), a.add(i * 34));
+                let (w1, a1) = (w0.add($wb), a0.add(34));
+                // The four f16 scales of the two block pairs in one conversion.
+                let h16 = |p: *const u8| (p as *const u16).read_unaligned() as u64;
+                let h = h16(w0) | h16(a0) << 16 | h16(w1) << 32 | h16(a1) << 48;
+                let v = _mm_cvtph_ps(_mm_cvtsi64_si128(h as i64)); // [dw0, da0, dw1, da1]
+                let prod = _mm_mul_ps(v, _mm_movehdup_ps(v)); // [d0, _, d1, _]
+                let p = mul_sum_i8($unpack(w0), ld32(a0.add(2)));
+                let d = _mm256_broadcastss_ps(prod);
                 acc0 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc0);
-                let (wb, ab) = (wb.add($wb), ab.add(34));
-                let p = mul_sum_i8($unpack(wb), ld32(ab.add(2)));
-                let d = _mm256_set1_ps(f16_at(wb) * f16_at(ab));
+                let p = mul_sum_i8($unpack(w1), ld32(a1.add(2)));
+                let d = _mm256_broadcastss_ps(_mm_movehl_ps(prod, prod));
                 acc1 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc1);
                 i += 2;
             }
             if i < nb {
                 let (wb, ab) = (w.add(i * $wb), a.add(i * 34));
                 let p = mul_sum_i8($unpack(wb), ld32(ab.add(2)));
-                let d = _mm256_set1_ps(f16_at(wb) * f16_at(ab));
+                let d = d_prod(wb, ab);
                 acc0 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc0);
             }
             hsum8(_mm256_add_ps(acc0, acc1))
@@ -492,15 +534,22 @@ macro_rules! signed_dot {
         #[target_feature(enable = $feat)]
         unsafe fn $k4(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
             let mut acc = [_mm256_setzero_ps(); 4];
+            let mut ds = [0.0f32; 4];
             for i in 0..nb {
                 let wb = w.add(i * $wb);
                 let qx = $unpack(wb);
                 let ax = _mm256_sign_epi8(qx, qx);
-                let dw = f16_at(wb);
+                // The four activation scales in one conversion, times d_w.
+                let mut h = 0u64;
+                for r in 0..4 {
+                    h |= ((a[r].add(i * 34) as *const u16).read_unaligned() as u64) << (16 * r);
+                }
+                let da = _mm_cvtph_ps(_mm_cvtsi64_si128(h as i64));
+                _mm_storeu_ps(ds.as_mut_ptr(), _mm_mul_ps(_mm_set1_ps(f16_at(wb)), da));
                 for r in 0..4 {
                     let ab = a[r].add(i * 34);
                     let p = mul_sum_us8(ax, _mm256_sign_epi8(ld32(ab.add(2)), qx));
-                    let d = _mm256_set1_ps(dw * f16_at(ab));
+                    let d = _mm256_broadcast_ss(&ds[r]);
                     acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r]);
                 }
             }
@@ -568,23 +617,34 @@ macro_rules! unsigned_dot {
         #[target_feature(enable = $feat)]
         unsafe fn $k4(w: *const u8, a: [*const u8; 4], nb: usize) -> [f32; 4] {
             let mut acc = [_mm256_setzero_ps(); 4];
-            let mut accm = [_mm_setzero_ps(); 4];
+            // Lanes 2r + 1 accumulate row r's m_w·s_a.
+            let mut accm = _mm256_setzero_ps();
+            let mut dm = [0.0f32; 8];
             for i in 0..nb {
                 let wb = w.add(i * $wb);
                 let qx = $unpack(wb);
-                let wdm = f16x2_at(wb);
+                // [d_w, m_w] × the four rows' [d_a, s_a]: one conversion, one multiply.
+                let wdm = _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(f16x2_at(wb))));
+                let mut h = [0u64; 4];
+                for r in 0..4 {
+                    h[r] = (a[r].add(i * 36) as *const u32).read_unaligned() as u64;
+                }
+                let hs = _mm_set_epi64x((h[2] | h[3] << 32) as i64, (h[0] | h[1] << 32) as i64);
+                let prod = _mm256_mul_ps(wdm, _mm256_cvtph_ps(hs));
+                accm = _mm256_add_ps(accm, prod);
+                _mm256_storeu_ps(dm.as_mut_ptr(), prod);
                 for r in 0..4 {
                     let ab = a[r].add(i * 36);
                     let p = mul_sum_us8(qx, ld32(ab.add(4)));
-                    let dm = _mm_mul_ps(wdm, f16x2_at(ab));
-                    accm[r] = _mm_add_ps(accm[r], dm);
-                    acc[r] =
-                        _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), _mm256_cvtepi32_ps(p), acc[r]);
+                    let d = _mm256_broadcast_ss(&dm[2 * r]);
+                    acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r]);
                 }
             }
+            let mut ms = [0.0f32; 8];
+            _mm256_storeu_ps(ms.as_mut_ptr(), accm);
             let mut out = [0.0f32; 4];
             for r in 0..4 {
-                out[r] = hsum8(acc[r]) + _mm_cvtss_f32(_mm_movehdup_ps(accm[r]));
+                out[r] = hsum8(acc[r]) + ms[2 * r + 1];
             }
             out
         }
@@ -612,25 +672,33 @@ macro_rules! unsigned_dot {
 }
 pub(crate) use unsigned_dot;
 
-/// Float rows of `$es`-byte elements: 8 lanes × 4 accumulators of f32 FMA (products are exact
-/// inside the FMA), scalar tail; `$load8` loads 8 elements as f32, `$load1` one.
+/// Float rows of `$es`-byte elements: f32 FMA into 4 (1×4: 2 per row) 8-lane accumulators
+/// (products are exact inside the FMA), scalar tail. `$load16` loads 16 elements as two f32
+/// vectors in some fixed lane order (the same for both operands, so products pair up); `$load1`
+/// loads one element.
 macro_rules! float_dot {
-    ($feat:tt, $dot:ident, $dot4:ident, $k:ident, $k4:ident, $es:expr, $load8:ident, $load1:ident) => {
+    ($feat:tt, $dot:ident, $dot4:ident, $k:ident, $k4:ident, $es:expr, $load16:ident, $load1:ident) => {
         #[target_feature(enable = $feat)]
         unsafe fn $k(w: *const u8, a: *const u8, n: usize) -> f32 {
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut i = 0;
             while i + 32 <= n {
-                for j in 0..4 {
-                    let o = (i + 8 * j) * $es;
-                    acc[j] = _mm256_fmadd_ps($load8(w.add(o)), $load8(a.add(o)), acc[j]);
+                for j in 0..2 {
+                    let o = (i + 16 * j) * $es;
+                    let (x0, x1) = $load16(w.add(o));
+                    let (y0, y1) = $load16(a.add(o));
+                    acc[2 * j] = _mm256_fmadd_ps(x0, y0, acc[2 * j]);
+                    acc[2 * j + 1] = _mm256_fmadd_ps(x1, y1, acc[2 * j + 1]);
                 }
                 i += 32;
             }
-            while i + 8 <= n {
+            if i + 16 <= n {
                 let o = i * $es;
-                acc[0] = _mm256_fmadd_ps($load8(w.add(o)), $load8(a.add(o)), acc[0]);
-                i += 8;
+                let (x0, x1) = $load16(w.add(o));
+                let (y0, y1) = $load16(a.add(o));
+                acc[0] = _mm256_fmadd_ps(x0, y0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(x1, y1, acc[1]);
+                i += 16;
             }
             let mut s = hsum8(_mm256_add_ps(
                 _mm256_add_ps(acc[0], acc[1]),
@@ -643,28 +711,20 @@ macro_rules! float_dot {
             s
         }
 
-        /// Each 8-element weight chunk is loaded (converted) once for the four rows.
+        /// Each 16-element weight chunk is loaded (converted) once for the four rows.
         #[target_feature(enable = $feat)]
         unsafe fn $k4(w: *const u8, a: [*const u8; 4], n: usize) -> [f32; 4] {
             let mut acc = [[_mm256_setzero_ps(); 2]; 4];
             let mut i = 0;
             while i + 16 <= n {
-                for j in 0..2 {
-                    let o = (i + 8 * j) * $es;
-                    let x = $load8(w.add(o));
-                    for r in 0..4 {
-                        acc[r][j] = _mm256_fmadd_ps(x, $load8(a[r].add(o)), acc[r][j]);
-                    }
+                let o = i * $es;
+                let (x0, x1) = $load16(w.add(o));
+                for r in 0..4 {
+                    let (y0, y1) = $load16(a[r].add(o));
+                    acc[r][0] = _mm256_fmadd_ps(x0, y0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(x1, y1, acc[r][1]);
                 }
                 i += 16;
-            }
-            while i + 8 <= n {
-                let o = i * $es;
-                let x = $load8(w.add(o));
-                for r in 0..4 {
-                    acc[r][0] = _mm256_fmadd_ps(x, $load8(a[r].add(o)), acc[r][0]);
-                }
-                i += 8;
             }
             let mut out = [0.0f32; 4];
             for r in 0..4 {

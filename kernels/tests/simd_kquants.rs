@@ -1,0 +1,358 @@
+//! The x86 K-quant kernels (simd/avx2_kquants.rs, simd/avx512_kquants.rs) against the scalar
+//! reference set.
+//!
+//! * Q8_K quantizer: byte-identical to the scalar reference.
+//! * row_dot: |simd − scalar| ≤ 1e-6 · Σ|terms| (+1e-30), where Σ|terms| = Σ_i (|d·sc·q_i| +
+//!   |dmin·m|)·|a_i| computed from the scalar dequantizers (the d-part with dmin zeroed and the
+//!   min-part with d zeroed). The integer super-block sums are exact in both, so only the f32
+//!   scaling/summation order differs, whose error is a few ulps of Σ|terms|.
+//! * row_dot4: each of the four results equals row_dot of that activation row within the same
+//!   bound.
+
+use half::f16;
+use lumen_kernels::{dequantize_row, kernels_for, GgmlType, Isa, KernelSet};
+use rand::{Rng, SeedableRng};
+
+type TestRng = rand::rngs::StdRng;
+
+const Q8K_BYTES: usize = 292;
+const KTYPES: [GgmlType; 5] = [
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// (block bytes, offset of d, offset of dmin).
+fn layout(ty: GgmlType) -> (usize, usize, Option<usize>) {
+    match ty {
+        GgmlType::Q2_K => (84, 80, Some(82)),
+        GgmlType::Q3_K => (110, 108, None),
+        GgmlType::Q4_K => (144, 0, Some(2)),
+        GgmlType::Q5_K => (176, 0, Some(2)),
+        GgmlType::Q6_K => (210, 208, None),
+        _ => unreachable!(),
+    }
+}
+
+fn put_f16(b: &mut [u8], off: usize, v: f32) {
+    b[off..off + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
+}
+
+fn moderate(rng: &mut TestRng) -> f32 {
+    let m: f32 = rng.gen_range(1e-3..0.2);
+    if rng.gen_bool(0.2) {
+        -m
+    } else {
+        m
+    }
+}
+
+/// `nb` weight super-blocks: `fill` = None for random bytes, Some(byte) for constant bytes; the
+/// f16 d/dmin fields are then overwritten with finite moderate values.
+fn weight_row(rng: &mut TestRng, ty: GgmlType, nb: usize, fill: Option<u8>) -> Vec<u8> {
+    let (bs, d_off, dmin_off) = layout(ty);
+    let mut w = vec![0u8; bs * nb];
+    match fill {
+        None => rng.fill(&mut w[..]),
+        Some(v) => w.fill(v),
+    }
+    for b in w.chunks_exact_mut(bs) {
+        put_f16(b, d_off, moderate(rng));
+        if let Some(o) = dmin_off {
+            put_f16(b, o, moderate(rng));
+        }
+    }
+    w
+}
+
+/// f32 activations, one of several shapes per super-block.
+fn activations(rng: &mut TestRng, nb: usize, kind: usize) -> Vec<f32> {
+    let mut x = vec![0f32; 256 * nb];
+    for (bi, b) in x.chunks_exact_mut(256).enumerate() {
+        match (kind + bi) % 6 {
+            0 => b.iter_mut().for_each(|v| *v = rng.gen_range(-1.0..1.0)),
+            1 => {} // zeros
+            2 => {
+                b.iter_mut().for_each(|v| *v = rng.gen_range(-0.01..0.01));
+                b[rng.gen_range(0..256)] = 1e6; // huge outlier
+            }
+            3 => b.iter_mut().for_each(|v| *v = -rng.gen_range(0.0..3.0)), // negative only
+            4 => b.iter_mut().for_each(|v| *v = rng.gen_range(-100.0..100.0)),
+            _ => b.iter_mut().for_each(|v| *v = rng.gen_range(0.0..1.0)), // positive only
+        }
+    }
+    x
+}
+
+fn quantize_q8k(set: &KernelSet, x: &[f32]) -> Vec<u8> {
+    let mut out = vec![0u8; x.len() / 256 * Q8K_BYTES];
+    (set.quantize(GgmlType::Q8_K).unwrap())(x, &mut out);
+    out
+}
+
+fn scalar() -> &'static KernelSet {
+    kernels_for(Isa::Scalar).unwrap()
+}
+
+/// Σ_i (|d-part_i| + |min-part_i|)·|a_i| from the scalar dequantizers.
+fn abs_terms(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
+    let n = a.len() / Q8K_BYTES * 256;
+    let (bs, d_off, dmin_off) = layout(ty);
+    let mut av = vec![0f32; n];
+    dequantize_row(GgmlType::Q8_K, a, &mut av).unwrap();
+    let mut parts = vec![];
+    let mut wd = w.to_vec();
+    if let Some(o) = dmin_off {
+        let mut wm = w.to_vec();
+        for (bd, bm) in wd.chunks_exact_mut(bs).zip(wm.chunks_exact_mut(bs)) {
+            bd[o..o + 2].fill(0);
+            bm[d_off..d_off + 2].fill(0);
+        }
+        parts.push(wm);
+    }
+    parts.push(wd);
+    let mut total = 0f64;
+    for p in parts {
+        let mut wv = vec![0f32; n];
+        dequantize_row(ty, &p, &mut wv).unwrap();
+        total += wv
+            .iter()
+            .zip(&av)
+            .map(|(&x, &y)| (x as f64 * y as f64).abs())
+            .sum::<f64>();
+    }
+    total
+}
+
+fn isas() -> Vec<(Isa, &'static KernelSet)> {
+    let mut v = vec![];
+    for isa in [Isa::Avx2, Isa::Avx512] {
+        match kernels_for(isa) {
+            Some(set) => v.push((isa, set)),
+            None => println!("{isa:?}: not available on this CPU, skipped"),
+        }
+    }
+    v
+}
+
+fn is_simd<T: Copy + PartialEq>(simd: Option<T>, scalar: Option<T>) -> bool {
+    simd.is_some() && simd != scalar
+}
+
+#[test]
+fn kquant_kernels_are_provided() {
+    let s = scalar();
+    for (isa, set) in isas() {
+        let avx2 = kernels_for(Isa::Avx2).unwrap();
+        for ty in KTYPES {
+            if isa == Isa::Avx512 {
+                let own =
+                    set.row_dot(ty).map(|f| f as usize) != avx2.row_dot(ty).map(|f| f as usize);
+                let own4 =
+                    set.row_dot4(ty).map(|f| f as usize) != avx2.row_dot4(ty).map(|f| f as usize);
+                println!(
+                    "Avx512 {ty}: own row_dot={own} own row_dot4={own4} (else the AVX2 kernel)"
+                );
+            }
+            let d = is_simd(
+                set.row_dot(ty).map(|f| f as usize),
+                s.row_dot(ty).map(|f| f as usize),
+            );
+            let d4 = is_simd(
+                set.row_dot4(ty).map(|f| f as usize),
+                s.row_dot4(ty).map(|f| f as usize),
+            );
+            println!("{isa:?} {ty}: row_dot simd={d} row_dot4 simd={d4}");
+            if isa == Isa::Avx2 {
+                assert!(d && d4, "{isa:?} {ty}: no SIMD kernel");
+            }
+        }
+        let q = set.quantize(GgmlType::Q8_K).map(|f| f as usize);
+        let qs = is_simd(q, s.quantize(GgmlType::Q8_K).map(|f| f as usize));
+        println!("{isa:?} Q8_K quantize simd={qs}");
+        if isa == Isa::Avx2 {
+            assert!(qs);
+        }
+    }
+}
+
+#[test]
+fn q8k_quantizer_byte_identical() {
+    let mut rng = TestRng::seed_from_u64(7);
+    let mut inputs: Vec<Vec<f32>> = vec![];
+    for nb in [1usize, 2, 3, 8] {
+        for kind in 0..6 {
+            inputs.push(activations(&mut rng, nb, kind));
+        }
+    }
+    // Exact .5 ties: max = −127 gives iscale = 1, max = 127 gives iscale = −1.
+    for m in [-127.0f32, 127.0] {
+        let mut t: Vec<f32> = (0..256)
+            .map(|i| (i as f32 - 128.0) * 0.5 + 0.5)
+            .map(|v| v.clamp(-126.5, 126.5))
+            .collect();
+        t[17] = m;
+        inputs.push(t);
+        let mut t2: Vec<f32> = (0..256).map(|i| ((i % 64) as f32 - 32.0) + 0.5).collect();
+        t2[200] = m;
+        inputs.push(t2);
+    }
+    // Equal magnitudes of both signs: the first one wins.
+    let mut t: Vec<f32> = (0..256).map(|i| (i as f32).sin()).collect();
+    t[5] = 3.0;
+    t[9] = -3.0;
+    inputs.push(t.clone());
+    t[5] = -3.0;
+    t[9] = 3.0;
+    inputs.push(t);
+    inputs.push(vec![0.0; 512]);
+    inputs.push(vec![-0.0; 256]);
+    let mut sub: Vec<f32> = (0..256).map(|i| f32::from_bits(i as u32 + 1)).collect(); // subnormals
+    sub[3] = -f32::from_bits(7);
+    inputs.push(sub);
+    // Non-finite inputs (handled by the scalar fallback) next to a finite block.
+    let mut nf = activations(&mut rng, 3, 0);
+    nf[10] = f32::NAN;
+    nf[256 + 3] = f32::INFINITY;
+    nf[256 + 9] = f32::NEG_INFINITY;
+    inputs.push(nf);
+    let mut nz = vec![0f32; 512]; // NaN among zeros, NaN with a finite max in the second block
+    nz[77] = f32::NAN;
+    nz[256 + 200] = f32::NAN;
+    nz[256 + 3] = -2.5;
+    inputs.push(nz);
+
+    let s = scalar();
+    for (isa, set) in isas() {
+        for (k, x) in inputs.iter().enumerate() {
+            let want = quantize_q8k(s, x);
+            let got = quantize_q8k(set, x);
+            assert!(want == got, "{isa:?} Q8_K quantize input {k}: bytes differ");
+        }
+        // Random scaled inputs with many ties.
+        for _ in 0..200 {
+            let scale = 2f32.powi(rng.gen_range(-20..20));
+            let x: Vec<f32> = (0..256)
+                .map(|_| rng.gen_range(-254i32..=254) as f32 * 0.5 * scale)
+                .collect();
+            assert!(
+                quantize_q8k(s, &x) == quantize_q8k(set, &x),
+                "{isa:?} Q8_K quantize tie input"
+            );
+        }
+        println!(
+            "{isa:?}: Q8_K quantizer byte-identical on {} inputs",
+            inputs.len() + 200
+        );
+    }
+}
+
+fn check_close(what: &str, got: f32, want: f32, terms: f64) {
+    let tol = 1e-6 * terms + 1e-30;
+    let err = (got as f64 - want as f64).abs();
+    assert!(
+        err <= tol,
+        "{what}: got {got}, want {want}, |err| {err:e} > tol {tol:e}"
+    );
+}
+
+#[test]
+fn kquant_row_dot_matches_scalar() {
+    let s = scalar();
+    let mut rng = TestRng::seed_from_u64(11);
+    for (isa, set) in isas() {
+        for ty in KTYPES {
+            let (sd, simd_dot, simd_dot4) = (
+                s.row_dot(ty).unwrap(),
+                set.row_dot(ty).unwrap(),
+                set.row_dot4(ty).unwrap(),
+            );
+            let mut checked = 0;
+            let mut max_rel = 0f64;
+            for nb in [1usize, 2, 3, 8] {
+                for fill in [None, None, None, Some(0x00u8), Some(0xFF)] {
+                    let w = weight_row(&mut rng, ty, nb, fill);
+                    for kind in 0..6 {
+                        let acts: Vec<Vec<u8>> = (0..4)
+                            .map(|r| quantize_q8k(s, &activations(&mut rng, nb, kind + r)))
+                            .collect();
+                        let four = simd_dot4(&w, [&acts[0], &acts[1], &acts[2], &acts[3]]);
+                        for (r, a) in acts.iter().enumerate() {
+                            let terms = abs_terms(ty, &w, a);
+                            let want = sd(&w, a);
+                            let got = simd_dot(&w, a);
+                            let what =
+                                format!("{isa:?} {ty} nb={nb} fill={fill:?} kind={kind} row={r}");
+                            check_close(&format!("{what} row_dot"), got, want, terms);
+                            check_close(
+                                &format!("{what} row_dot4 vs row_dot"),
+                                four[r],
+                                got,
+                                terms,
+                            );
+                            if terms > 0.0 {
+                                max_rel = max_rel.max((got as f64 - want as f64).abs() / terms);
+                            }
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+            println!("{isa:?} {ty}: {checked} rows match scalar, max |err|/Σ|terms| = {max_rel:e}");
+        }
+    }
+}
+
+/// Best-of-7 mean ns per call of `f` over 3000 calls.
+fn time_ns(mut f: impl FnMut()) -> f64 {
+    let iters = 3000;
+    (0..7)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed().as_nanos() as f64 / iters as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Ad-hoc timing (2048-element rows): `cargo test --release --test simd_kquants -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn timing_2048() {
+    use std::hint::black_box;
+    let mut rng = TestRng::seed_from_u64(3);
+    let nb = 8;
+    let s = scalar();
+    let x = activations(&mut rng, nb, 0);
+    let a = quantize_q8k(s, &x);
+    let mut sets = vec![(Isa::Scalar, s)];
+    sets.extend(isas());
+    let ws: Vec<Vec<u8>> = KTYPES
+        .iter()
+        .map(|&ty| weight_row(&mut rng, ty, nb, None))
+        .collect();
+    for (isa, set) in &sets {
+        let q = set.quantize(GgmlType::Q8_K).unwrap();
+        let mut out = vec![0u8; nb * Q8K_BYTES];
+        let tq = time_ns(|| q(black_box(&x), black_box(&mut out)));
+        println!("{isa:?} Q8_K quantize: {tq:.0} ns");
+        for (ty, w) in KTYPES.iter().zip(&ws) {
+            let f = set.row_dot(*ty).unwrap();
+            let f4 = set.row_dot4(*ty).unwrap();
+            let t1 = time_ns(|| {
+                black_box(f(black_box(w), black_box(&a)));
+            });
+            let t4 = time_ns(|| {
+                black_box(f4(black_box(w), black_box([&a, &a, &a, &a])));
+            });
+            println!(
+                "{isa:?} {ty}: row_dot {t1:.0} ns, row_dot4 {t4:.0} ns ({:.0} ns/row)",
+                t4 / 4.0
+            );
+        }
+    }
+}
