@@ -148,6 +148,15 @@ impl GgufWriter {
 
 /// Writes `bytes` to `path` through a temporary sibling file and a rename.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_via_temp(path, |w| w.write_all(bytes))
+}
+
+/// Runs `write` on a buffered temporary file beside `path`, fsyncs it and renames it into
+/// place; on any error the temporary file is removed and `path` is untouched.
+fn write_via_temp(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -158,8 +167,8 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     let result = (|| {
-        let mut w = BufWriter::new(std::fs::File::create(&tmp)?);
-        w.write_all(bytes)?;
+        let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        write(&mut w)?;
         w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
@@ -219,23 +228,13 @@ pub fn write_streaming(
     mut fill: impl FnMut(usize, &mut dyn Write) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let (header, offsets) = encode_header(metadata, tensors);
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+    write_via_temp(path, |w| {
         w.write_all(&header)?;
         let mut written = 0usize;
         for (i, (t, &off)) in tensors.iter().zip(&offsets).enumerate() {
             w.write_all(&vec![0u8; off - written])?;
             let mut counter = CountingWriter {
-                inner: &mut w,
+                inner: &mut *w,
                 count: 0,
             };
             fill(i, &mut counter)?;
@@ -247,14 +246,8 @@ pub fn write_streaming(
             }
             written = off + t.n_bytes;
         }
-        w.write_all(&vec![0u8; written.next_multiple_of(ALIGNMENT) - written])?;
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+        w.write_all(&vec![0u8; written.next_multiple_of(ALIGNMENT) - written])
+    })
 }
 
 struct CountingWriter<'a, W: Write> {
