@@ -6,6 +6,7 @@
 //! * [`dispatch`]: the type-erased byte-level API ([`dequantize_row`], [`quantize_row`],
 //!   [`vec_dot`]) that returns [`KernelError`] instead of panicking.
 
+pub mod attention;
 pub mod cpu;
 pub mod dispatch;
 pub mod formats;

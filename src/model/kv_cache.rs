@@ -1,20 +1,24 @@
-//! Key/value cache: per layer, `n_ctx` rows of `n_head_kv · head_dim` f32 keys and values.
+//! Key/value cache: per layer, keys transposed per KV head (`[kv_head][head_dim][n_ctx]`) and
+//! values `[kv_head][n_ctx][head_dim]`, the layout `lumen_kernels::attention` reads with
+//! contiguous vector loads.
+
+use lumen_kernels::attention::{self, AttentionShape, LayerCache};
 
 pub struct KvCache {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
-    row: usize,
-    n_ctx: usize,
+    shape: AttentionShape,
     len: usize,
 }
 
 impl KvCache {
-    pub fn new(n_layer: usize, n_ctx: usize, kv_dim: usize) -> Self {
+    pub fn new(n_layer: usize, shape: AttentionShape) -> Self {
+        let per_layer = shape.n_head_kv * shape.head_dim * shape.n_ctx;
         Self {
-            keys: vec![vec![0.0; n_ctx * kv_dim]; n_layer],
-            values: vec![vec![0.0; n_ctx * kv_dim]; n_layer],
-            row: kv_dim,
-            n_ctx,
+            // Zeroed allocations are lazily backed by the OS: a large -c costs nothing until used.
+            keys: vec![vec![0.0; per_layer]; n_layer],
+            values: vec![vec![0.0; per_layer]; n_layer],
+            shape,
             len: 0,
         }
     }
@@ -29,7 +33,7 @@ impl KvCache {
     }
 
     pub fn capacity(&self) -> usize {
-        self.n_ctx
+        self.shape.n_ctx
     }
 
     /// Forgets every position (a new conversation reuses the buffers).
@@ -42,15 +46,28 @@ impl KvCache {
         self.len = self.len.min(len);
     }
 
-    /// Writes rows for positions `pos0..` of one layer (not yet counted in `len`).
-    pub(crate) fn store(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
-        let start = pos0 * self.row;
-        self.keys[layer][start..start + k.len()].copy_from_slice(k);
-        self.values[layer][start..start + v.len()].copy_from_slice(v);
+    pub(crate) fn shape(&self) -> &AttentionShape {
+        &self.shape
     }
 
-    pub(crate) fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
-        (&self.keys[layer], &self.values[layer])
+    /// Writes K/V rows (`[n][kv_dim]`) for positions `pos0..` of one layer (not yet counted in
+    /// `len`).
+    pub(crate) fn store(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
+        attention::store(
+            &self.shape,
+            &mut self.keys[layer],
+            &mut self.values[layer],
+            pos0,
+            k,
+            v,
+        );
+    }
+
+    pub(crate) fn layer(&self, layer: usize) -> LayerCache<'_> {
+        LayerCache {
+            keys: &self.keys[layer],
+            values: &self.values[layer],
+        }
     }
 
     pub(crate) fn advance(&mut self, n: usize) {

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use lumen_kernels::GgmlType;
-use rayon::prelude::*;
 
 use super::kv_cache::KvCache;
 use super::ModelError;
 use crate::gguf::{keys, names, GgufFile};
 use crate::tensor::ops::{self, Rope};
+use lumen_kernels::attention::{self, AttentionShape};
 use lumen_kernels::matmul::{matmul_many, matmul_reference, QuantizedRows, WeightView};
 use lumen_kernels::KernelSet;
 
@@ -262,7 +262,13 @@ impl Llama {
     }
 
     pub fn new_cache(&self, n_ctx: usize) -> KvCache {
-        KvCache::new(self.config.n_layer, n_ctx, self.config.kv_dim())
+        let shape = AttentionShape {
+            n_head: self.config.n_head,
+            n_head_kv: self.config.n_head_kv,
+            head_dim: self.config.head_dim,
+            n_ctx,
+        };
+        KvCache::new(self.config.n_layer, shape)
     }
 
     fn view(&self, m: &Matrix) -> WeightView<'_> {
@@ -357,7 +363,14 @@ impl Llama {
                 );
             }
             cache.store(il, pos0, &k, &v);
-            self.attention(&q, cache, il, pos0, n, &mut attn);
+            attention::attend(
+                self.kernels.isa,
+                cache.shape(),
+                &cache.layer(il),
+                &q,
+                pos0,
+                &mut attn,
+            );
             self.matmuls(&attn, &mut [(&layer.attn_output, &mut proj)])?;
             ops::add_in_place(&mut x, &proj);
 
@@ -415,40 +428,6 @@ impl Llama {
             matmul_many(self.kernels, &views, &qr, &mut outs)?;
         }
         Ok(())
-    }
-
-    /// Causal grouped-query attention for `n` new rows at positions `pos0..pos0+n`, parallel
-    /// over (token, head) pairs. `out` is `[n, n_head·head_dim]`.
-    fn attention(
-        &self,
-        q: &[f32],
-        cache: &KvCache,
-        layer: usize,
-        pos0: usize,
-        n: usize,
-        out: &mut [f32],
-    ) {
-        let cfg = &self.config;
-        let hd = cfg.head_dim;
-        let group = cfg.n_head / cfg.n_head_kv;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let (keys, values) = cache.layer(layer);
-        let kv_dim = cfg.kv_dim();
-        out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
-            let (t, h) = (i / cfg.n_head, i % cfg.n_head);
-            let kvh = h / group;
-            let qh = &q[t * cfg.q_dim() + h * hd..][..hd];
-            let n_past = pos0 + t + 1;
-            let mut scores: Vec<f32> = (0..n_past)
-                .map(|j| ops::dot_f32(qh, &keys[j * kv_dim + kvh * hd..][..hd]) * scale)
-                .collect();
-            ops::softmax_in_place(&mut scores);
-            o.fill(0.0);
-            for (j, &s) in scores.iter().enumerate() {
-                ops::axpy(o, s, &values[j * kv_dim + kvh * hd..][..hd]);
-            }
-        });
-        debug_assert_eq!(out.len(), n * cfg.q_dim());
     }
 }
 

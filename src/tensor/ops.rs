@@ -29,46 +29,9 @@ pub fn swiglu_in_place(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// Softmax in place, max-subtracted for stability.
-pub fn softmax_in_place(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
-}
-
 pub fn add_in_place(acc: &mut [f32], x: &[f32]) {
     for (a, &b) in acc.iter_mut().zip(x) {
         *a += b;
-    }
-}
-
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent partial sums let the compiler vectorise without reassociating.
-    let mut acc = [0.0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        for l in 0..8 {
-            acc[l] += a[c * 8 + l] * b[c * 8 + l];
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        sum += a[i] * b[i];
-    }
-    sum
-}
-
-/// `acc += w * x`.
-pub fn axpy(acc: &mut [f32], w: f32, x: &[f32]) {
-    for (a, &b) in acc.iter_mut().zip(x) {
-        *a += w * b;
     }
 }
 
@@ -120,14 +83,6 @@ impl Rope {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn softmax_sums_to_one_and_orders() {
-        let mut x = vec![1.0, 2.0, 3.0, -1000.0];
-        softmax_in_place(&mut x);
-        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(x[2] > x[1] && x[1] > x[0] && x[3] == 0.0);
-    }
 
     #[test]
     fn rms_norm_unit_weight_gives_unit_rms() {
