@@ -26,6 +26,12 @@ pub type RowDotFn = fn(w: &[u8], a: &[u8]) -> f32;
 pub type RowDot4Fn = fn(w: &[u8], a: [&[u8]; 4]) -> [f32; 4];
 /// f32 row → activation blocks.
 pub type QuantizeRowFn = fn(x: &[f32], out: &mut [u8]);
+/// Four weight rows · four activation rows → `out[r][t]`: the prefill GEMM micro-kernel, with
+/// all sixteen accumulators in registers, each weight block unpacked once for four tokens and
+/// each activation block loaded once for four rows.
+pub type Tile4x4Fn = fn(w: [&[u8]; 4], a: [&[u8]; 4]) -> [[f32; 4]; 4];
+/// Four weight rows · one activation row: the decode matvec micro-kernel.
+pub type Rows4DotFn = fn(w: [&[u8]; 4], a: &[u8]) -> [f32; 4];
 
 const N_TYPES: usize = GgmlType::ALL.len();
 
@@ -35,6 +41,8 @@ pub struct KernelSet {
     row_dot: [Option<RowDotFn>; N_TYPES],
     row_dot4: [Option<RowDot4Fn>; N_TYPES],
     quantize: [Option<QuantizeRowFn>; N_TYPES],
+    tile4x4: [Option<Tile4x4Fn>; N_TYPES],
+    rows4: [Option<Rows4DotFn>; N_TYPES],
 }
 
 fn slot(ty: GgmlType) -> usize {
@@ -55,6 +63,16 @@ impl KernelSet {
         self.row_dot4[slot(ty)]
     }
 
+    /// The 4×4 GEMM tile for weight type `ty`, where a level provides one.
+    pub fn tile4x4(&self, ty: GgmlType) -> Option<Tile4x4Fn> {
+        self.tile4x4[slot(ty)]
+    }
+
+    /// The four-row matvec kernel for weight type `ty`, where a level provides one.
+    pub fn rows4(&self, ty: GgmlType) -> Option<Rows4DotFn> {
+        self.rows4[slot(ty)]
+    }
+
     /// Quantizer into activation type `ty`; `None` for weight-only types.
     pub fn quantize(&self, ty: GgmlType) -> Option<QuantizeRowFn> {
         self.quantize[slot(ty)]
@@ -72,6 +90,12 @@ impl KernelSet {
             if let Some(f) = (provider.quantize)(ty) {
                 self.quantize[slot(ty)] = Some(f);
             }
+            if let Some(f) = (provider.tile4x4)(ty) {
+                self.tile4x4[slot(ty)] = Some(f);
+            }
+            if let Some(f) = (provider.rows4)(ty) {
+                self.rows4[slot(ty)] = Some(f);
+            }
         }
     }
 
@@ -81,12 +105,23 @@ impl KernelSet {
             row_dot: [None; N_TYPES],
             row_dot4: [None; N_TYPES],
             quantize: [None; N_TYPES],
+            tile4x4: [None; N_TYPES],
+            rows4: [None; N_TYPES],
         };
         set.overlay(&SCALAR);
         set
     }
 
+    fn scalar_with_tiles() -> Self {
+        let mut set = Self::scalar();
+        set.overlay(&SCALAR_TILES);
+        set
+    }
+
     fn build(isa: Isa) -> Self {
+        if isa == Isa::Scalar {
+            return Self::scalar_with_tiles();
+        }
         let mut set = Self::scalar();
         for level in Isa::ALL.into_iter().filter(|&l| l <= isa) {
             for provider in providers(level) {
@@ -103,6 +138,19 @@ pub(crate) struct Provider {
     pub row_dot: fn(GgmlType) -> Option<RowDotFn>,
     pub row_dot4: fn(GgmlType) -> Option<RowDot4Fn>,
     pub quantize: fn(GgmlType) -> Option<QuantizeRowFn>,
+    pub tile4x4: fn(GgmlType) -> Option<Tile4x4Fn>,
+    pub rows4: fn(GgmlType) -> Option<Rows4DotFn>,
+}
+
+impl Provider {
+    /// A provider offering nothing; files start from it with struct-update syntax.
+    pub const NONE: Provider = Provider {
+        row_dot: |_| None,
+        row_dot4: |_| None,
+        quantize: |_| None,
+        tile4x4: |_| None,
+        rows4: |_| None,
+    };
 }
 
 fn providers(isa: Isa) -> Vec<&'static Provider> {
@@ -169,6 +217,14 @@ fn scalar_dot4<W: WeightFormat>(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
     a.map(|a| scalar_dot::<W>(w, a))
 }
 
+fn scalar_tile<W: WeightFormat>(w: [&[u8]; 4], a: [&[u8]; 4]) -> [[f32; 4]; 4] {
+    w.map(|w| a.map(|a| scalar_dot::<W>(w, a)))
+}
+
+fn scalar_rows4<W: WeightFormat>(w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
+    w.map(|w| scalar_dot::<W>(w, a))
+}
+
 fn scalar_quantize<A: ActivationFormat>(x: &[f32], out: &mut [u8]) {
     crate::dispatch::quantize_blocks::<A>(x, out).expect("whole blocks (kernel contract)")
 }
@@ -202,6 +258,14 @@ fn scalar_row_dot4(ty: GgmlType) -> Option<RowDot4Fn> {
     per_weight_type!(ty, scalar_dot4)
 }
 
+fn scalar_tile4x4(ty: GgmlType) -> Option<Tile4x4Fn> {
+    per_weight_type!(ty, scalar_tile)
+}
+
+fn scalar_rows4_dot(ty: GgmlType) -> Option<Rows4DotFn> {
+    per_weight_type!(ty, scalar_rows4)
+}
+
 fn scalar_quantize_row(ty: GgmlType) -> Option<QuantizeRowFn> {
     match ty {
         GgmlType::F32 => Some(scalar_quantize::<f32>),
@@ -218,4 +282,14 @@ static SCALAR: Provider = Provider {
     row_dot: scalar_row_dot,
     row_dot4: scalar_row_dot4,
     quantize: scalar_quantize_row,
+    ..Provider::NONE
+};
+
+/// Tile kernels made of reference dots, for the scalar level only: they let the drivers' tile
+/// paths run (and be tested) everywhere, but would be slower than a SIMD level's row kernels,
+/// so SIMD levels do not inherit them.
+static SCALAR_TILES: Provider = Provider {
+    tile4x4: scalar_tile4x4,
+    rows4: scalar_rows4_dot,
+    ..Provider::NONE
 };

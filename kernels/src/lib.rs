@@ -22,5 +22,7 @@ pub use dispatch::{
     vec_dot_blocks, KernelError,
 };
 pub use formats::{ActivationFormat, BlockFormat, WeightFormat};
-pub use kernel_set::{kernels, kernels_for, KernelSet, QuantizeRowFn, RowDot4Fn, RowDotFn};
+pub use kernel_set::{
+    kernels, kernels_for, KernelSet, QuantizeRowFn, RowDot4Fn, RowDotFn, Rows4DotFn, Tile4x4Fn,
+};
 pub use table::{GgmlType, TypeInfo, TYPE_TABLE};

@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernel_set::KernelSet;
+use crate::kernel_set::{KernelSet, RowDot4Fn, RowDotFn, Rows4DotFn, Tile4x4Fn};
 use crate::table::GgmlType;
 use crate::KernelError;
 
@@ -163,7 +163,12 @@ pub fn matmul_many(
         let dot4 = ks
             .row_dot4(w.ty)
             .ok_or(KernelError::NotWeightFormat { ty: w.ty })?;
-        kernels.push((dot, dot4));
+        kernels.push(RowKernels {
+            dot,
+            dot4,
+            tile: ks.tile4x4(w.ty),
+            rows4: ks.rows4(w.ty),
+        });
     }
     let total_rows: usize = ws.iter().map(|w| w.rows).sum();
     let chunk = rows_per_task(total_rows);
@@ -177,12 +182,9 @@ pub fn matmul_many(
             }
         }
         let a = x.row(0);
-        tasks.into_par_iter().for_each(|(m, first, dst)| {
-            let (w, dot) = (&ws[m], kernels[m].0);
-            for (i, o) in dst.iter_mut().enumerate() {
-                *o = dot(w.row(first + i), a);
-            }
-        });
+        tasks
+            .into_par_iter()
+            .for_each(|(m, first, dst)| matvec_rows(&ws[m], &kernels[m], a, first, dst));
         return Ok(());
     }
     // Many tokens: each task takes a block of weight rows and applies every row to all tokens,
@@ -194,25 +196,80 @@ pub fn matmul_many(
             tasks.push((m, c * chunk, dst));
         }
     }
-    tasks.into_par_iter().for_each(|(m, first, dst)| {
-        let (w, (dot, dot4)) = (&ws[m], kernels[m]);
-        for (i, per_token) in dst.chunks_exact_mut(n_tok).enumerate() {
-            let w_row = w.row(first + i);
-            let mut t = 0;
-            while t + 4 <= n_tok {
-                let r = dot4(w_row, [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)]);
-                per_token[t..t + 4].copy_from_slice(&r);
-                t += 4;
-            }
-            for (t, o) in per_token.iter_mut().enumerate().skip(t) {
-                *o = dot(w_row, x.row(t));
-            }
-        }
-    });
+    tasks
+        .into_par_iter()
+        .for_each(|(m, first, dst)| gemm_rows(&ws[m], &kernels[m], x, first, dst));
     for ((tile, w), out) in tiles.iter().zip(ws).zip(outs.iter_mut()) {
         transpose_into(tile, n_tok, w.rows, out);
     }
     Ok(())
+}
+
+/// The kernels one weight type uses in the drivers.
+struct RowKernels {
+    dot: RowDotFn,
+    dot4: RowDot4Fn,
+    tile: Option<Tile4x4Fn>,
+    rows4: Option<Rows4DotFn>,
+}
+
+/// Decode: rows `first..first + dst.len()` of `w` against one activation row, four rows per
+/// kernel call where the level has a four-row kernel.
+fn matvec_rows(w: &WeightView, k: &RowKernels, a: &[u8], first: usize, dst: &mut [f32]) {
+    let mut i = 0;
+    if let Some(rows4) = k.rows4 {
+        while i + 4 <= dst.len() {
+            let r = first + i;
+            dst[i..i + 4].copy_from_slice(&rows4(
+                [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)],
+                a,
+            ));
+            i += 4;
+        }
+    }
+    for (j, o) in dst.iter_mut().enumerate().skip(i) {
+        *o = (k.dot)(w.row(first + j), a);
+    }
+}
+
+/// Prefill: rows `first..` of `w` against every activation row, written as a `[rows][tokens]`
+/// tile. 4×4 micro-tiles where the level has them, then one row × four tokens, then single dots.
+fn gemm_rows(w: &WeightView, k: &RowKernels, x: &QuantizedRows, first: usize, dst: &mut [f32]) {
+    let n_tok = x.n_rows;
+    let n_rows = dst.len() / n_tok;
+    let mut i = 0;
+    if let Some(tile) = k.tile {
+        while i + 4 <= n_rows {
+            let r = first + i;
+            let w4 = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
+            let mut t = 0;
+            while t + 4 <= n_tok {
+                let out = tile(w4, [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)]);
+                for (ri, row_out) in out.iter().enumerate() {
+                    dst[(i + ri) * n_tok + t..][..4].copy_from_slice(row_out);
+                }
+                t += 4;
+            }
+            for t in t..n_tok {
+                for (ri, &w_row) in w4.iter().enumerate() {
+                    dst[(i + ri) * n_tok + t] = (k.dot)(w_row, x.row(t));
+                }
+            }
+            i += 4;
+        }
+    }
+    for (ri, per_token) in dst.chunks_exact_mut(n_tok).enumerate().skip(i) {
+        let w_row = w.row(first + ri);
+        let mut t = 0;
+        while t + 4 <= n_tok {
+            let r = (k.dot4)(w_row, [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)]);
+            per_token[t..t + 4].copy_from_slice(&r);
+            t += 4;
+        }
+        for (t, o) in per_token.iter_mut().enumerate().skip(t) {
+            *o = (k.dot)(w_row, x.row(t));
+        }
+    }
 }
 
 /// Reference matmul for validation: each weight row dequantized to f32 and dotted with the f32

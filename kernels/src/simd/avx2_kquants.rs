@@ -599,4 +599,5 @@ pub(crate) static PROVIDER: Provider = Provider {
     row_dot,
     row_dot4,
     quantize,
+    ..Provider::NONE
 };

@@ -778,4 +778,5 @@ pub(crate) static PROVIDER: Provider = Provider {
     row_dot,
     row_dot4,
     quantize,
+    ..Provider::NONE
 };

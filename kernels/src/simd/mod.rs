@@ -7,15 +7,29 @@
 
 use crate::kernel_set::Provider;
 
+mod avx2_kquant_tiles;
 mod avx2_kquants;
 mod avx2_legacy;
+mod avx2_legacy_tiles;
+mod avx512_kquant_tiles;
 mod avx512_kquants;
 mod avx512_legacy;
+mod avx512_legacy_tiles;
 
 pub(crate) fn avx2_providers() -> Vec<&'static Provider> {
-    vec![&avx2_legacy::PROVIDER, &avx2_kquants::PROVIDER]
+    vec![
+        &avx2_legacy::PROVIDER,
+        &avx2_kquants::PROVIDER,
+        &avx2_legacy_tiles::PROVIDER,
+        &avx2_kquant_tiles::PROVIDER,
+    ]
 }
 
 pub(crate) fn avx512_providers() -> Vec<&'static Provider> {
-    vec![&avx512_legacy::PROVIDER, &avx512_kquants::PROVIDER]
+    vec![
+        &avx512_legacy::PROVIDER,
+        &avx512_kquants::PROVIDER,
+        &avx512_legacy_tiles::PROVIDER,
+        &avx512_kquant_tiles::PROVIDER,
+    ]
 }
