@@ -157,7 +157,15 @@ impl ModelInfo {
             model_type: format!("llama {}L {ty}", model.config.n_layer),
             size,
             n_params,
-            backend: format!("CPU ({})", model.kernels().isa.name()),
+            backend: format!(
+                "CPU ({}{})",
+                model.kernels().isa.name(),
+                if lumen::kernels::cpu::amx_usable() {
+                    ", AMX usable, unused"
+                } else {
+                    ""
+                }
+            ),
         }
     }
 
