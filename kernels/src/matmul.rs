@@ -188,21 +188,51 @@ pub fn matmul_many(
         return Ok(());
     }
     // Many tokens: each task takes a block of weight rows and applies every row to all tokens,
-    // four at a time, writing a `[rows][tokens]` tile that is transposed afterwards.
-    let mut tiles: Vec<Vec<f32>> = ws.iter().map(|w| vec![0.0f32; w.rows * n_tok]).collect();
+    // writing its results straight into the `[tokens][rows]` outputs (its own rows only).
     let mut tasks = Vec::new();
-    for (m, tile) in tiles.iter_mut().enumerate() {
-        for (c, dst) in tile.chunks_mut(chunk * n_tok).enumerate() {
-            tasks.push((m, c * chunk, dst));
+    for (m, (w, out)) in ws.iter().zip(outs.iter_mut()).enumerate() {
+        let columns = OutColumns::new(out, w.rows);
+        for first in (0..w.rows).step_by(chunk) {
+            tasks.push((m, first, chunk.min(w.rows - first), columns));
         }
     }
     tasks
         .into_par_iter()
-        .for_each(|(m, first, dst)| gemm_rows(&ws[m], &kernels[m], x, first, dst));
-    for ((tile, w), out) in tiles.iter().zip(ws).zip(outs.iter_mut()) {
-        transpose_into(tile, n_tok, w.rows, out);
-    }
+        .for_each(|(m, first, n_rows, out)| gemm_rows(&ws[m], &kernels[m], x, first, n_rows, out));
     Ok(())
+}
+
+/// A `[tokens][rows]` output that tasks fill by disjoint row ranges (column blocks).
+#[derive(Clone, Copy)]
+struct OutColumns {
+    ptr: *mut f32,
+    rows: usize,
+    len: usize,
+}
+
+// SAFETY: every task writes only the columns (weight rows) it was given, and `matmul_many`
+// hands out disjoint row ranges, so no two threads write the same element; the borrow of the
+// output slice outlives the parallel loop.
+unsafe impl Send for OutColumns {}
+unsafe impl Sync for OutColumns {}
+
+impl OutColumns {
+    fn new(out: &mut [f32], rows: usize) -> Self {
+        Self {
+            ptr: out.as_mut_ptr(),
+            rows,
+            len: out.len(),
+        }
+    }
+
+    /// out[t][r] = v.
+    #[inline]
+    fn set(&self, t: usize, r: usize, v: f32) {
+        let at = t * self.rows + r;
+        assert!(r < self.rows && at < self.len, "output index in range");
+        // SAFETY: in bounds (checked above); exclusive per the type's invariant.
+        unsafe { *self.ptr.add(at) = v }
+    }
 }
 
 /// The kernels one weight type uses in the drivers.
@@ -232,11 +262,17 @@ fn matvec_rows(w: &WeightView, k: &RowKernels, a: &[u8], first: usize, dst: &mut
     }
 }
 
-/// Prefill: rows `first..` of `w` against every activation row, written as a `[rows][tokens]`
-/// tile. 4×4 micro-tiles where the level has them, then one row × four tokens, then single dots.
-fn gemm_rows(w: &WeightView, k: &RowKernels, x: &QuantizedRows, first: usize, dst: &mut [f32]) {
+/// Prefill: rows `first..first + n_rows` of `w` against every activation row. 4×4 micro-tiles
+/// where the level has them, then one row × four tokens, then single dots.
+fn gemm_rows(
+    w: &WeightView,
+    k: &RowKernels,
+    x: &QuantizedRows,
+    first: usize,
+    n_rows: usize,
+    out: OutColumns,
+) {
     let n_tok = x.n_rows;
-    let n_rows = dst.len() / n_tok;
     let mut i = 0;
     if let Some(tile) = k.tile {
         while i + 4 <= n_rows {
@@ -244,30 +280,34 @@ fn gemm_rows(w: &WeightView, k: &RowKernels, x: &QuantizedRows, first: usize, ds
             let w4 = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
             let mut t = 0;
             while t + 4 <= n_tok {
-                let out = tile(w4, [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)]);
-                for (ri, row_out) in out.iter().enumerate() {
-                    dst[(i + ri) * n_tok + t..][..4].copy_from_slice(row_out);
+                let res = tile(w4, [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)]);
+                for (ri, row_out) in res.iter().enumerate() {
+                    for (ti, &v) in row_out.iter().enumerate() {
+                        out.set(t + ti, r + ri, v);
+                    }
                 }
                 t += 4;
             }
             for t in t..n_tok {
                 for (ri, &w_row) in w4.iter().enumerate() {
-                    dst[(i + ri) * n_tok + t] = (k.dot)(w_row, x.row(t));
+                    out.set(t, r + ri, (k.dot)(w_row, x.row(t)));
                 }
             }
             i += 4;
         }
     }
-    for (ri, per_token) in dst.chunks_exact_mut(n_tok).enumerate().skip(i) {
-        let w_row = w.row(first + ri);
+    for r in first + i..first + n_rows {
+        let w_row = w.row(r);
         let mut t = 0;
         while t + 4 <= n_tok {
-            let r = (k.dot4)(w_row, [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)]);
-            per_token[t..t + 4].copy_from_slice(&r);
+            let res = (k.dot4)(w_row, [x.row(t), x.row(t + 1), x.row(t + 2), x.row(t + 3)]);
+            for (ti, &v) in res.iter().enumerate() {
+                out.set(t + ti, r, v);
+            }
             t += 4;
         }
-        for (t, o) in per_token.iter_mut().enumerate().skip(t) {
-            *o = (k.dot)(w_row, x.row(t));
+        for t in t..n_tok {
+            out.set(t, r, (k.dot)(w_row, x.row(t)));
         }
     }
 }
