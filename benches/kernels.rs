@@ -79,6 +79,23 @@ fn activations(ks: &KernelSet, ty: GgmlType, n_rows: usize, cols: usize) -> Quan
     QuantizedRows::quantize(ks, ty, &x, cols).expect("activation quantization")
 }
 
+/// Times `iters` calls of `f` from inside the pool, as the runtime calls kernels (a whole
+/// generation runs inside one `install`); timing `install` per call would add a cross-thread
+/// hand-off (~10 µs) to every iteration.
+fn in_pool(
+    pool: &rayon::ThreadPool,
+    iters: u64,
+    mut f: impl FnMut() + Send,
+) -> std::time::Duration {
+    pool.install(|| {
+        let start = std::time::Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        start.elapsed()
+    })
+}
+
 fn kernel_sets() -> Vec<&'static KernelSet> {
     Isa::ALL.into_iter().filter_map(kernels_for).collect()
 }
@@ -104,6 +121,9 @@ fn matvec(c: &mut Criterion) {
     for &ty in types {
         let mut group = c.benchmark_group(format!("matvec/{}", ty.name()));
         for &(rows, cols) in shapes {
+            if ty.row_bytes(cols).is_none() {
+                continue; // e.g. K-quants need rows of 256·k elements; 576 is not
+            }
             let bytes = weight_bytes(ty, rows, cols);
             let w = WeightView {
                 ty,
@@ -165,7 +185,9 @@ fn gemm(c: &mut Criterion) {
                     .build()
                     .unwrap();
                 group.bench_function(BenchmarkId::new(format!("{}/t2", ks.isa.name()), n), |b| {
-                    b.iter(|| pool.install(|| matmul(ks, &w, &x, &mut out).unwrap()))
+                    b.iter_custom(|iters| {
+                        in_pool(&pool, iters, || matmul(ks, &w, &x, &mut out).unwrap())
+                    })
                 });
             }
         }
@@ -193,5 +215,26 @@ fn quantize(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matvec, gemm, quantize);
+/// What one parallel region costs with nothing to do: a decode step of SmolLM2 runs ~6 regions
+/// per layer (Q/K/V, attention, output, gate/up, down, ...), ~180 per token.
+fn parallel_region(c: &mut Criterion) {
+    use rayon::prelude::*;
+    let mut group = c.benchmark_group("parallel_region");
+    let mut out = vec![0.0f32; 1024];
+    for pool in pools() {
+        let threads = pool.current_num_threads();
+        group.bench_function(format!("t{threads}"), |b| {
+            b.iter_custom(|iters| {
+                in_pool(&pool, iters, || {
+                    out.par_chunks_mut(128)
+                        .enumerate()
+                        .for_each(|(i, c)| c[0] = i as f32)
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, matvec, gemm, quantize, parallel_region);
 criterion_main!(benches);
