@@ -243,11 +243,15 @@ struct RowKernels {
     rows4: Option<Rows4DotFn>,
 }
 
-/// Decode: rows `first..first + dst.len()` of `w` against one activation row, four rows per
-/// kernel call where the level has a four-row kernel.
+/// Decode: rows `first..first + dst.len()` of `w` against one activation row.
+///
+/// The four-row kernels (`RowKernels::rows4`) are not used here yet: in criterion's matvec
+/// bench they match or beat `row_dot` (Q4_0 2048×2048: 12.0 vs 10.8 GiB/s), but inside the
+/// model's decode they halved tokens/s (Llama-3.2-1B Q4_0 18 vs 35 t/s, Q4_K_M 16 vs 37) for a
+/// reason not yet found. `LUMEN_ROWS4=1` turns them on to investigate.
 fn matvec_rows(w: &WeightView, k: &RowKernels, a: &[u8], first: usize, dst: &mut [f32]) {
     let mut i = 0;
-    if let Some(rows4) = k.rows4 {
+    if let Some(rows4) = k.rows4.filter(|_| rows4_enabled()) {
         while i + 4 <= dst.len() {
             let r = first + i;
             dst[i..i + 4].copy_from_slice(&rows4(
@@ -260,6 +264,11 @@ fn matvec_rows(w: &WeightView, k: &RowKernels, a: &[u8], first: usize, dst: &mut
     for (j, o) in dst.iter_mut().enumerate().skip(i) {
         *o = (k.dot)(w.row(first + j), a);
     }
+}
+
+fn rows4_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("LUMEN_ROWS4").is_ok_and(|v| v == "1"))
 }
 
 /// Prefill: rows `first..first + n_rows` of `w` against every activation row. 4×4 micro-tiles
