@@ -164,7 +164,9 @@ fn metadata(shape: &SyntheticShape, mix: WeightMix) -> Vec<(String, MetaValue)> 
     let mut tokens: Vec<MetaValue> = (0..=255u8)
         .map(|b| MetaValue::Str(byte_level_char(b).to_string()))
         .collect();
-    tokens.extend((256..shape.n_vocab).map(|i| MetaValue::Str(format!("<synth_{i}>"))));
+    // Token 256 is the one merge's result, so the vocabulary is a valid byte-level BPE.
+    tokens.push(MetaValue::Str("ĠĠ".into()));
+    tokens.extend((257..shape.n_vocab).map(|i| MetaValue::Str(format!("<synth_{i}>"))));
     vec![
         (
             keys::GENERAL_ARCHITECTURE.into(),
@@ -384,6 +386,11 @@ mod tests {
             let expected_tensors = 2 + 9 * 8 + 1 + usize::from(!tied);
             assert_eq!(file.tensors().len(), expected_tensors, "{name}");
             let model = Llama::load(file.clone()).unwrap();
+            let vocab = lumen::tokenizer::VocabSpec::from_gguf(file.metadata()).unwrap();
+            let tokenizer = lumen::tokenizer::Tokenizer::from_spec(vocab).expect("the synthetic vocabulary is valid BPE");
+            let ids = tokenizer.encode("a b\n", false).unwrap();
+            assert_eq!(ids, vec![97, 32, 98, 10], "byte tokens sit at their byte values");
+            assert_eq!(tokenizer.decode(&ids), "a b\n");
             let mut cache = model.new_cache(8);
             let logits = model.forward(&[1, 2, 3], &mut cache, Logits::Last).unwrap();
             assert!(
