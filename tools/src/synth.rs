@@ -229,12 +229,13 @@ impl Rng {
 /// Byte offsets of the f16 scale fields in one block, and the magnitude to give them.
 fn scale_fields(ty: GgmlType) -> (&'static [usize], f32) {
     match ty {
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => (&[0], 0.004),
+        GgmlType::Q4_0 | GgmlType::Q5_0 => (&[0], 0.004),
+        GgmlType::Q8_0 => (&[0], 0.0003),
         GgmlType::Q4_1 | GgmlType::Q5_1 => (&[0, 2], 0.003),
         GgmlType::Q2_K => (&[80, 82], 0.0005),
         GgmlType::Q3_K => (&[108], 0.0005),
-        GgmlType::Q4_K | GgmlType::Q5_K => (&[0, 2], 0.0003),
-        GgmlType::Q6_K => (&[208], 0.0003),
+        GgmlType::Q4_K | GgmlType::Q5_K => (&[0, 2], 0.00003),
+        GgmlType::Q6_K => (&[208], 0.00003),
         _ => (&[], 0.0),
     }
 }
