@@ -247,8 +247,11 @@ struct RowKernels {
 ///
 /// The four-row kernels (`RowKernels::rows4`) are not used here yet: in criterion's matvec
 /// bench they match or beat `row_dot` (Q4_0 2048×2048: 12.0 vs 10.8 GiB/s), but inside the
-/// model's decode they halved tokens/s (Llama-3.2-1B Q4_0 18 vs 35 t/s, Q4_K_M 16 vs 37) for a
-/// reason not yet found. `LUMEN_ROWS4=1` turns them on to investigate.
+/// model's decode they halved tokens/s (Llama-3.2-1B Q4_0 18 vs 35 t/s, Q4_K_M 16 vs 37). The
+/// cause is memory access, not arithmetic: the four interleaved row streams defeat the hardware
+/// prefetcher (perf puts the time on the first loads of each block), and a software prefetch of
+/// the next four-row group brought them back to parity with the one-row kernel, not past it.
+/// `LUMEN_ROWS4=1` turns them on for further work (e.g. a load-time interleaved layout).
 fn matvec_rows(w: &WeightView, k: &RowKernels, a: &[u8], first: usize, dst: &mut [f32]) {
     let mut i = 0;
     if let Some(rows4) = k.rows4.filter(|_| rows4_enabled()) {
