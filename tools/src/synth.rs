@@ -388,9 +388,14 @@ mod tests {
             assert_eq!(file.tensors().len(), expected_tensors, "{name}");
             let model = Llama::load(file.clone()).unwrap();
             let vocab = lumen::tokenizer::VocabSpec::from_gguf(file.metadata()).unwrap();
-            let tokenizer = lumen::tokenizer::Tokenizer::from_spec(vocab).expect("the synthetic vocabulary is valid BPE");
+            let tokenizer = lumen::tokenizer::Tokenizer::from_spec(vocab)
+                .expect("the synthetic vocabulary is valid BPE");
             let ids = tokenizer.encode("a b\n", false).unwrap();
-            assert_eq!(ids, vec![97, 32, 98, 10], "byte tokens sit at their byte values");
+            assert_eq!(
+                ids,
+                vec![97, 32, 98, 10],
+                "byte tokens sit at their byte values"
+            );
             assert_eq!(tokenizer.decode(&ids), "a b\n");
             let mut cache = model.new_cache(8);
             let logits = model.forward(&[1, 2, 3], &mut cache, Logits::Last).unwrap();
