@@ -136,37 +136,29 @@ fn head_attention(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn head_attention_avx512(
-    q: &[f32],
-    keys_t: &[f32],
-    values: &[f32],
-    n_ctx: usize,
-    n_keys: usize,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    head_attention_generic(q, keys_t, values, n_ctx, n_keys, scale, scores, out)
+/// A `#[target_feature]` copy of [`head_attention_generic`]: same source, vectorised for `$feat`.
+macro_rules! head_attention_for {
+    ($name:ident, $feat:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name(
+            q: &[f32],
+            keys_t: &[f32],
+            values: &[f32],
+            n_ctx: usize,
+            n_keys: usize,
+            scale: f32,
+            scores: &mut [f32],
+            out: &mut [f32],
+        ) {
+            head_attention_generic(q, keys_t, values, n_ctx, n_keys, scale, scores, out)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn head_attention_avx2(
-    q: &[f32],
-    keys_t: &[f32],
-    values: &[f32],
-    n_ctx: usize,
-    n_keys: usize,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    head_attention_generic(q, keys_t, values, n_ctx, n_keys, scale, scores, out)
-}
+head_attention_for!(head_attention_avx512, "avx512f,avx512bw,avx512vl,avx2,fma");
+head_attention_for!(head_attention_avx2, "avx2,fma");
 
 /// Scores over the transposed keys, softmax, weighted sum of values. `#[inline(always)]` so each
 /// `#[target_feature]` wrapper above gets its own vectorised copy.

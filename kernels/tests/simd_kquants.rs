@@ -9,11 +9,16 @@
 //! * row_dot4: each of the four results equals row_dot of that activation row within the same
 //!   bound.
 
-use half::f16;
 use lumen_kernels::{dequantize_row, kernels_for, GgmlType, Isa, KernelSet};
 use rand::{Rng, SeedableRng};
 
-type TestRng = rand::rngs::StdRng;
+mod common;
+
+use common::kquant::{activations, layout, weight_row};
+use common::TestRng;
+
+/// Share of negative d/dmin among the generated weight scales.
+const NEG_SCALE_SHARE: f64 = 0.2;
 
 const Q8K_BYTES: usize = 292;
 const KTYPES: [GgmlType; 5] = [
@@ -23,68 +28,6 @@ const KTYPES: [GgmlType; 5] = [
     GgmlType::Q5_K,
     GgmlType::Q6_K,
 ];
-
-/// (block bytes, offset of d, offset of dmin).
-fn layout(ty: GgmlType) -> (usize, usize, Option<usize>) {
-    match ty {
-        GgmlType::Q2_K => (84, 80, Some(82)),
-        GgmlType::Q3_K => (110, 108, None),
-        GgmlType::Q4_K => (144, 0, Some(2)),
-        GgmlType::Q5_K => (176, 0, Some(2)),
-        GgmlType::Q6_K => (210, 208, None),
-        _ => unreachable!(),
-    }
-}
-
-fn put_f16(b: &mut [u8], off: usize, v: f32) {
-    b[off..off + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
-}
-
-fn moderate(rng: &mut TestRng) -> f32 {
-    let m: f32 = rng.gen_range(1e-3..0.2);
-    if rng.gen_bool(0.2) {
-        -m
-    } else {
-        m
-    }
-}
-
-/// `nb` weight super-blocks: `fill` = None for random bytes, Some(byte) for constant bytes; the
-/// f16 d/dmin fields are then overwritten with finite moderate values.
-fn weight_row(rng: &mut TestRng, ty: GgmlType, nb: usize, fill: Option<u8>) -> Vec<u8> {
-    let (bs, d_off, dmin_off) = layout(ty);
-    let mut w = vec![0u8; bs * nb];
-    match fill {
-        None => rng.fill(&mut w[..]),
-        Some(v) => w.fill(v),
-    }
-    for b in w.chunks_exact_mut(bs) {
-        put_f16(b, d_off, moderate(rng));
-        if let Some(o) = dmin_off {
-            put_f16(b, o, moderate(rng));
-        }
-    }
-    w
-}
-
-/// f32 activations, one of several shapes per super-block.
-fn activations(rng: &mut TestRng, nb: usize, kind: usize) -> Vec<f32> {
-    let mut x = vec![0f32; 256 * nb];
-    for (bi, b) in x.chunks_exact_mut(256).enumerate() {
-        match (kind + bi) % 6 {
-            0 => b.iter_mut().for_each(|v| *v = rng.gen_range(-1.0..1.0)),
-            1 => {} // zeros
-            2 => {
-                b.iter_mut().for_each(|v| *v = rng.gen_range(-0.01..0.01));
-                b[rng.gen_range(0..256)] = 1e6; // huge outlier
-            }
-            3 => b.iter_mut().for_each(|v| *v = -rng.gen_range(0.0..3.0)), // negative only
-            4 => b.iter_mut().for_each(|v| *v = rng.gen_range(-100.0..100.0)),
-            _ => b.iter_mut().for_each(|v| *v = rng.gen_range(0.0..1.0)), // positive only
-        }
-    }
-    x
-}
 
 fn quantize_q8k(set: &KernelSet, x: &[f32]) -> Vec<u8> {
     let mut out = vec![0u8; x.len() / 256 * Q8K_BYTES];
@@ -273,7 +216,7 @@ fn kquant_row_dot_matches_scalar() {
             let mut max_rel = 0f64;
             for nb in [1usize, 2, 3, 8] {
                 for fill in [None, None, None, Some(0x00u8), Some(0xFF)] {
-                    let w = weight_row(&mut rng, ty, nb, fill);
+                    let w = weight_row(&mut rng, ty, nb, fill, NEG_SCALE_SHARE);
                     for kind in 0..6 {
                         let acts: Vec<Vec<u8>> = (0..4)
                             .map(|r| quantize_q8k(s, &activations(&mut rng, nb, kind + r)))
@@ -333,7 +276,7 @@ fn timing_2048() {
     sets.extend(isas());
     let ws: Vec<Vec<u8>> = KTYPES
         .iter()
-        .map(|&ty| weight_row(&mut rng, ty, nb, None))
+        .map(|&ty| weight_row(&mut rng, ty, nb, None, NEG_SCALE_SHARE))
         .collect();
     for (isa, set) in &sets {
         let q = set.quantize(GgmlType::Q8_K).unwrap();

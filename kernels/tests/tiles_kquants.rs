@@ -7,25 +7,18 @@
 //! then the reference's f32 operations, so the observed difference is expected to be 0 (the
 //! tests also count bit-exact results and print them).
 
-use half::f16;
 use lumen_kernels::{dequantize_row, kernels_for, quantize_row, vec_dot, GgmlType, Isa, KernelSet};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
-type TestRng = rand::rngs::StdRng;
+mod common;
+
+use common::kquant::{activations, layout, weight_row};
+use common::TestRng;
+
+/// Share of negative d/dmin among the generated weight scales.
+const NEG_SCALE_SHARE: f64 = 0.3;
 
 const Q8K_BYTES: usize = 292;
-
-/// (block bytes, offset of d, offset of dmin).
-fn layout(ty: GgmlType) -> (usize, usize, Option<usize>) {
-    match ty {
-        GgmlType::Q2_K => (84, 80, Some(82)),
-        GgmlType::Q3_K => (110, 108, None),
-        GgmlType::Q4_K => (144, 0, Some(2)),
-        GgmlType::Q5_K => (176, 0, Some(2)),
-        GgmlType::Q6_K => (210, 208, None),
-        _ => unreachable!(),
-    }
-}
 
 /// The types each level must provide tiles and rows4 for.
 fn expected(isa: Isa) -> Vec<GgmlType> {
@@ -36,55 +29,6 @@ fn expected(isa: Isa) -> Vec<GgmlType> {
         Isa::Avx2 => vec![Q2_K, Q4_K, Q5_K, Q6_K],
         Isa::Scalar => vec![],
     }
-}
-
-fn put_f16(b: &mut [u8], off: usize, v: f32) {
-    b[off..off + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
-}
-
-fn moderate(rng: &mut TestRng) -> f32 {
-    let m: f32 = rng.gen_range(1e-3..0.2);
-    if rng.gen_bool(0.3) {
-        -m
-    } else {
-        m
-    }
-}
-
-/// `nb` super-blocks: `fill` None = random bytes, Some(b) = all bytes b; then finite moderate
-/// f16 d/dmin.
-fn weight_row(rng: &mut TestRng, ty: GgmlType, nb: usize, fill: Option<u8>) -> Vec<u8> {
-    let (bs, d_off, dmin_off) = layout(ty);
-    let mut w = vec![0u8; bs * nb];
-    match fill {
-        None => rng.fill(&mut w[..]),
-        Some(v) => w.fill(v),
-    }
-    for b in w.chunks_exact_mut(bs) {
-        put_f16(b, d_off, moderate(rng));
-        if let Some(o) = dmin_off {
-            put_f16(b, o, moderate(rng));
-        }
-    }
-    w
-}
-
-fn activations(rng: &mut TestRng, nb: usize, kind: usize) -> Vec<f32> {
-    let mut x = vec![0f32; 256 * nb];
-    for (bi, b) in x.chunks_exact_mut(256).enumerate() {
-        match (kind + bi) % 6 {
-            0 => b.iter_mut().for_each(|v| *v = rng.gen_range(-1.0..1.0)),
-            1 => {} // zeros
-            2 => {
-                b.iter_mut().for_each(|v| *v = rng.gen_range(-0.01..0.01));
-                b[rng.gen_range(0..256)] = 1e6; // huge outlier
-            }
-            3 => b.iter_mut().for_each(|v| *v = -rng.gen_range(0.0..3.0)), // negative only
-            4 => b.iter_mut().for_each(|v| *v = rng.gen_range(-100.0..100.0)),
-            _ => b.iter_mut().for_each(|v| *v = rng.gen_range(0.0..1.0)),
-        }
-    }
-    x
 }
 
 fn q8k(x: &[f32]) -> Vec<u8> {
@@ -172,7 +116,7 @@ fn tiles_and_rows4_match_scalar_reference() {
                             } else {
                                 None
                             };
-                            weight_row(&mut rng, ty, nb, fill)
+                            weight_row(&mut rng, ty, nb, fill, NEG_SCALE_SHARE)
                         })
                         .collect();
                     let a: Vec<Vec<u8>> = (0..4)
@@ -219,7 +163,7 @@ fn speed_tile_vs_row_dot4() {
             for ty in expected(isa) {
                 let (bs, _, _) = layout(ty);
                 let w: Vec<u8> = (0..rows)
-                    .flat_map(|_| weight_row(&mut rng, ty, nb, None))
+                    .flat_map(|_| weight_row(&mut rng, ty, nb, None, NEG_SCALE_SHARE))
                     .collect();
                 let a: Vec<u8> = (0..toks)
                     .flat_map(|t| q8k(&activations(&mut rng, nb, t % 6)))

@@ -19,45 +19,12 @@
 use std::arch::x86_64::*;
 
 use super::avx2_kquants::{
-    bsums16, check_rows, f32_at, k4_scales_mins, load128, load256, q3k_scales, Q2K_BYTES,
-    Q3K_BYTES, Q4K_BYTES, Q5K_BYTES, Q6K_BYTES, Q8K_BYTES, Q8K_QS,
+    bsums16, check_rows, f32_at, k4_scales_mins, load128, q3k_scales, Q2K_BYTES, Q3K_BYTES,
+    Q4K_BYTES, Q5K_BYTES, Q6K_BYTES, Q8K_BYTES, Q8K_QS,
 };
+use super::avx512_kquants::{bcast256, halves16, load512, quad_idx, sub16};
 use crate::kernel_set::{Provider, Rows4DotFn, Tile4x4Fn};
 use crate::table::GgmlType;
-
-#[inline(always)]
-unsafe fn load512(p: *const u8) -> __m512i {
-    _mm512_loadu_si512(p as *const _)
-}
-
-/// The same 32 bytes in both 256-bit halves.
-#[inline(always)]
-unsafe fn bcast256(p: *const u8) -> __m512i {
-    _mm512_broadcast_i64x4(load256(p))
-}
-
-/// i16 vector: `lo` in the lower 256 bits, `hi` in the upper.
-#[inline(always)]
-unsafe fn halves16(lo: i16, hi: i16) -> __m512i {
-    _mm512_inserti64x4::<1>(
-        _mm512_castsi256_si512(_mm256_set1_epi16(lo)),
-        _mm256_set1_epi16(hi),
-    )
-}
-
-/// `vpermw` index: in 128-bit lane l, four copies of `sub(p0, l)` then four of `sub(p1, l)`.
-#[inline(always)]
-unsafe fn quad_idx(sub: impl Fn(usize, usize) -> usize, p0: usize, p1: usize) -> __m512i {
-    let v: [i16; 32] = std::array::from_fn(|k| {
-        let (l, e) = (k / 8, k % 8);
-        sub(if e < 4 { p0 } else { p1 }, l) as i16
-    });
-    _mm512_loadu_si512(v.as_ptr() as *const _)
-}
-
-fn sub16(p: usize, l: usize) -> usize {
-    4 * p + l
-}
 
 fn sub32(p: usize, l: usize) -> usize {
     2 * p + l / 2

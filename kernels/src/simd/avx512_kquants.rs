@@ -22,19 +22,19 @@ use crate::kernel_set::{Provider, QuantizeRowFn, RowDot4Fn, RowDotFn};
 use crate::table::GgmlType;
 
 #[inline(always)]
-unsafe fn load512(p: *const u8) -> __m512i {
+pub(super) unsafe fn load512(p: *const u8) -> __m512i {
     _mm512_loadu_si512(p as *const _)
 }
 
 /// The same 32 bytes in both 256-bit halves.
 #[inline(always)]
-unsafe fn bcast256(p: *const u8) -> __m512i {
+pub(super) unsafe fn bcast256(p: *const u8) -> __m512i {
     _mm512_broadcast_i64x4(load256(p))
 }
 
 /// i16 vector: `lo` in the lower 256 bits, `hi` in the upper.
 #[inline(always)]
-unsafe fn halves16(lo: i16, hi: i16) -> __m512i {
+pub(super) unsafe fn halves16(lo: i16, hi: i16) -> __m512i {
     _mm512_inserti64x4::<1>(
         _mm512_castsi256_si512(_mm256_set1_epi16(lo)),
         _mm256_set1_epi16(hi),
@@ -44,7 +44,11 @@ unsafe fn halves16(lo: i16, hi: i16) -> __m512i {
 /// `vpermw` index for [`accum_quad`]: in 128-bit lane l, four copies of `sub(p0, l)` then four
 /// of `sub(p1, l)`, where `sub(p, l)` is the scale index of step p's lane l.
 #[inline(always)]
-unsafe fn quad_idx(sub: impl Fn(usize, usize) -> usize, p0: usize, p1: usize) -> __m512i {
+pub(super) unsafe fn quad_idx(
+    sub: impl Fn(usize, usize) -> usize,
+    p0: usize,
+    p1: usize,
+) -> __m512i {
     let v: [i16; 32] = std::array::from_fn(|k| {
         let (l, e) = (k / 8, k % 8);
         sub(if e < 4 { p0 } else { p1 }, l) as i16
@@ -150,7 +154,7 @@ unsafe fn q5k_kernel<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
 // Q6_K: step p = elements 64p..64p+64 = sub-blocks 4p..4p+4 (one per 128-bit lane).
 
 /// Scale index of step p's 128-bit lane l for the 16-element sub-block formats.
-fn sub16(p: usize, l: usize) -> usize {
+pub(super) fn sub16(p: usize, l: usize) -> usize {
     4 * p + l
 }
 

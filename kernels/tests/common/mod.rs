@@ -6,6 +6,8 @@ use lumen_kernels::GgmlType;
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 
+pub mod kquant;
+
 pub type TestRng = rand::rngs::StdRng;
 
 pub fn rng(seed: u64) -> TestRng {
