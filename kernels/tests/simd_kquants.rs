@@ -9,12 +9,12 @@
 //! * row_dot4: each of the four results equals row_dot of that activation row within the same
 //!   bound.
 
-use lumen_kernels::{dequantize_row, kernels_for, GgmlType, Isa, KernelSet};
+use lumen_kernels::{kernels_for, GgmlType, Isa, KernelSet};
 use rand::{Rng, SeedableRng};
 
 mod common;
 
-use common::kquant::{activations, layout, weight_row};
+use common::kquant::{abs_terms, activations, isas, weight_row};
 use common::TestRng;
 
 /// Share of negative d/dmin among the generated weight scales.
@@ -37,47 +37,6 @@ fn quantize_q8k(set: &KernelSet, x: &[f32]) -> Vec<u8> {
 
 fn scalar() -> &'static KernelSet {
     kernels_for(Isa::Scalar).unwrap()
-}
-
-/// Σ_i (|d-part_i| + |min-part_i|)·|a_i| from the scalar dequantizers.
-fn abs_terms(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
-    let n = a.len() / Q8K_BYTES * 256;
-    let (bs, d_off, dmin_off) = layout(ty);
-    let mut av = vec![0f32; n];
-    dequantize_row(GgmlType::Q8_K, a, &mut av).unwrap();
-    let mut parts = vec![];
-    let mut wd = w.to_vec();
-    if let Some(o) = dmin_off {
-        let mut wm = w.to_vec();
-        for (bd, bm) in wd.chunks_exact_mut(bs).zip(wm.chunks_exact_mut(bs)) {
-            bd[o..o + 2].fill(0);
-            bm[d_off..d_off + 2].fill(0);
-        }
-        parts.push(wm);
-    }
-    parts.push(wd);
-    let mut total = 0f64;
-    for p in parts {
-        let mut wv = vec![0f32; n];
-        dequantize_row(ty, &p, &mut wv).unwrap();
-        total += wv
-            .iter()
-            .zip(&av)
-            .map(|(&x, &y)| (x as f64 * y as f64).abs())
-            .sum::<f64>();
-    }
-    total
-}
-
-fn isas() -> Vec<(Isa, &'static KernelSet)> {
-    let mut v = vec![];
-    for isa in [Isa::Avx2, Isa::Avx512] {
-        match kernels_for(isa) {
-            Some(set) => v.push((isa, set)),
-            None => println!("{isa:?}: not available on this CPU, skipped"),
-        }
-    }
-    v
 }
 
 fn is_simd<T: Copy + PartialEq>(simd: Option<T>, scalar: Option<T>) -> bool {

@@ -7,12 +7,12 @@
 //! then the reference's f32 operations, so the observed difference is expected to be 0 (the
 //! tests also count bit-exact results and print them).
 
-use lumen_kernels::{dequantize_row, kernels_for, quantize_row, vec_dot, GgmlType, Isa, KernelSet};
+use lumen_kernels::{kernels_for, quantize_row, vec_dot, GgmlType, Isa};
 use rand::SeedableRng;
 
 mod common;
 
-use common::kquant::{activations, layout, weight_row};
+use common::kquant::{abs_terms, activations, isas, layout, weight_row};
 use common::TestRng;
 
 /// Share of negative d/dmin among the generated weight scales.
@@ -35,46 +35,6 @@ fn q8k(x: &[f32]) -> Vec<u8> {
     let mut out = vec![0u8; x.len() / 256 * Q8K_BYTES];
     quantize_row(GgmlType::Q8_K, x, &mut out).unwrap();
     out
-}
-
-fn abs_terms(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
-    let n = a.len() / Q8K_BYTES * 256;
-    let (bs, d_off, dmin_off) = layout(ty);
-    let mut av = vec![0f32; n];
-    dequantize_row(GgmlType::Q8_K, a, &mut av).unwrap();
-    let mut parts = vec![];
-    let mut wd = w.to_vec();
-    if let Some(o) = dmin_off {
-        let mut wm = w.to_vec();
-        for (bd, bm) in wd.chunks_exact_mut(bs).zip(wm.chunks_exact_mut(bs)) {
-            bd[o..o + 2].fill(0);
-            bm[d_off..d_off + 2].fill(0);
-        }
-        parts.push(wm);
-    }
-    parts.push(wd);
-    let mut total = 0f64;
-    for p in parts {
-        let mut wv = vec![0f32; n];
-        dequantize_row(ty, &p, &mut wv).unwrap();
-        total += wv
-            .iter()
-            .zip(&av)
-            .map(|(&x, &y)| (x as f64 * y as f64).abs())
-            .sum::<f64>();
-    }
-    total
-}
-
-fn isas() -> Vec<(Isa, &'static KernelSet)> {
-    let mut v = vec![];
-    for isa in [Isa::Avx2, Isa::Avx512] {
-        match kernels_for(isa) {
-            Some(set) => v.push((isa, set)),
-            None => println!("{isa:?}: not available on this CPU, skipped"),
-        }
-    }
-    v
 }
 
 fn check(ty: GgmlType, what: &str, got: f32, w: &[u8], a: &[u8], exact: &mut usize) {

@@ -1,7 +1,7 @@
 //! Random K-quant weight rows and Q8_K-shaped activations shared by the K-quant kernel tests.
 
 use half::f16;
-use lumen_kernels::GgmlType;
+use lumen_kernels::{dequantize_row, kernels_for, GgmlType, Isa, KernelSet};
 use rand::Rng;
 
 use super::TestRng;
@@ -72,4 +72,49 @@ pub fn activations(rng: &mut TestRng, nb: usize, kind: usize) -> Vec<f32> {
         }
     }
     x
+}
+
+/// Bytes of one Q8_K block.
+const Q8K_BLOCK_BYTES: usize = 292;
+
+/// Σ_i (|d-part_i| + |min-part_i|)·|a_i| from the scalar dequantizers.
+pub fn abs_terms(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
+    let n = a.len() / Q8K_BLOCK_BYTES * 256;
+    let (bs, d_off, dmin_off) = layout(ty);
+    let mut av = vec![0f32; n];
+    dequantize_row(GgmlType::Q8_K, a, &mut av).unwrap();
+    let mut parts = vec![];
+    let mut wd = w.to_vec();
+    if let Some(o) = dmin_off {
+        let mut wm = w.to_vec();
+        for (bd, bm) in wd.chunks_exact_mut(bs).zip(wm.chunks_exact_mut(bs)) {
+            bd[o..o + 2].fill(0);
+            bm[d_off..d_off + 2].fill(0);
+        }
+        parts.push(wm);
+    }
+    parts.push(wd);
+    let mut total = 0f64;
+    for p in parts {
+        let mut wv = vec![0f32; n];
+        dequantize_row(ty, &p, &mut wv).unwrap();
+        total += wv
+            .iter()
+            .zip(&av)
+            .map(|(&x, &y)| (x as f64 * y as f64).abs())
+            .sum::<f64>();
+    }
+    total
+}
+
+/// The SIMD levels this CPU runs, with their kernel sets (others are reported and skipped).
+pub fn isas() -> Vec<(Isa, &'static KernelSet)> {
+    let mut v = vec![];
+    for isa in [Isa::Avx2, Isa::Avx512] {
+        match kernels_for(isa) {
+            Some(set) => v.push((isa, set)),
+            None => println!("{isa:?}: not available on this CPU, skipped"),
+        }
+    }
+    v
 }
