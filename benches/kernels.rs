@@ -126,6 +126,7 @@ fn matvec(c: &mut Criterion) {
             }
             let bytes = weight_bytes(ty, rows, cols);
             let w = WeightView {
+                packed: None,
                 ty,
                 rows,
                 cols,
@@ -170,6 +171,7 @@ fn gemm(c: &mut Criterion) {
         group.sample_size(10);
         let bytes = weight_bytes(ty, rows, cols);
         let w = WeightView {
+            packed: None,
             ty,
             rows,
             cols,

@@ -39,6 +39,12 @@ pub enum KernelError {
     NotActivationFormat { ty: GgmlType },
     #[error("{ty} is an activation-only format and cannot be the weight side of vec_dot")]
     NotWeightFormat { ty: GgmlType },
+    #[error("{ty}: a {rows}×{cols} matrix has no packed layout (Q4_0/Q8_0, rows a multiple of 8)")]
+    NoPackedLayout {
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+    },
 }
 
 /// Number of `B` blocks in `len` bytes, or an error if `len` is not a whole number of blocks.

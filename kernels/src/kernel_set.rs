@@ -18,6 +18,7 @@ use crate::formats::{
     ActivationFormat, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
     BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, WeightFormat,
 };
+use crate::packed::{ActBlockAux, GROUP_ROWS};
 use crate::table::GgmlType;
 
 /// One weight row · one activation row.
@@ -32,6 +33,12 @@ pub type QuantizeRowFn = fn(x: &[f32], out: &mut [u8]);
 pub type Tile4x4Fn = fn(w: [&[u8]; 4], a: [&[u8]; 4]) -> [[f32; 4]; 4];
 /// Four weight rows · one activation row: the decode matvec micro-kernel.
 pub type Rows4DotFn = fn(w: [&[u8]; 4], a: &[u8]) -> [f32; 4];
+/// One packed group of eight weight rows ([`crate::packed`]) · one Q8_0 activation row with its
+/// per-block aux records → the eight rows' dots.
+pub type PackedGemvFn = fn(group: &[u8], a: &[u8], aux: &[ActBlockAux]) -> [f32; GROUP_ROWS];
+/// One packed group · four activation rows → `out[t][r]`: the packed prefill micro-kernel.
+pub type PackedTile4Fn =
+    fn(group: &[u8], a: [&[u8]; 4], aux: [&[ActBlockAux]; 4]) -> [[f32; GROUP_ROWS]; 4];
 
 const N_TYPES: usize = GgmlType::ALL.len();
 
@@ -43,6 +50,8 @@ pub struct KernelSet {
     quantize: [Option<QuantizeRowFn>; N_TYPES],
     tile4x4: [Option<Tile4x4Fn>; N_TYPES],
     rows4: [Option<Rows4DotFn>; N_TYPES],
+    packed_gemv: [Option<PackedGemvFn>; N_TYPES],
+    packed_tile4: [Option<PackedTile4Fn>; N_TYPES],
 }
 
 fn slot(ty: GgmlType) -> usize {
@@ -73,6 +82,17 @@ impl KernelSet {
         self.rows4[slot(ty)]
     }
 
+    /// The packed-layout matvec kernel for weight type `ty`, where a level provides one. A
+    /// model packs a matrix at load time only if this is `Some`.
+    pub fn packed_gemv(&self, ty: GgmlType) -> Option<PackedGemvFn> {
+        self.packed_gemv[slot(ty)]
+    }
+
+    /// The packed-layout prefill tile for weight type `ty` (present whenever `packed_gemv` is).
+    pub fn packed_tile4(&self, ty: GgmlType) -> Option<PackedTile4Fn> {
+        self.packed_tile4[slot(ty)]
+    }
+
     /// Quantizer into activation type `ty`; `None` for weight-only types.
     pub fn quantize(&self, ty: GgmlType) -> Option<QuantizeRowFn> {
         self.quantize[slot(ty)]
@@ -96,6 +116,12 @@ impl KernelSet {
             if let Some(f) = (provider.rows4)(ty) {
                 self.rows4[slot(ty)] = Some(f);
             }
+            if let Some(f) = (provider.packed_gemv)(ty) {
+                self.packed_gemv[slot(ty)] = Some(f);
+            }
+            if let Some(f) = (provider.packed_tile4)(ty) {
+                self.packed_tile4[slot(ty)] = Some(f);
+            }
         }
     }
 
@@ -107,6 +133,8 @@ impl KernelSet {
             quantize: [None; N_TYPES],
             tile4x4: [None; N_TYPES],
             rows4: [None; N_TYPES],
+            packed_gemv: [None; N_TYPES],
+            packed_tile4: [None; N_TYPES],
         };
         set.overlay(&SCALAR);
         set
@@ -140,6 +168,8 @@ pub(crate) struct Provider {
     pub quantize: fn(GgmlType) -> Option<QuantizeRowFn>,
     pub tile4x4: fn(GgmlType) -> Option<Tile4x4Fn>,
     pub rows4: fn(GgmlType) -> Option<Rows4DotFn>,
+    pub packed_gemv: fn(GgmlType) -> Option<PackedGemvFn>,
+    pub packed_tile4: fn(GgmlType) -> Option<PackedTile4Fn>,
 }
 
 impl Provider {
@@ -150,6 +180,8 @@ impl Provider {
         quantize: |_| None,
         tile4x4: |_| None,
         rows4: |_| None,
+        packed_gemv: |_| None,
+        packed_tile4: |_| None,
     };
 }
 
@@ -225,6 +257,36 @@ fn scalar_rows4<W: WeightFormat>(w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
     w.map(|w| scalar_dot::<W>(w, a))
 }
 
+fn scalar_packed_gemv<const Q8: bool>(group: &[u8], a: &[u8], _: &[ActBlockAux]) -> [f32; 8] {
+    let ty = if Q8 { GgmlType::Q8_0 } else { GgmlType::Q4_0 };
+    let a = crate::dispatch::blocks_of::<BlockQ8_0>(a).expect("whole blocks (kernel contract)");
+    crate::packed::packed_gemv_ref(ty, group, &a)
+}
+
+fn scalar_packed_tile4<const Q8: bool>(
+    group: &[u8],
+    a: [&[u8]; 4],
+    aux: [&[ActBlockAux]; 4],
+) -> [[f32; 8]; 4] {
+    [0, 1, 2, 3].map(|t| scalar_packed_gemv::<Q8>(group, a[t], aux[t]))
+}
+
+fn scalar_packed_gemv_fn(ty: GgmlType) -> Option<PackedGemvFn> {
+    match ty {
+        GgmlType::Q4_0 => Some(scalar_packed_gemv::<false>),
+        GgmlType::Q8_0 => Some(scalar_packed_gemv::<true>),
+        _ => None,
+    }
+}
+
+fn scalar_packed_tile4_fn(ty: GgmlType) -> Option<PackedTile4Fn> {
+    match ty {
+        GgmlType::Q4_0 => Some(scalar_packed_tile4::<false>),
+        GgmlType::Q8_0 => Some(scalar_packed_tile4::<true>),
+        _ => None,
+    }
+}
+
 fn scalar_quantize<A: ActivationFormat>(x: &[f32], out: &mut [u8]) {
     crate::dispatch::quantize_blocks::<A>(x, out).expect("whole blocks (kernel contract)")
 }
@@ -291,5 +353,7 @@ static SCALAR: Provider = Provider {
 static SCALAR_TILES: Provider = Provider {
     tile4x4: scalar_tile4x4,
     rows4: scalar_rows4_dot,
+    packed_gemv: scalar_packed_gemv_fn,
+    packed_tile4: scalar_packed_tile4_fn,
     ..Provider::NONE
 };

@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod formats;
 pub mod kernel_set;
 pub mod matmul;
+pub mod packed;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 pub mod table;
@@ -23,6 +24,8 @@ pub use dispatch::{
 };
 pub use formats::{ActivationFormat, BlockFormat, WeightFormat};
 pub use kernel_set::{
-    kernels, kernels_for, KernelSet, QuantizeRowFn, RowDot4Fn, RowDotFn, Rows4DotFn, Tile4x4Fn,
+    kernels, kernels_for, KernelSet, PackedGemvFn, PackedTile4Fn, QuantizeRowFn, RowDot4Fn,
+    RowDotFn, Rows4DotFn, Tile4x4Fn,
 };
+pub use packed::{ActBlockAux, PackedMatrix};
 pub use table::{GgmlType, TypeInfo, TYPE_TABLE};

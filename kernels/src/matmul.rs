@@ -8,18 +8,24 @@
 
 use rayon::prelude::*;
 
-use crate::kernel_set::{KernelSet, RowDot4Fn, RowDotFn, Rows4DotFn, Tile4x4Fn};
+use crate::formats::BlockQ8_0;
+use crate::kernel_set::{
+    KernelSet, PackedGemvFn, PackedTile4Fn, RowDot4Fn, RowDotFn, Rows4DotFn, Tile4x4Fn,
+};
+use crate::packed::{act_aux, ActBlockAux, PackedMatrix, GROUP_ROWS};
 use crate::table::GgmlType;
 use crate::KernelError;
 
 /// A weight matrix stored row-major in GGUF order: `rows` output features, each a contiguous
-/// row of `cols` input features encoded in `ty`.
+/// row of `cols` input features encoded in `ty`; optionally also a packed copy of the same
+/// matrix ([`crate::packed`]), which the drivers use when the kernel set has packed kernels.
 #[derive(Clone, Copy, Debug)]
 pub struct WeightView<'a> {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
     pub bytes: &'a [u8],
+    pub packed: Option<&'a PackedMatrix>,
 }
 
 impl WeightView<'_> {
@@ -62,6 +68,8 @@ pub struct QuantizedRows {
     pub cols: usize,
     row_bytes: usize,
     data: Vec<u8>,
+    /// Q8_0 only: per-block records the packed kernels need (`cols / 32` per row).
+    aux: Vec<ActBlockAux>,
 }
 
 impl QuantizedRows {
@@ -91,12 +99,26 @@ impl QuantizedRows {
         }
         let n_rows = x.len() / cols;
         let mut data = vec![0u8; row_bytes * n_rows];
+        let aux_per_row = if ty == GgmlType::Q8_0 { cols / 32 } else { 0 };
+        let mut aux = vec![ActBlockAux::default(); aux_per_row * n_rows];
+        let quantize_one = |dst: &mut [u8], src: &[f32], aux: &mut [ActBlockAux]| {
+            quantize(src, dst);
+            if !aux.is_empty() {
+                let blocks = crate::dispatch::blocks_of::<BlockQ8_0>(dst).expect("whole blocks");
+                act_aux(&blocks, aux);
+            }
+        };
         if n_rows == 1 {
-            quantize(x, &mut data);
+            quantize_one(&mut data, x, &mut aux);
+        } else if aux.is_empty() {
+            data.par_chunks_mut(row_bytes)
+                .zip(x.par_chunks(cols))
+                .for_each(|(dst, src)| quantize_one(dst, src, &mut []));
         } else {
             data.par_chunks_mut(row_bytes)
                 .zip(x.par_chunks(cols))
-                .for_each(|(dst, src)| quantize(src, dst));
+                .zip(aux.par_chunks_mut(aux_per_row))
+                .for_each(|((dst, src), aux)| quantize_one(dst, src, aux));
         }
         Ok(Self {
             ty,
@@ -104,11 +126,18 @@ impl QuantizedRows {
             cols,
             row_bytes,
             data,
+            aux,
         })
     }
 
     pub fn row(&self, i: usize) -> &[u8] {
         &self.data[i * self.row_bytes..(i + 1) * self.row_bytes]
+    }
+
+    /// Row `i`'s per-block aux records (Q8_0 only; empty otherwise).
+    pub fn aux(&self, i: usize) -> &[ActBlockAux] {
+        let n = self.aux.len() / self.n_rows.max(1);
+        &self.aux[i * n..(i + 1) * n]
     }
 }
 
@@ -168,6 +197,7 @@ pub fn matmul_many(
             dot4,
             tile: ks.tile4x4(w.ty),
             rows4: ks.rows4(w.ty),
+            packed: packed_kernels(ks, w),
         });
     }
     let total_rows: usize = ws.iter().map(|w| w.rows).sum();
@@ -181,10 +211,9 @@ pub fn matmul_many(
                 tasks.push((m, c * chunk, dst));
             }
         }
-        let a = x.row(0);
         tasks
             .into_par_iter()
-            .for_each(|(m, first, dst)| matvec_rows(&ws[m], &kernels[m], a, first, dst));
+            .for_each(|(m, first, dst)| matvec_rows(&ws[m], &kernels[m], x, first, dst));
         return Ok(());
     }
     // Many tokens: each task takes a block of weight rows and applies every row to all tokens,
@@ -235,12 +264,33 @@ impl OutColumns {
     }
 }
 
-/// The kernels one weight type uses in the drivers.
-struct RowKernels {
+/// The kernels one weight matrix uses in the drivers.
+struct RowKernels<'a> {
     dot: RowDotFn,
     dot4: RowDot4Fn,
     tile: Option<Tile4x4Fn>,
     rows4: Option<Rows4DotFn>,
+    packed: Option<PackedKernels<'a>>,
+}
+
+/// A packed copy of the matrix and the level's kernels for it.
+struct PackedKernels<'a> {
+    matrix: &'a PackedMatrix,
+    gemv: PackedGemvFn,
+    tile4: PackedTile4Fn,
+}
+
+/// The packed path for `w`, if it carries a packed copy of itself and `ks` has the kernels.
+fn packed_kernels<'a>(ks: &KernelSet, w: &WeightView<'a>) -> Option<PackedKernels<'a>> {
+    let matrix = w.packed?;
+    if (matrix.ty, matrix.rows, matrix.cols) != (w.ty, w.rows, w.cols) {
+        return None;
+    }
+    Some(PackedKernels {
+        matrix,
+        gemv: ks.packed_gemv(w.ty)?,
+        tile4: ks.packed_tile4(w.ty)?,
+    })
 }
 
 /// Decode: rows `first..first + dst.len()` of `w` against one activation row.
@@ -252,7 +302,16 @@ struct RowKernels {
 /// prefetcher (perf puts the time on the first loads of each block), and a software prefetch of
 /// the next four-row group brought them back to parity with the one-row kernel, not past it.
 /// `LUMEN_ROWS4=1` turns them on for further work (e.g. a load-time interleaved layout).
-fn matvec_rows(w: &WeightView, k: &RowKernels, a: &[u8], first: usize, dst: &mut [f32]) {
+fn matvec_rows(w: &WeightView, k: &RowKernels, x: &QuantizedRows, first: usize, dst: &mut [f32]) {
+    let a = x.row(0);
+    if let Some(p) = &k.packed {
+        // Task ranges start at multiples of 8 rows and packed matrices have whole groups.
+        for (i, out) in dst.chunks_exact_mut(GROUP_ROWS).enumerate() {
+            let g = first / GROUP_ROWS + i;
+            out.copy_from_slice(&(p.gemv)(p.matrix.group(g), a, x.aux(0)));
+        }
+        return;
+    }
     let mut i = 0;
     if let Some(rows4) = k.rows4.filter(|_| rows4_enabled()) {
         while i + 4 <= dst.len() {
@@ -285,6 +344,12 @@ fn gemm_rows(
     out: OutColumns,
 ) {
     let n_tok = x.n_rows;
+    if let Some(p) = &k.packed {
+        for r in (first..first + n_rows).step_by(GROUP_ROWS) {
+            packed_gemm_group(p, x, r, out);
+        }
+        return;
+    }
     let mut i = 0;
     if let Some(tile) = k.tile {
         while i + 4 <= n_rows {
@@ -320,6 +385,28 @@ fn gemm_rows(
         }
         for t in t..n_tok {
             out.set(t, r, (k.dot)(w_row, x.row(t)));
+        }
+    }
+}
+
+/// One packed group (rows `r0..r0 + 8`) against every activation row: four tokens per tile,
+/// the rest one at a time.
+fn packed_gemm_group(p: &PackedKernels, x: &QuantizedRows, r0: usize, out: OutColumns) {
+    let group = p.matrix.group(r0 / GROUP_ROWS);
+    let mut t = 0;
+    while t + 4 <= x.n_rows {
+        let rows = [t, t + 1, t + 2, t + 3];
+        let res = (p.tile4)(group, rows.map(|t| x.row(t)), rows.map(|t| x.aux(t)));
+        for (ti, per_row) in res.iter().enumerate() {
+            for (ri, &v) in per_row.iter().enumerate() {
+                out.set(t + ti, r0 + ri, v);
+            }
+        }
+        t += 4;
+    }
+    for t in t..x.n_rows {
+        for (ri, &v) in (p.gemv)(group, x.row(t), x.aux(t)).iter().enumerate() {
+            out.set(t, r0 + ri, v);
         }
     }
 }

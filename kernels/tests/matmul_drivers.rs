@@ -69,6 +69,7 @@ fn drivers_equal_per_row_dots_for_every_type_shape_and_kernel_set() {
             for (rows, n_tok) in [(1, 1), (37, 1), (200, 1), (37, 3), (64, 4), (45, 9)] {
                 let wb = weights(&mut rng, ty, rows, cols);
                 let w = WeightView {
+                    packed: None,
                     ty,
                     rows,
                     cols,
@@ -124,6 +125,7 @@ fn several_matrices_in_one_region_equal_separate_calls() {
         .iter()
         .zip(&data)
         .map(|(&(rows, ty), b)| WeightView {
+            packed: None,
             ty,
             rows,
             cols,
@@ -149,6 +151,7 @@ fn operand_mismatches_are_errors_not_panics() {
     let ks = kernels_for(Isa::Scalar).unwrap();
     let wb = vec![0u8; 18 * 2];
     let w = WeightView {
+        packed: None,
         ty: GgmlType::Q4_0,
         rows: 2,
         cols: 32,

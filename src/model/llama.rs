@@ -13,7 +13,7 @@ use crate::gguf::{keys, names, GgufFile};
 use crate::tensor::ops::{self, Rope};
 use lumen_kernels::attention::{self, AttentionShape};
 use lumen_kernels::matmul::{matmul_many, matmul_reference, QuantizedRows, WeightView};
-use lumen_kernels::KernelSet;
+use lumen_kernels::{KernelSet, PackedMatrix};
 
 /// Architectures this module runs (the `general.architecture` value).
 pub const ARCHITECTURES: &[&str] = &["llama"];
@@ -144,13 +144,42 @@ impl LlamaConfig {
 }
 
 /// A matrix inside the GGUF file, checked at load: `rows` outputs of `cols` inputs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Matrix {
     ty: GgmlType,
     rows: usize,
     cols: usize,
     offset: usize,
     n_bytes: usize,
+    /// An interleaved copy for the packed kernels (`lumen_kernels::packed`), made at load.
+    packed: Option<Arc<PackedMatrix>>,
+}
+
+impl Layer {
+    fn matrices(&self) -> [&Matrix; 7] {
+        [
+            &self.attn_q,
+            &self.attn_k,
+            &self.attn_v,
+            &self.attn_output,
+            &self.ffn_gate,
+            &self.ffn_up,
+            &self.ffn_down,
+        ]
+    }
+
+    /// The layer's seven weight matrices.
+    fn matrices_mut(&mut self) -> [&mut Matrix; 7] {
+        [
+            &mut self.attn_q,
+            &mut self.attn_k,
+            &mut self.attn_v,
+            &mut self.attn_output,
+            &mut self.ffn_gate,
+            &mut self.ffn_up,
+            &mut self.ffn_down,
+        ]
+    }
 }
 
 struct Layer {
@@ -217,7 +246,7 @@ impl Llama {
             .collect::<Result<Vec<_>, ModelError>>()?;
         let output = match f.tensor_info(names::OUTPUT) {
             Some(_) => matrix(f, names::OUTPUT, e, cfg.n_vocab)?,
-            None => token_embd,
+            None => token_embd.clone(),
         };
         let rope_freqs = match f.tensor_info(names::ROPE_FREQS) {
             Some(_) => Some(vector(f, names::ROPE_FREQS, cfg.n_rot / 2)?),
@@ -229,7 +258,7 @@ impl Llama {
             rope_freqs.as_deref(),
             cfg.rope_linear_scale,
         );
-        Ok(Self {
+        let mut model = Self {
             output_norm: vector(f, names::OUTPUT_NORM, e)?,
             file: file.clone(),
             config: cfg,
@@ -239,7 +268,44 @@ impl Llama {
             rope,
             reference_matmul: false,
             kernels: lumen_kernels::kernels(),
-        })
+        };
+        if repack_enabled() {
+            model.pack_weights()?;
+        }
+        Ok(model)
+    }
+
+    /// Copies every matmul weight that the kernel set has packed kernels for into the
+    /// interleaved layout (`lumen_kernels::packed`): decode then reads one sequential stream
+    /// per eight rows. Costs a second copy of those weights in memory (see
+    /// [`Self::packed_bytes`]); the mapped originals stay for embedding lookups and fallbacks.
+    fn pack_weights(&mut self) -> Result<(), ModelError> {
+        let ks = self.kernels;
+        let file = self.file.clone();
+        let pack = |m: &mut Matrix| -> Result<(), ModelError> {
+            if ks.packed_gemv(m.ty).is_none() || !PackedMatrix::supports(m.ty, m.rows, m.cols) {
+                return Ok(());
+            }
+            let bytes = file.bytes_at(m.offset, m.n_bytes);
+            m.packed = Some(Arc::new(PackedMatrix::pack(m.ty, m.rows, m.cols, bytes)?));
+            Ok(())
+        };
+        for l in &mut self.layers {
+            for m in l.matrices_mut() {
+                pack(m)?;
+            }
+        }
+        pack(&mut self.output)
+    }
+
+    /// Heap bytes held by packed weight copies (0 when nothing was packed).
+    pub fn packed_bytes(&self) -> usize {
+        let per_layer = self.layers.iter().flat_map(|l| l.matrices());
+        per_layer
+            .chain([&self.output])
+            .filter_map(|m| m.packed.as_ref())
+            .map(|p| p.heap_bytes())
+            .sum()
     }
 
     /// Computes every matmul with dequantized f32 weights and unquantized activations, as a
@@ -271,13 +337,14 @@ impl Llama {
         KvCache::new(self.config.n_layer, shape)
     }
 
-    fn view(&self, m: &Matrix) -> WeightView<'_> {
+    fn view<'a>(&'a self, m: &'a Matrix) -> WeightView<'a> {
         let bytes = self.file.bytes_at(m.offset, m.n_bytes);
         WeightView {
             ty: m.ty,
             rows: m.rows,
             cols: m.cols,
             bytes,
+            packed: m.packed.as_deref(),
         }
     }
 
@@ -457,7 +524,13 @@ fn matrix(file: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<Matri
         cols,
         offset: t.offset,
         n_bytes: t.n_bytes,
+        packed: None,
     })
+}
+
+/// `LUMEN_REPACK=0` keeps every weight in the GGUF layout (A/B measurements).
+fn repack_enabled() -> bool {
+    std::env::var("LUMEN_REPACK").map_or(true, |v| v != "0")
 }
 
 /// A 1-D tensor (norm weight, rope factors) dequantized to f32.

@@ -15,6 +15,7 @@ mod avx512_kquant_tiles;
 mod avx512_kquants;
 mod avx512_legacy;
 mod avx512_legacy_tiles;
+mod avx512_packed;
 
 pub(crate) fn avx2_providers() -> Vec<&'static Provider> {
     vec![
@@ -31,5 +32,6 @@ pub(crate) fn avx512_providers() -> Vec<&'static Provider> {
         &avx512_kquants::PROVIDER,
         &avx512_legacy_tiles::PROVIDER,
         &avx512_kquant_tiles::PROVIDER,
+        &avx512_packed::PROVIDER,
     ]
 }

@@ -1,0 +1,199 @@
+//! avx512_packed: AVX-512 VNNI kernels for the packed Q4_0 / Q8_0 layouts of [`crate::packed`].
+//!
+//! Per packed block: the weights arrive as four 512-bit registers of unsigned bytes, part `k`
+//! meeting activation elements `8k..8k+8` (one `vpbroadcastq` each). Four `vpdpbusd` leave row
+//! `r`'s two half-sums in lanes `2r`, `2r+1`; subtracting `offset ·` [`ActBlockAux::lane_sums`]
+//! makes them the exact signed integer sums; one `vcvtdq2ps` and one FMA with the eight row
+//! scales (one F16C conversion, each scale duplicated into its two lanes) times `d_a` add the
+//! block to a 16-lane f32 accumulator. The lane pairs are summed once, at the end of the row.
+//!
+//! The prefill tile applies each unpacked block to four activation rows (four accumulators).
+
+use std::arch::x86_64::*;
+
+use crate::kernel_set::{PackedGemvFn, PackedTile4Fn, Provider};
+use crate::packed::{packed_block_bytes, ActBlockAux, GROUP_ROWS};
+use crate::table::GgmlType;
+
+/// Row `r`'s scale into lanes `2r` and `2r + 1`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn row_scales(block: *const u8) -> __m512 {
+    let d8 = _mm256_cvtph_ps(_mm_loadu_si128(block as *const __m128i));
+    let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(d8))
+}
+
+/// Activation elements `8k..8k+8` of the Q8_0 block at `ab` (d at 0, qs at 2) in every
+/// 64-bit lane.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn act_part(ab: *const u8, k: usize) -> __m512i {
+    _mm512_set1_epi64((ab.add(2 + 8 * k) as *const i64).read_unaligned())
+}
+
+/// Q4_0 packed block: parts 0..4 as unsigned nibbles.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn unpack_q4_0(block: *const u8) -> [__m512i; 4] {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let v0 = _mm512_loadu_si512(block.add(16) as *const __m512i);
+    let v1 = _mm512_loadu_si512(block.add(80) as *const __m512i);
+    [
+        _mm512_and_si512(v0, m4),
+        _mm512_and_si512(v1, m4),
+        _mm512_and_si512(_mm512_srli_epi16::<4>(v0), m4),
+        _mm512_and_si512(_mm512_srli_epi16::<4>(v1), m4),
+    ]
+}
+
+/// Q8_0 packed block: parts 0..4 (already unsigned, `q + 128`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn unpack_q8_0(block: *const u8) -> [__m512i; 4] {
+    let p = |k: usize| _mm512_loadu_si512(block.add(16 + 64 * k) as *const __m512i);
+    [p(0), p(1), p(2), p(3)]
+}
+
+/// Σ over the four parts of u·a, minus `offset ·` the lane sums (`SHIFT` = log2 offset).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn block_isums<const SHIFT: u32>(
+    w: &[__m512i; 4],
+    ab: *const u8,
+    aux: &ActBlockAux,
+) -> __m512i {
+    let zero = _mm512_setzero_si512();
+    // Two independent chains, so the four dependent `vpdpbusd` latencies overlap.
+    let s0 = _mm512_dpbusd_epi32(zero, w[0], act_part(ab, 0));
+    let s1 = _mm512_dpbusd_epi32(zero, w[1], act_part(ab, 1));
+    let s0 = _mm512_dpbusd_epi32(s0, w[2], act_part(ab, 2));
+    let s1 = _mm512_dpbusd_epi32(s1, w[3], act_part(ab, 3));
+    let sums = _mm512_set1_epi64((aux.lane_sums.as_ptr() as *const i64).read_unaligned());
+    let corr = _mm512_sll_epi32(sums, _mm_cvtsi32_si128(SHIFT as i32));
+    _mm512_sub_epi32(_mm512_add_epi32(s0, s1), corr)
+}
+
+/// Lane pairs (2r, 2r+1) summed → the 8 rows.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn pair_sums(acc: __m512) -> [f32; GROUP_ROWS] {
+    let mut lanes = [0.0f32; 16];
+    _mm512_storeu_ps(lanes.as_mut_ptr(), acc);
+    std::array::from_fn(|r| lanes[2 * r] + lanes[2 * r + 1])
+}
+
+macro_rules! packed_kernels {
+    ($gemv:ident, $gemv_k:ident, $tile:ident, $tile_k:ident, $ty:expr, $shift:expr, $unpack:ident) => {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        unsafe fn $gemv_k(
+            g: *const u8,
+            a: *const u8,
+            aux: *const ActBlockAux,
+            nb: usize,
+        ) -> [f32; GROUP_ROWS] {
+            const PBB: usize = packed_block_bytes($ty).unwrap();
+            let mut acc = _mm512_setzero_ps();
+            for b in 0..nb {
+                let block = g.add(b * PBB);
+                let ax = &*aux.add(b);
+                let s = block_isums::<{ $shift }>(&$unpack(block), a.add(b * 34), ax);
+                let d = _mm512_mul_ps(row_scales(block), _mm512_set1_ps(ax.d));
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc);
+            }
+            pair_sums(acc)
+        }
+
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        unsafe fn $tile_k(
+            g: *const u8,
+            a: [*const u8; 4],
+            aux: [*const ActBlockAux; 4],
+            nb: usize,
+        ) -> [[f32; GROUP_ROWS]; 4] {
+            const PBB: usize = packed_block_bytes($ty).unwrap();
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for b in 0..nb {
+                let block = g.add(b * PBB);
+                let w = $unpack(block);
+                let dw = row_scales(block);
+                for t in 0..4 {
+                    let ax = &*aux[t].add(b);
+                    let s = block_isums::<{ $shift }>(&w, a[t].add(b * 34), ax);
+                    let d = _mm512_mul_ps(dw, _mm512_set1_ps(ax.d));
+                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
+                }
+            }
+            acc.map(|v| pair_sums(v))
+        }
+
+        fn $gemv(group: &[u8], a: &[u8], aux: &[ActBlockAux]) -> [f32; GROUP_ROWS] {
+            let nb = aux.len();
+            assert!(
+                group.len() == nb * packed_block_bytes($ty).unwrap() && a.len() == nb * 34,
+                "packed gemv: block counts differ"
+            );
+            // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
+            unsafe { $gemv_k(group.as_ptr(), a.as_ptr(), aux.as_ptr(), nb) }
+        }
+
+        fn $tile(group: &[u8], a: [&[u8]; 4], aux: [&[ActBlockAux]; 4]) -> [[f32; GROUP_ROWS]; 4] {
+            let nb = aux[0].len();
+            assert!(
+                group.len() == nb * packed_block_bytes($ty).unwrap()
+                    && (0..4).all(|t| a[t].len() == nb * 34 && aux[t].len() == nb),
+                "packed tile: block counts differ"
+            );
+            // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
+            unsafe {
+                $tile_k(
+                    group.as_ptr(),
+                    a.map(|r| r.as_ptr()),
+                    aux.map(|r| r.as_ptr()),
+                    nb,
+                )
+            }
+        }
+    };
+}
+
+packed_kernels!(
+    q4_0_gemv,
+    q4_0_gemv_k,
+    q4_0_tile4,
+    q4_0_tile4_k,
+    GgmlType::Q4_0,
+    3,
+    unpack_q4_0
+);
+packed_kernels!(
+    q8_0_gemv,
+    q8_0_gemv_k,
+    q8_0_tile4,
+    q8_0_tile4_k,
+    GgmlType::Q8_0,
+    7,
+    unpack_q8_0
+);
+
+fn packed_gemv(ty: GgmlType) -> Option<PackedGemvFn> {
+    match ty {
+        GgmlType::Q4_0 => Some(q4_0_gemv),
+        GgmlType::Q8_0 => Some(q8_0_gemv),
+        _ => None,
+    }
+}
+
+fn packed_tile4(ty: GgmlType) -> Option<PackedTile4Fn> {
+    match ty {
+        GgmlType::Q4_0 => Some(q4_0_tile4),
+        GgmlType::Q8_0 => Some(q8_0_tile4),
+        _ => None,
+    }
+}
+
+pub(crate) static PROVIDER: Provider = Provider {
+    packed_gemv,
+    packed_tile4,
+    ..Provider::NONE
+};

@@ -1,0 +1,222 @@
+//! The packed (eight-row interleaved) Q4_0 / Q8_0 layout and its kernels.
+//!
+//! * Packing is lossless: unpacking every row gives back the GGUF bytes.
+//! * The scalar packed reference equals the formats' reference `vec_dot` bit for bit (same
+//!   integer block sums, same f32 order), row by row.
+//! * Every level's packed gemv and 4-token tile equal that reference within
+//!   `1e-6 · Σ_blocks |d_w·d_a|·Σ|q_w·q_a|` (integer sums exact; the SIMD kernels differ only in
+//!   the f32 rounding of per-lane scaling and the order of the final sums), on random rows,
+//!   all-0x00 / all-0xFF blocks, odd block counts and the activation edge cases (zeros, outliers,
+//!   ±127 extremes, ties).
+//! * The matmul drivers give the same outputs from a packed matrix as from the GGUF rows.
+
+mod common;
+
+use common::{activation_cases, random_weight_row, rng};
+use half::f16;
+use lumen_kernels::matmul::{matmul, QuantizedRows, WeightView};
+use lumen_kernels::packed::{self, ActBlockAux, PackedMatrix, GROUP_ROWS};
+use lumen_kernels::{kernels_for, quantize_row, vec_dot, GgmlType, Isa};
+
+const TYPES: [GgmlType; 2] = [GgmlType::Q4_0, GgmlType::Q8_0];
+const BLOCK_COUNTS: [usize; 6] = [1, 2, 3, 7, 18, 64];
+
+fn weight_rows(ty: GgmlType, rows: usize, nb: usize, seed: u64) -> Vec<u8> {
+    let mut r = rng(seed);
+    (0..rows)
+        .flat_map(|_| random_weight_row(ty, nb * 32, &mut r))
+        .collect()
+}
+
+/// Q8_0 activation rows for every edge case, with their aux records.
+fn activations(nb: usize, seed: u64) -> Vec<(&'static str, Vec<u8>, Vec<ActBlockAux>)> {
+    let mut r = rng(seed);
+    activation_cases(nb * 32, &mut r)
+        .into_iter()
+        .map(|(name, x)| {
+            let mut a = vec![0u8; nb * 34];
+            quantize_row(GgmlType::Q8_0, &x, &mut a).unwrap();
+            let blocks = lumen_kernels::blocks_of::<lumen_kernels::formats::BlockQ8_0>(&a).unwrap();
+            let mut aux = vec![ActBlockAux::default(); nb];
+            packed::act_aux(&blocks, &mut aux);
+            (name, a, aux)
+        })
+        .collect()
+}
+
+/// Σ_blocks |d_w·d_a|·Σ|q_w·q_a| for one GGUF row against one Q8_0 row.
+fn abs_mass(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
+    let wb = ty.block_bytes();
+    let f16_at = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32() as f64;
+    w.chunks_exact(wb)
+        .zip(a.chunks_exact(34))
+        .map(|(bw, ba)| {
+            let q = |j: usize| -> i64 {
+                match ty {
+                    GgmlType::Q4_0 => {
+                        let byte = bw[2 + j % 16];
+                        (if j < 16 { byte & 15 } else { byte >> 4 }) as i64 - 8
+                    }
+                    _ => bw[2 + j] as i8 as i64,
+                }
+            };
+            let s: i64 = (0..32).map(|j| (q(j) * ba[2 + j] as i8 as i64).abs()).sum();
+            (f16_at(bw) * f16_at(ba)).abs() * s as f64
+        })
+        .sum()
+}
+
+fn row(w: &[u8], r: usize, row_bytes: usize) -> &[u8] {
+    &w[r * row_bytes..(r + 1) * row_bytes]
+}
+
+#[test]
+fn packing_is_lossless() {
+    for ty in TYPES {
+        for nb in BLOCK_COUNTS {
+            let rows = 3 * GROUP_ROWS;
+            let w = weight_rows(ty, rows, nb, 1 + nb as u64);
+            let p = PackedMatrix::pack(ty, rows, nb * 32, &w).unwrap();
+            assert_eq!(p.heap_bytes(), w.len(), "{ty} packs without overhead");
+            let rb = nb * ty.block_bytes();
+            for r in 0..rows {
+                let back = packed::unpack_group_row(ty, p.group(r / GROUP_ROWS), r % GROUP_ROWS);
+                assert_eq!(back, row(&w, r, rb), "{ty} nb={nb} row {r}");
+            }
+        }
+    }
+}
+
+#[test]
+fn packing_rejects_unsupported_shapes() {
+    let w = weight_rows(GgmlType::Q4_0, 12, 2, 5);
+    assert!(
+        PackedMatrix::pack(GgmlType::Q4_0, 12, 64, &w).is_err(),
+        "12 rows"
+    );
+    let w = weight_rows(GgmlType::Q4_1, 8, 2, 5);
+    assert!(
+        PackedMatrix::pack(GgmlType::Q4_1, 8, 64, &w).is_err(),
+        "Q4_1"
+    );
+    let w = weight_rows(GgmlType::Q4_0, 8, 2, 5);
+    assert!(
+        PackedMatrix::pack(GgmlType::Q4_0, 8, 64, &w[1..]).is_err(),
+        "short bytes"
+    );
+}
+
+#[test]
+fn scalar_packed_reference_equals_vec_dot_exactly() {
+    for ty in TYPES {
+        for nb in BLOCK_COUNTS {
+            let w = weight_rows(ty, GROUP_ROWS, nb, 10 + nb as u64);
+            let p = PackedMatrix::pack(ty, GROUP_ROWS, nb * 32, &w).unwrap();
+            let rb = nb * ty.block_bytes();
+            for (name, a, _) in activations(nb, 20 + nb as u64) {
+                let blocks =
+                    lumen_kernels::blocks_of::<lumen_kernels::formats::BlockQ8_0>(&a).unwrap();
+                let got = packed::packed_gemv_ref(ty, p.group(0), &blocks);
+                for (r, &g) in got.iter().enumerate() {
+                    let want = vec_dot(ty, row(&w, r, rb), &a).unwrap();
+                    assert_eq!(g.to_bits(), want.to_bits(), "{ty} nb={nb} {name} row {r}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_level_packed_kernels_match_the_reference() {
+    let mut levels = 0;
+    for isa in Isa::ALL {
+        let Some(ks) = kernels_for(isa) else {
+            println!("{}: not available on this CPU, skipped", isa.name());
+            continue;
+        };
+        for ty in TYPES {
+            let (Some(gemv), Some(tile)) = (ks.packed_gemv(ty), ks.packed_tile4(ty)) else {
+                continue;
+            };
+            levels += 1;
+            for nb in BLOCK_COUNTS {
+                let w = weight_rows(ty, GROUP_ROWS, nb, 30 + nb as u64);
+                let p = PackedMatrix::pack(ty, GROUP_ROWS, nb * 32, &w).unwrap();
+                let rb = nb * ty.block_bytes();
+                let acts = activations(nb, 40 + nb as u64);
+                let check = |what: &str, name: &str, a: &[u8], got: &[f32; GROUP_ROWS]| {
+                    for (r, &g) in got.iter().enumerate() {
+                        let wr = row(&w, r, rb);
+                        let want = vec_dot(ty, wr, a).unwrap() as f64;
+                        let tol = 1e-6 * abs_mass(ty, wr, a) + 1e-30;
+                        assert!(
+                            (g as f64 - want).abs() <= tol,
+                            "{} {ty} {what} nb={nb} {name} row {r}: {g} vs {want} (tol {tol:e})",
+                            isa.name()
+                        );
+                    }
+                };
+                for (name, a, aux) in &acts {
+                    check("gemv", name, a, &gemv(p.group(0), a, aux));
+                }
+                // Tiles over four different edge cases at once (rotated so each case sits in
+                // every token slot once).
+                for shift in 0..acts.len() {
+                    let pick: [usize; 4] = std::array::from_fn(|t| (shift + t) % acts.len());
+                    let res = tile(
+                        p.group(0),
+                        pick.map(|i| acts[i].1.as_slice()),
+                        pick.map(|i| acts[i].2.as_slice()),
+                    );
+                    for (t, &i) in pick.iter().enumerate() {
+                        check("tile4", acts[i].0, &acts[i].1, &res[t]);
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        levels >= 2,
+        "the scalar level always has packed kernels for Q4_0 and Q8_0"
+    );
+}
+
+#[test]
+fn drivers_give_the_same_results_packed_and_unpacked() {
+    let (rows, nb) = (40, 9);
+    for isa in Isa::ALL {
+        let Some(ks) = kernels_for(isa) else { continue };
+        for ty in TYPES {
+            let w = weight_rows(ty, rows, nb, 50);
+            let p = PackedMatrix::pack(ty, rows, nb * 32, &w).unwrap();
+            let view = |packed| WeightView {
+                ty,
+                rows,
+                cols: nb * 32,
+                bytes: &w,
+                packed,
+            };
+            // 1 token (decode) and 7 tokens (prefill: one 4-token tile + 3 single rows).
+            for n_tok in [1, 7] {
+                let mut r = rng(60 + n_tok as u64);
+                let x: Vec<f32> = (0..n_tok * nb * 32)
+                    .map(|_| common::normal(&mut r))
+                    .collect();
+                let q = QuantizedRows::quantize(ks, GgmlType::Q8_0, &x, nb * 32).unwrap();
+                let mut plain = vec![0.0; n_tok * rows];
+                let mut fast = vec![0.0; n_tok * rows];
+                matmul(ks, &view(None), &q, &mut plain).unwrap();
+                matmul(ks, &view(Some(&p)), &q, &mut fast).unwrap();
+                for (i, (a, b)) in plain.iter().zip(&fast).enumerate() {
+                    let (t, rr) = (i / rows, i % rows);
+                    let tol = 2e-6 * abs_mass(ty, row(&w, rr, nb * ty.block_bytes()), q.row(t));
+                    assert!(
+                        ((a - b) as f64).abs() <= tol + 1e-30,
+                        "{} {ty} n_tok={n_tok} out[{t}][{rr}]: {a} vs {b}",
+                        isa.name()
+                    );
+                }
+            }
+        }
+    }
+}
