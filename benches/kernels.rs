@@ -6,7 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lumen::kernels::matmul::{matmul, QuantizedRows, WeightView};
-use lumen::kernels::{kernels_for, quantize_row, GgmlType, Isa, KernelSet};
+use lumen::kernels::{kernels_for, quantize_row, GgmlType, Isa, KernelSet, PackedMatrix};
 
 /// SmolLM2-135M and Llama-3.2-1B matrix shapes (rows = outputs, cols = inputs).
 const SHAPES_FULL: &[(usize, usize)] = &[
@@ -100,6 +100,22 @@ fn kernel_sets() -> Vec<&'static KernelSet> {
     Isa::ALL.into_iter().filter_map(kernels_for).collect()
 }
 
+/// Every kernel set with the GGUF row layout, plus (where the set has packed kernels for `ty`
+/// and the matrix packs) with the packed layout.
+fn layouts(
+    packed: Option<&PackedMatrix>,
+    ty: GgmlType,
+) -> Vec<(&'static KernelSet, Option<&PackedMatrix>)> {
+    let mut v = Vec::new();
+    for ks in kernel_sets() {
+        v.push((ks, None));
+        if ks.packed_gemv(ty).is_some() && packed.is_some() {
+            v.push((ks, packed));
+        }
+    }
+    v
+}
+
 fn pools() -> Vec<rayon::ThreadPool> {
     [1, 2]
         .into_iter()
@@ -125,23 +141,29 @@ fn matvec(c: &mut Criterion) {
                 continue; // e.g. K-quants need rows of 256·k elements; 576 is not
             }
             let bytes = weight_bytes(ty, rows, cols);
-            let w = WeightView {
-                packed: None,
-                ty,
-                rows,
-                cols,
-                bytes: &bytes,
-            };
+            let packed = PackedMatrix::pack(ty, rows, cols, &bytes).ok();
             group.throughput(Throughput::Bytes(bytes.len() as u64));
-            for ks in kernel_sets() {
+            for (ks, layout) in layouts(packed.as_ref(), ty) {
                 if ks.isa == Isa::Scalar && rows * cols > 4 << 20 {
                     continue; // the scalar reference is for correctness, not worth minutes here
                 }
+                let w = WeightView {
+                    packed: layout,
+                    ty,
+                    rows,
+                    cols,
+                    bytes: &bytes,
+                };
                 let x = activations(ks, ty.vec_dot_type(), 1, cols);
                 let mut out = vec![0.0f32; rows];
                 for pool in pools() {
                     let id = BenchmarkId::new(
-                        format!("{}/t{}", ks.isa.name(), pool.current_num_threads()),
+                        format!(
+                            "{}{}/t{}",
+                            ks.isa.name(),
+                            if layout.is_some() { "-packed" } else { "" },
+                            pool.current_num_threads()
+                        ),
                         format!("{rows}x{cols}"),
                     );
                     group.bench_function(id, |b| {
@@ -170,14 +192,23 @@ fn gemm(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("gemm/{}/{rows}x{cols}", ty.name()));
         group.sample_size(10);
         let bytes = weight_bytes(ty, rows, cols);
-        let w = WeightView {
-            packed: None,
-            ty,
-            rows,
-            cols,
-            bytes: &bytes,
-        };
-        for ks in kernel_sets().into_iter().filter(|ks| ks.isa != Isa::Scalar) {
+        let packed = PackedMatrix::pack(ty, rows, cols, &bytes).ok();
+        for (ks, layout) in layouts(packed.as_ref(), ty) {
+            if ks.isa == Isa::Scalar {
+                continue;
+            }
+            let w = WeightView {
+                packed: layout,
+                ty,
+                rows,
+                cols,
+                bytes: &bytes,
+            };
+            let name = format!(
+                "{}{}/t2",
+                ks.isa.name(),
+                if layout.is_some() { "-packed" } else { "" }
+            );
             for &n in token_counts {
                 let x = activations(ks, ty.vec_dot_type(), n, cols);
                 let mut out = vec![0.0f32; rows * n];
@@ -186,7 +217,7 @@ fn gemm(c: &mut Criterion) {
                     .num_threads(2)
                     .build()
                     .unwrap();
-                group.bench_function(BenchmarkId::new(format!("{}/t2", ks.isa.name()), n), |b| {
+                group.bench_function(BenchmarkId::new(&name, n), |b| {
                     b.iter_custom(|iters| {
                         in_pool(&pool, iters, || matmul(ks, &w, &x, &mut out).unwrap())
                     })

@@ -45,6 +45,8 @@ pub enum KernelError {
         rows: usize,
         cols: usize,
     },
+    #[error("could not allocate {bytes} bytes for a packed weight copy: {reason}")]
+    Alloc { bytes: usize, reason: String },
 }
 
 /// Number of `B` blocks in `len` bytes, or an error if `len` is not a whole number of blocks.

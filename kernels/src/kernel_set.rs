@@ -18,7 +18,7 @@ use crate::formats::{
     ActivationFormat, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
     BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, WeightFormat,
 };
-use crate::packed::{ActBlockAux, GROUP_ROWS};
+use crate::packed::{ActBlockAux, GROUP_ROWS, TILE_TOKENS};
 use crate::table::GgmlType;
 
 /// One weight row · one activation row.
@@ -36,9 +36,13 @@ pub type Rows4DotFn = fn(w: [&[u8]; 4], a: &[u8]) -> [f32; 4];
 /// One packed group of eight weight rows ([`crate::packed`]) · one Q8_0 activation row with its
 /// per-block aux records → the eight rows' dots.
 pub type PackedGemvFn = fn(group: &[u8], a: &[u8], aux: &[ActBlockAux]) -> [f32; GROUP_ROWS];
-/// One packed group · four activation rows → `out[t][r]`: the packed prefill micro-kernel.
-pub type PackedTile4Fn =
-    fn(group: &[u8], a: [&[u8]; 4], aux: [&[ActBlockAux]; 4]) -> [[f32; GROUP_ROWS]; 4];
+/// One packed group · [`TILE_TOKENS`] activation rows → `out[t][r]`: the packed prefill
+/// micro-kernel.
+pub type PackedTileFn = fn(
+    group: &[u8],
+    a: [&[u8]; TILE_TOKENS],
+    aux: [&[ActBlockAux]; TILE_TOKENS],
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS];
 
 const N_TYPES: usize = GgmlType::ALL.len();
 
@@ -51,7 +55,7 @@ pub struct KernelSet {
     tile4x4: [Option<Tile4x4Fn>; N_TYPES],
     rows4: [Option<Rows4DotFn>; N_TYPES],
     packed_gemv: [Option<PackedGemvFn>; N_TYPES],
-    packed_tile4: [Option<PackedTile4Fn>; N_TYPES],
+    packed_tile: [Option<PackedTileFn>; N_TYPES],
 }
 
 fn slot(ty: GgmlType) -> usize {
@@ -89,8 +93,8 @@ impl KernelSet {
     }
 
     /// The packed-layout prefill tile for weight type `ty` (present whenever `packed_gemv` is).
-    pub fn packed_tile4(&self, ty: GgmlType) -> Option<PackedTile4Fn> {
-        self.packed_tile4[slot(ty)]
+    pub fn packed_tile(&self, ty: GgmlType) -> Option<PackedTileFn> {
+        self.packed_tile[slot(ty)]
     }
 
     /// Quantizer into activation type `ty`; `None` for weight-only types.
@@ -119,8 +123,8 @@ impl KernelSet {
             if let Some(f) = (provider.packed_gemv)(ty) {
                 self.packed_gemv[slot(ty)] = Some(f);
             }
-            if let Some(f) = (provider.packed_tile4)(ty) {
-                self.packed_tile4[slot(ty)] = Some(f);
+            if let Some(f) = (provider.packed_tile)(ty) {
+                self.packed_tile[slot(ty)] = Some(f);
             }
         }
     }
@@ -134,7 +138,7 @@ impl KernelSet {
             tile4x4: [None; N_TYPES],
             rows4: [None; N_TYPES],
             packed_gemv: [None; N_TYPES],
-            packed_tile4: [None; N_TYPES],
+            packed_tile: [None; N_TYPES],
         };
         set.overlay(&SCALAR);
         set
@@ -169,7 +173,7 @@ pub(crate) struct Provider {
     pub tile4x4: fn(GgmlType) -> Option<Tile4x4Fn>,
     pub rows4: fn(GgmlType) -> Option<Rows4DotFn>,
     pub packed_gemv: fn(GgmlType) -> Option<PackedGemvFn>,
-    pub packed_tile4: fn(GgmlType) -> Option<PackedTile4Fn>,
+    pub packed_tile: fn(GgmlType) -> Option<PackedTileFn>,
 }
 
 impl Provider {
@@ -181,7 +185,7 @@ impl Provider {
         tile4x4: |_| None,
         rows4: |_| None,
         packed_gemv: |_| None,
-        packed_tile4: |_| None,
+        packed_tile: |_| None,
     };
 }
 
@@ -257,18 +261,22 @@ fn scalar_rows4<W: WeightFormat>(w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
     w.map(|w| scalar_dot::<W>(w, a))
 }
 
-fn scalar_packed_gemv<const Q8: bool>(group: &[u8], a: &[u8], _: &[ActBlockAux]) -> [f32; 8] {
+fn scalar_packed_gemv<const Q8: bool>(
+    group: &[u8],
+    a: &[u8],
+    _: &[ActBlockAux],
+) -> [f32; GROUP_ROWS] {
     let ty = if Q8 { GgmlType::Q8_0 } else { GgmlType::Q4_0 };
     let a = crate::dispatch::blocks_of::<BlockQ8_0>(a).expect("whole blocks (kernel contract)");
     crate::packed::packed_gemv_ref(ty, group, &a)
 }
 
-fn scalar_packed_tile4<const Q8: bool>(
+fn scalar_packed_tile<const Q8: bool>(
     group: &[u8],
-    a: [&[u8]; 4],
-    aux: [&[ActBlockAux]; 4],
-) -> [[f32; 8]; 4] {
-    [0, 1, 2, 3].map(|t| scalar_packed_gemv::<Q8>(group, a[t], aux[t]))
+    a: [&[u8]; TILE_TOKENS],
+    aux: [&[ActBlockAux]; TILE_TOKENS],
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    std::array::from_fn(|t| scalar_packed_gemv::<Q8>(group, a[t], aux[t]))
 }
 
 fn scalar_packed_gemv_fn(ty: GgmlType) -> Option<PackedGemvFn> {
@@ -279,10 +287,10 @@ fn scalar_packed_gemv_fn(ty: GgmlType) -> Option<PackedGemvFn> {
     }
 }
 
-fn scalar_packed_tile4_fn(ty: GgmlType) -> Option<PackedTile4Fn> {
+fn scalar_packed_tile_fn(ty: GgmlType) -> Option<PackedTileFn> {
     match ty {
-        GgmlType::Q4_0 => Some(scalar_packed_tile4::<false>),
-        GgmlType::Q8_0 => Some(scalar_packed_tile4::<true>),
+        GgmlType::Q4_0 => Some(scalar_packed_tile::<false>),
+        GgmlType::Q8_0 => Some(scalar_packed_tile::<true>),
         _ => None,
     }
 }
@@ -354,6 +362,6 @@ static SCALAR_TILES: Provider = Provider {
     tile4x4: scalar_tile4x4,
     rows4: scalar_rows4_dot,
     packed_gemv: scalar_packed_gemv_fn,
-    packed_tile4: scalar_packed_tile4_fn,
+    packed_tile: scalar_packed_tile_fn,
     ..Provider::NONE
 };

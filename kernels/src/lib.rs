@@ -24,7 +24,7 @@ pub use dispatch::{
 };
 pub use formats::{ActivationFormat, BlockFormat, WeightFormat};
 pub use kernel_set::{
-    kernels, kernels_for, KernelSet, PackedGemvFn, PackedTile4Fn, QuantizeRowFn, RowDot4Fn,
+    kernels, kernels_for, KernelSet, PackedGemvFn, PackedTileFn, QuantizeRowFn, RowDot4Fn,
     RowDotFn, Rows4DotFn, Tile4x4Fn,
 };
 pub use packed::{ActBlockAux, PackedMatrix};

@@ -10,9 +10,9 @@ use rayon::prelude::*;
 
 use crate::formats::BlockQ8_0;
 use crate::kernel_set::{
-    KernelSet, PackedGemvFn, PackedTile4Fn, RowDot4Fn, RowDotFn, Rows4DotFn, Tile4x4Fn,
+    KernelSet, PackedGemvFn, PackedTileFn, RowDot4Fn, RowDotFn, Rows4DotFn, Tile4x4Fn,
 };
-use crate::packed::{act_aux, ActBlockAux, PackedMatrix, GROUP_ROWS};
+use crate::packed::{act_aux, ActBlockAux, PackedMatrix, GROUP_ROWS, TILE_TOKENS};
 use crate::table::GgmlType;
 use crate::KernelError;
 
@@ -231,6 +231,10 @@ pub fn matmul_many(
     Ok(())
 }
 
+/// Activation rows per pass of the packed prefill: 64 rows of a 2048-wide Q8_0 activation are
+/// ~200 KiB, which stays in L2 (the task's weight groups stream through it).
+const PACKED_TOKEN_CHUNK: usize = 64;
+
 /// A `[tokens][rows]` output that tasks fill by disjoint row ranges (column blocks).
 #[derive(Clone, Copy)]
 struct OutColumns {
@@ -277,7 +281,7 @@ struct RowKernels<'a> {
 struct PackedKernels<'a> {
     matrix: &'a PackedMatrix,
     gemv: PackedGemvFn,
-    tile4: PackedTile4Fn,
+    tile: PackedTileFn,
 }
 
 /// The packed path for `w`, if it carries a packed copy of itself and `ks` has the kernels.
@@ -289,7 +293,7 @@ fn packed_kernels<'a>(ks: &KernelSet, w: &WeightView<'a>) -> Option<PackedKernel
     Some(PackedKernels {
         matrix,
         gemv: ks.packed_gemv(w.ty)?,
-        tile4: ks.packed_tile4(w.ty)?,
+        tile: ks.packed_tile(w.ty)?,
     })
 }
 
@@ -345,8 +349,13 @@ fn gemm_rows(
 ) {
     let n_tok = x.n_rows;
     if let Some(p) = &k.packed {
-        for r in (first..first + n_rows).step_by(GROUP_ROWS) {
-            packed_gemm_group(p, x, r, out);
+        // Token chunks outermost so a chunk's activations stay in L2 while every group of the
+        // task passes over them; each group's blocks stay in L1 across the chunk's tiles.
+        for t0 in (0..n_tok).step_by(PACKED_TOKEN_CHUNK) {
+            let tokens = t0..(t0 + PACKED_TOKEN_CHUNK).min(n_tok);
+            for r in (first..first + n_rows).step_by(GROUP_ROWS) {
+                packed_gemm_group(p, x, tokens.clone(), r, out);
+            }
         }
         return;
     }
@@ -389,22 +398,28 @@ fn gemm_rows(
     }
 }
 
-/// One packed group (rows `r0..r0 + 8`) against every activation row: four tokens per tile,
-/// the rest one at a time.
-fn packed_gemm_group(p: &PackedKernels, x: &QuantizedRows, r0: usize, out: OutColumns) {
+/// One packed group (rows `r0..r0 + 8`) against activation rows `tokens`: `TILE_TOKENS` per
+/// tile, the rest one at a time.
+fn packed_gemm_group(
+    p: &PackedKernels,
+    x: &QuantizedRows,
+    tokens: std::ops::Range<usize>,
+    r0: usize,
+    out: OutColumns,
+) {
     let group = p.matrix.group(r0 / GROUP_ROWS);
-    let mut t = 0;
-    while t + 4 <= x.n_rows {
-        let rows = [t, t + 1, t + 2, t + 3];
-        let res = (p.tile4)(group, rows.map(|t| x.row(t)), rows.map(|t| x.aux(t)));
+    let mut t = tokens.start;
+    while t + TILE_TOKENS <= tokens.end {
+        let rows: [usize; TILE_TOKENS] = std::array::from_fn(|i| t + i);
+        let res = (p.tile)(group, rows.map(|t| x.row(t)), rows.map(|t| x.aux(t)));
         for (ti, per_row) in res.iter().enumerate() {
             for (ri, &v) in per_row.iter().enumerate() {
                 out.set(t + ti, r0 + ri, v);
             }
         }
-        t += 4;
+        t += TILE_TOKENS;
     }
-    for t in t..x.n_rows {
+    for t in t..tokens.end {
         for (ri, &v) in (p.gemv)(group, x.row(t), x.aux(t)).iter().enumerate() {
             out.set(t, r0 + ri, v);
         }

@@ -38,15 +38,23 @@ use crate::KernelError;
 
 /// Rows interleaved per group.
 pub const GROUP_ROWS: usize = 8;
+/// Activation rows per prefill tile: each unpacked block is applied to this many tokens.
+pub const TILE_TOKENS: usize = 8;
 
-/// Per activation block (Q8_0): `d` as f32 and the sums of the quants that meet the even and
-/// odd lanes of a packed part (elements `8k..8k+4` and `8k+4..8k+8` over `k = 0..4`).
-#[repr(C)]
+/// Per activation block (Q8_0): `d` as f32, and minus the packed formats' offsets times the
+/// sums of the quants that meet the even and odd lanes of a packed part (elements `8k..8k+4`
+/// and `8k+4..8k+8` over `k = 0..4`). The kernels start each block's integer accumulator from
+/// the `neg_offset_sums` of their format, so the unsigned products land on the exact signed sum
+/// with no extra instruction.
+#[repr(C, align(32))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct ActBlockAux {
-    pub lane_sums: [i32; 2],
+    /// `−8 ·` lane sums (Q4_0).
+    pub neg_offset_sums_q4: [i32; 2],
+    /// `−128 ·` lane sums (Q8_0).
+    pub neg_offset_sums_q8: [i32; 2],
     pub d: f32,
-    pad: u32,
+    pad: [u32; 3],
 }
 
 /// The aux record of each Q8_0 block of `a` (`aux.len()` blocks).
@@ -57,9 +65,10 @@ pub fn act_aux(a: &[BlockQ8_0], aux: &mut [ActBlockAux]) {
             sums[c % 2] += chunk.iter().map(|&q| q as i32).sum::<i32>();
         }
         *x = ActBlockAux {
-            lane_sums: sums,
+            neg_offset_sums_q4: sums.map(|s| -packed_offset(GgmlType::Q4_0) * s),
+            neg_offset_sums_q8: sums.map(|s| -packed_offset(GgmlType::Q8_0) * s),
             d: b.d.to_f32(),
-            pad: 0,
+            pad: [0; 3],
         };
     }
 }
@@ -83,12 +92,11 @@ pub const fn packed_offset(ty: GgmlType) -> i32 {
 }
 
 /// A weight matrix in the packed layout: `rows / 8` groups, each `cols / 32` packed blocks.
-#[derive(Clone)]
 pub struct PackedMatrix {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
-    data: Vec<u8>,
+    data: Storage,
 }
 
 impl std::fmt::Debug for PackedMatrix {
@@ -127,7 +135,7 @@ impl PackedMatrix {
         }
         let pbb = packed_block_bytes(ty).expect("supported");
         let nb = cols / QK;
-        let mut data = vec![0u8; rows / GROUP_ROWS * nb * pbb];
+        let mut data = Storage::new(rows / GROUP_ROWS * nb * pbb)?;
         data.par_chunks_exact_mut(nb * pbb)
             .zip(bytes.par_chunks_exact(GROUP_ROWS * row_bytes))
             .for_each(|(out, group)| {
@@ -164,6 +172,37 @@ impl PackedMatrix {
     /// Heap bytes held by the packed copy.
     pub fn heap_bytes(&self) -> usize {
         self.data.len()
+    }
+}
+
+/// Zeroed bytes for a packed matrix: an anonymous mapping with transparent huge pages
+/// requested. A decode step streams every byte once, and the hardware prefetchers stop at page
+/// boundaries, so 2 MiB pages keep them running (and spare the TLB). Where the kernel declines
+/// the advice, the mapping is ordinary 4 KiB pages.
+struct Storage(memmap2::MmapMut);
+
+impl Storage {
+    fn new(bytes: usize) -> Result<Self, KernelError> {
+        let map = memmap2::MmapMut::map_anon(bytes.max(1)).map_err(|e| KernelError::Alloc {
+            bytes,
+            reason: e.to_string(),
+        })?;
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage); // advice only: fine if refused
+        Ok(Self(map))
+    }
+}
+
+impl std::ops::Deref for Storage {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Storage {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.0
     }
 }
 

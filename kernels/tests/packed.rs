@@ -15,7 +15,7 @@ mod common;
 use common::{activation_cases, random_weight_row, rng};
 use half::f16;
 use lumen_kernels::matmul::{matmul, QuantizedRows, WeightView};
-use lumen_kernels::packed::{self, ActBlockAux, PackedMatrix, GROUP_ROWS};
+use lumen_kernels::packed::{self, ActBlockAux, PackedMatrix, GROUP_ROWS, TILE_TOKENS};
 use lumen_kernels::{kernels_for, quantize_row, vec_dot, GgmlType, Isa};
 
 const TYPES: [GgmlType; 2] = [GgmlType::Q4_0, GgmlType::Q8_0];
@@ -135,7 +135,7 @@ fn every_level_packed_kernels_match_the_reference() {
             continue;
         };
         for ty in TYPES {
-            let (Some(gemv), Some(tile)) = (ks.packed_gemv(ty), ks.packed_tile4(ty)) else {
+            let (Some(gemv), Some(tile)) = (ks.packed_gemv(ty), ks.packed_tile(ty)) else {
                 continue;
             };
             levels += 1;
@@ -159,17 +159,18 @@ fn every_level_packed_kernels_match_the_reference() {
                 for (name, a, aux) in &acts {
                     check("gemv", name, a, &gemv(p.group(0), a, aux));
                 }
-                // Tiles over four different edge cases at once (rotated so each case sits in
-                // every token slot once).
+                // Tiles over different edge cases at once (rotated so each case sits in every
+                // token slot).
                 for shift in 0..acts.len() {
-                    let pick: [usize; 4] = std::array::from_fn(|t| (shift + t) % acts.len());
+                    let pick: [usize; TILE_TOKENS] =
+                        std::array::from_fn(|t| (shift + t) % acts.len());
                     let res = tile(
                         p.group(0),
                         pick.map(|i| acts[i].1.as_slice()),
                         pick.map(|i| acts[i].2.as_slice()),
                     );
                     for (t, &i) in pick.iter().enumerate() {
-                        check("tile4", acts[i].0, &acts[i].1, &res[t]);
+                        check("tile", acts[i].0, &acts[i].1, &res[t]);
                     }
                 }
             }
@@ -196,8 +197,9 @@ fn drivers_give_the_same_results_packed_and_unpacked() {
                 bytes: &w,
                 packed,
             };
-            // 1 token (decode) and 7 tokens (prefill: one 4-token tile + 3 single rows).
-            for n_tok in [1, 7] {
+            // 1 token (decode); prefill with whole tiles, a partial tile, and more than one
+            // token chunk.
+            for n_tok in [1, 7, TILE_TOKENS + 3, 70] {
                 let mut r = rng(60 + n_tok as u64);
                 let x: Vec<f32> = (0..n_tok * nb * 32)
                     .map(|_| common::normal(&mut r))

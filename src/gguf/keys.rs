@@ -7,6 +7,16 @@ pub const GENERAL_ARCHITECTURE: &str = "general.architecture";
 pub const GENERAL_NAME: &str = "general.name";
 pub const GENERAL_ALIGNMENT: &str = "general.alignment";
 pub const GENERAL_FILE_TYPE: &str = "general.file_type";
+pub const GENERAL_TYPE: &str = "general.type";
+pub const GENERAL_QUANTIZATION_VERSION: &str = "general.quantization_version";
+pub const GENERAL_BASENAME: &str = "general.basename";
+pub const GENERAL_SIZE_LABEL: &str = "general.size_label";
+// Sampling defaults from `generation_config.json` (llama.cpp's `general.sampling.*`).
+pub const GENERAL_SAMPLING_TOP_K: &str = "general.sampling.top_k";
+pub const GENERAL_SAMPLING_TOP_P: &str = "general.sampling.top_p";
+pub const GENERAL_SAMPLING_MIN_P: &str = "general.sampling.min_p";
+pub const GENERAL_SAMPLING_TEMP: &str = "general.sampling.temp";
+pub const GENERAL_SAMPLING_PENALTY_REPEAT: &str = "general.sampling.penalty_repeat";
 
 // Suffixes of `{arch}.*` keys.
 pub const CONTEXT_LENGTH: &str = "context_length";
@@ -40,6 +50,10 @@ pub const TOKENIZER_ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
 pub const TOKENIZER_ADD_EOS: &str = "tokenizer.ggml.add_eos_token";
 pub const TOKENIZER_ADD_SPACE_PREFIX: &str = "tokenizer.ggml.add_space_prefix";
 pub const TOKENIZER_CHAT_TEMPLATE: &str = "tokenizer.chat_template";
+/// Spelled "seperator" in llama.cpp (`LLM_KV_TOKENIZER_SEP_ID`); the misspelling is the key.
+pub const TOKENIZER_SEP_ID: &str = "tokenizer.ggml.seperator_token_id";
+pub const TOKENIZER_MASK_ID: &str = "tokenizer.ggml.mask_token_id";
+pub const TOKENIZER_ADD_SEP: &str = "tokenizer.ggml.add_sep_token";
 
 /// `{arch}.{suffix}`, e.g. `llama.block_count`.
 pub fn arch_key(arch: &str, suffix: &str) -> String {

@@ -2,17 +2,18 @@
 //!
 //! Per packed block: the weights arrive as four 512-bit registers of unsigned bytes, part `k`
 //! meeting activation elements `8k..8k+8` (one `vpbroadcastq` each). Four `vpdpbusd` leave row
-//! `r`'s two half-sums in lanes `2r`, `2r+1`; subtracting `offset ·` [`ActBlockAux::lane_sums`]
-//! makes them the exact signed integer sums; one `vcvtdq2ps` and one FMA with the eight row
+//! `r`'s two half-sums in lanes `2r`, `2r+1`; the chain starts from the block's
+//! `−offset · lane sums` ([`ActBlockAux`]), so it ends on the exact signed integer sums; one `vcvtdq2ps` and one FMA with the eight row
 //! scales (one F16C conversion, each scale duplicated into its two lanes) times `d_a` add the
 //! block to a 16-lane f32 accumulator. The lane pairs are summed once, at the end of the row.
 //!
-//! The prefill tile applies each unpacked block to four activation rows (four accumulators).
+//! The prefill tile applies each unpacked block to `TILE_TOKENS` activation rows (one
+//! accumulator each).
 
 use std::arch::x86_64::*;
 
-use crate::kernel_set::{PackedGemvFn, PackedTile4Fn, Provider};
-use crate::packed::{packed_block_bytes, ActBlockAux, GROUP_ROWS};
+use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
+use crate::packed::{packed_block_bytes, ActBlockAux, GROUP_ROWS, TILE_TOKENS};
 use crate::table::GgmlType;
 
 /// Row `r`'s scale into lanes `2r` and `2r + 1`.
@@ -55,23 +56,26 @@ unsafe fn unpack_q8_0(block: *const u8) -> [__m512i; 4] {
     [p(0), p(1), p(2), p(3)]
 }
 
-/// Σ over the four parts of u·a, minus `offset ·` the lane sums (`SHIFT` = log2 offset).
+/// Σ over the four parts of u·a, starting from `−offset · lane sums` (`Q8` picks the offset):
+/// the exact signed block sums. One dependent chain; the kernels overlap several (blocks in
+/// the gemv, tokens in the tile).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn block_isums<const SHIFT: u32>(
+unsafe fn block_isums<const Q8: bool>(
     w: &[__m512i; 4],
     ab: *const u8,
     aux: &ActBlockAux,
 ) -> __m512i {
-    let zero = _mm512_setzero_si512();
-    // Two independent chains, so the four dependent `vpdpbusd` latencies overlap.
-    let s0 = _mm512_dpbusd_epi32(zero, w[0], act_part(ab, 0));
-    let s1 = _mm512_dpbusd_epi32(zero, w[1], act_part(ab, 1));
-    let s0 = _mm512_dpbusd_epi32(s0, w[2], act_part(ab, 2));
-    let s1 = _mm512_dpbusd_epi32(s1, w[3], act_part(ab, 3));
-    let sums = _mm512_set1_epi64((aux.lane_sums.as_ptr() as *const i64).read_unaligned());
-    let corr = _mm512_sll_epi32(sums, _mm_cvtsi32_si128(SHIFT as i32));
-    _mm512_sub_epi32(_mm512_add_epi32(s0, s1), corr)
+    let start = if Q8 {
+        &aux.neg_offset_sums_q8
+    } else {
+        &aux.neg_offset_sums_q4
+    };
+    let s = _mm512_set1_epi64((start.as_ptr() as *const i64).read_unaligned());
+    let s = _mm512_dpbusd_epi32(s, w[0], act_part(ab, 0));
+    let s = _mm512_dpbusd_epi32(s, w[1], act_part(ab, 1));
+    let s = _mm512_dpbusd_epi32(s, w[2], act_part(ab, 2));
+    _mm512_dpbusd_epi32(s, w[3], act_part(ab, 3))
 }
 
 /// Lane pairs (2r, 2r+1) summed → the 8 rows.
@@ -84,7 +88,7 @@ unsafe fn pair_sums(acc: __m512) -> [f32; GROUP_ROWS] {
 }
 
 macro_rules! packed_kernels {
-    ($gemv:ident, $gemv_k:ident, $tile:ident, $tile_k:ident, $ty:expr, $shift:expr, $unpack:ident) => {
+    ($gemv:ident, $gemv_k:ident, $tile:ident, $tile_k:ident, $ty:expr, $q8:expr, $unpack:ident) => {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         unsafe fn $gemv_k(
             g: *const u8,
@@ -97,7 +101,7 @@ macro_rules! packed_kernels {
             for b in 0..nb {
                 let block = g.add(b * PBB);
                 let ax = &*aux.add(b);
-                let s = block_isums::<{ $shift }>(&$unpack(block), a.add(b * 34), ax);
+                let s = block_isums::<$q8>(&$unpack(block), a.add(b * 34), ax);
                 let d = _mm512_mul_ps(row_scales(block), _mm512_set1_ps(ax.d));
                 acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc);
             }
@@ -107,19 +111,19 @@ macro_rules! packed_kernels {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         unsafe fn $tile_k(
             g: *const u8,
-            a: [*const u8; 4],
-            aux: [*const ActBlockAux; 4],
+            a: [*const u8; TILE_TOKENS],
+            aux: [*const ActBlockAux; TILE_TOKENS],
             nb: usize,
-        ) -> [[f32; GROUP_ROWS]; 4] {
+        ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
             const PBB: usize = packed_block_bytes($ty).unwrap();
-            let mut acc = [_mm512_setzero_ps(); 4];
+            let mut acc = [_mm512_setzero_ps(); TILE_TOKENS];
             for b in 0..nb {
                 let block = g.add(b * PBB);
                 let w = $unpack(block);
                 let dw = row_scales(block);
-                for t in 0..4 {
+                for t in 0..TILE_TOKENS {
                     let ax = &*aux[t].add(b);
-                    let s = block_isums::<{ $shift }>(&w, a[t].add(b * 34), ax);
+                    let s = block_isums::<$q8>(&w, a[t].add(b * 34), ax);
                     let d = _mm512_mul_ps(dw, _mm512_set1_ps(ax.d));
                     acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
                 }
@@ -137,11 +141,15 @@ macro_rules! packed_kernels {
             unsafe { $gemv_k(group.as_ptr(), a.as_ptr(), aux.as_ptr(), nb) }
         }
 
-        fn $tile(group: &[u8], a: [&[u8]; 4], aux: [&[ActBlockAux]; 4]) -> [[f32; GROUP_ROWS]; 4] {
+        fn $tile(
+            group: &[u8],
+            a: [&[u8]; TILE_TOKENS],
+            aux: [&[ActBlockAux]; TILE_TOKENS],
+        ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
             let nb = aux[0].len();
             assert!(
                 group.len() == nb * packed_block_bytes($ty).unwrap()
-                    && (0..4).all(|t| a[t].len() == nb * 34 && aux[t].len() == nb),
+                    && (0..TILE_TOKENS).all(|t| a[t].len() == nb * 34 && aux[t].len() == nb),
                 "packed tile: block counts differ"
             );
             // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
@@ -160,19 +168,19 @@ macro_rules! packed_kernels {
 packed_kernels!(
     q4_0_gemv,
     q4_0_gemv_k,
-    q4_0_tile4,
-    q4_0_tile4_k,
+    q4_0_tile,
+    q4_0_tile_k,
     GgmlType::Q4_0,
-    3,
+    false,
     unpack_q4_0
 );
 packed_kernels!(
     q8_0_gemv,
     q8_0_gemv_k,
-    q8_0_tile4,
-    q8_0_tile4_k,
+    q8_0_tile,
+    q8_0_tile_k,
     GgmlType::Q8_0,
-    7,
+    true,
     unpack_q8_0
 );
 
@@ -184,16 +192,16 @@ fn packed_gemv(ty: GgmlType) -> Option<PackedGemvFn> {
     }
 }
 
-fn packed_tile4(ty: GgmlType) -> Option<PackedTile4Fn> {
+fn packed_tile(ty: GgmlType) -> Option<PackedTileFn> {
     match ty {
-        GgmlType::Q4_0 => Some(q4_0_tile4),
-        GgmlType::Q8_0 => Some(q8_0_tile4),
+        GgmlType::Q4_0 => Some(q4_0_tile),
+        GgmlType::Q8_0 => Some(q8_0_tile),
         _ => None,
     }
 }
 
 pub(crate) static PROVIDER: Provider = Provider {
     packed_gemv,
-    packed_tile4,
+    packed_tile,
     ..Provider::NONE
 };
