@@ -5,6 +5,12 @@
 //! horizontal sums. Values are stored `[kv_head][position][dim]` so the output is
 //! `o += p[j] · V[j]`, contiguous over dimensions. Both inner loops are plain Rust compiled three
 //! times (baseline, AVX2+FMA, AVX-512) and chosen by the kernel set's level.
+//!
+//! Prefill on the SIMD levels attends eight consecutive queries of a head at once
+//! ([`QueryBlock`]): each key and value chunk is loaded once for the eight, scores and outputs
+//! stay in registers, and the softmax uses the vectorisable [`crate::math::exp`]. The scalar
+//! level stays one query at a time, so a scalar prefill equals the same tokens decoded one by
+//! one exactly.
 
 use rayon::prelude::*;
 
@@ -83,7 +89,9 @@ pub fn attend(
             let values = &cache.values[kvh * shape.n_ctx * hd..][..shape.n_ctx * hd];
             let t1 = (t0 + QUERIES_PER_TASK).min(n);
             let mut o = vec![0.0f32; (t1 - t0) * hd];
-            if t1 - t0 == QUERIES_PER_TASK && hd.is_multiple_of(LANES) {
+            // The scalar level keeps one query at a time: it is the reference, and then a
+            // prefill computes exactly what the same tokens decoded one by one compute.
+            if isa != Isa::Scalar && t1 - t0 == QUERIES_PER_TASK && hd.is_multiple_of(LANES) {
                 let q_rows: [&[f32]; QUERIES_PER_TASK] =
                     std::array::from_fn(|i| &q[(t0 + i) * q_dim + h * hd..][..hd]);
                 let n_keys = std::array::from_fn(|i| pos0 + t0 + i + 1);
@@ -274,7 +282,7 @@ fn block_attention(
         Isa::Avx512 => unsafe { block_attention_avx512(block, keys_t, values, n_ctx, scores, out) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { block_attention_avx2(block, keys_t, values, n_ctx, scores, out) },
-        _ => block_attention_generic::<false>(block, keys_t, values, n_ctx, scores, out),
+        _ => unreachable!("the scalar level attends one query at a time"),
     }
 }
 
@@ -289,7 +297,7 @@ unsafe fn block_attention_avx2(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    block_attention_generic::<true>(block, keys_t, values, n_ctx, scores, out)
+    block_attention_generic(block, keys_t, values, n_ctx, scores, out)
 }
 
 /// [`block_attention_generic`] with the two hot loops written in AVX-512 intrinsics (the
@@ -426,12 +434,12 @@ fn causal_softmax(
         let mut chunks = seen.chunks_exact_mut(LANES);
         for c in &mut chunks {
             for (s, l) in c.iter_mut().zip(lane_sum.iter_mut()) {
-                *s = exp_nonpositive(*s - max);
+                *s = crate::math::exp(*s - max);
                 *l += *s;
             }
         }
         for (s, l) in chunks.into_remainder().iter_mut().zip(lane_sum.iter_mut()) {
-            *s = exp_nonpositive(*s - max);
+            *s = crate::math::exp(*s - max);
             *l += *s;
         }
         inv[i] = 1.0 / lane_sum.iter().sum::<f32>();
@@ -446,11 +454,10 @@ fn causal_softmax(
 /// for all the block's queries (the single-query kernel loads it once per query), with the
 /// block's scores and outputs accumulated in registers. `scores` holds
 /// `QUERIES_PER_TASK × n_keys.last()` (rounded up to [`LANES`]) floats, `out` the block's
-/// `[query][head_dim]` rows; `head_dim` must be a multiple of [`LANES`]. `FMA` selects fused
-/// multiply-adds (the `#[target_feature]` copies) or separate ones (the portable copy, where a
-/// fused one could be a library call). The reference for [`block_attention_avx512`].
+/// `[query][head_dim]` rows; `head_dim` must be a multiple of [`LANES`]. Inlined into
+/// [`block_attention_avx2`] (FMA targets only: `mul_add` is one instruction there).
 #[inline(always)]
-fn block_attention_generic<const FMA: bool>(
+fn block_attention_generic(
     block: &QueryBlock,
     keys_t: &[f32],
     values: &[f32],
@@ -467,7 +474,7 @@ fn block_attention_generic<const FMA: bool>(
             let k: &[f32; LANES] = keys_t[d * n_ctx + j0..][..LANES].try_into().unwrap();
             for (a, &q) in acc.iter_mut().zip(qd) {
                 for (x, &kv) in a.iter_mut().zip(k) {
-                    *x = madd::<FMA>(q, kv, *x);
+                    *x = q.mul_add(kv, *x);
                 }
             }
         }
@@ -485,7 +492,7 @@ fn block_attention_generic<const FMA: bool>(
             let v: &[f32; LANES] = values[j * hd + d0..][..LANES].try_into().unwrap();
             for (a, &p) in acc.iter_mut().zip(pj) {
                 for (x, &vv) in a.iter_mut().zip(v) {
-                    *x = madd::<FMA>(p, vv, *x);
+                    *x = p.mul_add(vv, *x);
                 }
             }
         }
@@ -495,49 +502,6 @@ fn block_attention_generic<const FMA: bool>(
             }
         }
     }
-}
-
-/// `a·b + c`, fused where the caller's target has FMA.
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
-}
-
-/// e^x for x ≤ 0, branch-free so it vectorises: x = n·ln2 + r with |r| ≤ ln2/2 (ln2 split in
-/// two parts so n·ln2 is exact), e^r by its degree-7 Taylor polynomial (relative error below
-/// 2e-8 on that range, under f32 rounding), times 2^n built in the exponent bits. n is rounded
-/// by adding 1.5·2²³ (its low mantissa bits then hold n), which avoids a float→int conversion
-/// the compiler would not vectorise. Inputs below −87.3 (where e^x leaves f32's normal range)
-/// give e^−87.3 ≈ 1.2e-38, as good as 0 next to the softmax maximum's e^0 = 1.
-#[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    const ROUND: f32 = 12_582_912.0; // 1.5·2²³
-    let x = x.max(-87.3);
-    let t = x * LOG2E + ROUND;
-    let n = t - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let mut p = 1.0 / 5040.0;
-    for c in [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
-        p = p * r + c;
-    }
-    // t's bits are ROUND's plus n; move n + 127 into the exponent field.
-    let two_n = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23;
-    p * f32::from_bits(two_n)
 }
 
 #[cfg(test)]
@@ -581,20 +545,6 @@ mod tests {
             }
         }
         out
-    }
-
-    #[test]
-    fn exp_nonpositive_is_within_a_few_ulp_of_exp() {
-        let mut worst = 0.0f64;
-        for i in 0..=200_000 {
-            let x = -(i as f32) * 87.0 / 200_000.0;
-            let want = (x as f64).exp();
-            let got = exp_nonpositive(x) as f64;
-            worst = worst.max(((got - want) / want).abs());
-        }
-        assert!(worst < 4e-7, "worst relative error {worst:e}");
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-        assert!(exp_nonpositive(-1e30) < 1e-37 && exp_nonpositive(f32::NEG_INFINITY) < 1e-37);
     }
 
     #[test]

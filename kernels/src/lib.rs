@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod dispatch;
 pub mod formats;
 pub mod kernel_set;
+pub mod math;
 pub mod matmul;
 pub mod packed;
 #[cfg(target_arch = "x86_64")]

@@ -405,6 +405,7 @@ impl Llama {
         let mut gate = vec![0.0f32; n * cfg.n_ff];
         let mut up = vec![0.0f32; n * cfg.n_ff];
 
+        let angles = self.rope.angles(pos0, n);
         for (il, layer) in self.layers.iter().enumerate() {
             trace(il, &x);
             // Attention block.
@@ -417,18 +418,7 @@ impl Llama {
                     (&layer.attn_v, &mut v),
                 ],
             )?;
-            for t in 0..n {
-                self.rope.apply(
-                    &mut q[t * cfg.q_dim()..(t + 1) * cfg.q_dim()],
-                    cfg.head_dim,
-                    pos0 + t,
-                );
-                self.rope.apply(
-                    &mut k[t * cfg.kv_dim()..(t + 1) * cfg.kv_dim()],
-                    cfg.head_dim,
-                    pos0 + t,
-                );
-            }
+            angles.apply_qk(&mut q, &mut k, cfg.head_dim);
             cache.store(il, pos0, &k, &v);
             attention::attend(
                 self.kernels.isa,

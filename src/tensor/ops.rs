@@ -1,4 +1,11 @@
-//! Element-wise and row-wise operations on f32 activations.
+//! Element-wise and row-wise operations on f32 activations. The row-wise ones split many rows
+//! (prefill) over the rayon pool; a single row (decode) runs on the calling thread, where a
+//! parallel region would cost more than the work.
+
+use rayon::prelude::*;
+
+/// Elements per parallel task in the element-wise ops: below this, one thread does it all.
+const PAR_ELEMS: usize = 16 * 1024;
 
 /// RMSNorm of one row: `out[i] = x[i] / sqrt(mean(x²) + eps) * weight[i]`.
 /// The sum is taken in f64, as llama.cpp's `ggml_compute_forward_rms_norm_f32` does.
@@ -13,26 +20,44 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 /// RMSNorm of each row of a `[n_rows, weight.len()]` matrix.
 pub fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let n = weight.len();
-    for (row, out_row) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        rms_norm(row, weight, eps, out_row);
+    if x.len() <= n {
+        return rms_norm(x, weight, eps, out);
     }
+    x.par_chunks_exact(n)
+        .zip(out.par_chunks_exact_mut(n))
+        .with_min_len(PAR_ELEMS.div_ceil(n))
+        .for_each(|(row, out_row)| rms_norm(row, weight, eps, out_row));
 }
 
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
+pub use lumen_kernels::math::silu;
 
 /// `gate[i] = silu(gate[i]) * up[i]` — the SwiGLU combination, in place.
 pub fn swiglu_in_place(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = silu(*g) * u;
+    let combine = |g: &mut [f32], u: &[f32]| {
+        for (g, &u) in g.iter_mut().zip(u) {
+            *g = silu(*g) * u;
+        }
+    };
+    if gate.len() <= PAR_ELEMS {
+        return combine(gate, up);
     }
+    gate.par_chunks_mut(PAR_ELEMS)
+        .zip(up.par_chunks(PAR_ELEMS))
+        .for_each(|(g, u)| combine(g, u));
 }
 
 pub fn add_in_place(acc: &mut [f32], x: &[f32]) {
-    for (a, &b) in acc.iter_mut().zip(x) {
-        *a += b;
+    let add = |acc: &mut [f32], x: &[f32]| {
+        for (a, &b) in acc.iter_mut().zip(x) {
+            *a += b;
+        }
+    };
+    if acc.len() <= PAR_ELEMS {
+        return add(acc, x);
     }
+    acc.par_chunks_mut(PAR_ELEMS)
+        .zip(x.par_chunks(PAR_ELEMS))
+        .for_each(|(a, b)| add(a, b));
 }
 
 /// Rotary position embedding tables for GGUF `llama` files.
@@ -42,14 +67,11 @@ pub fn add_in_place(acc: &mut [f32], x: &[f32]) {
 pub struct Rope {
     /// Per pair i: the angular frequency `base^(-2i/n_rot) / freq_factor[i]`.
     inv_freq: Vec<f64>,
-    n_rot: usize,
 }
 
 impl Rope {
     /// `freq_factors` is the optional `rope_freqs.weight` tensor (llama3 scaling): each base
     /// frequency is divided by its factor. `linear_scale` is `rope.scaling.factor` for "linear".
-    /// `n_rot` is at most 512 (checked at model load), so the angles of one position fit a
-    /// stack buffer in [`Self::apply`].
     pub fn new(n_rot: usize, base: f32, freq_factors: Option<&[f32]>, linear_scale: f32) -> Self {
         let inv_freq = (0..n_rot / 2)
             .map(|i| {
@@ -57,26 +79,66 @@ impl Rope {
                 f / freq_factors.map_or(1.0, |ff| ff[i] as f64)
             })
             .collect();
-        Self { inv_freq, n_rot }
+        Self { inv_freq }
     }
 
     /// Rotates the first `n_rot` dimensions of every head of one token's vector at `pos`.
-    /// The angles depend only on the position and pair, so they are computed once for all heads.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
-        debug_assert!(self.n_rot <= head_dim);
-        let mut cos_sin = [(0.0f32, 0.0f32); 256];
-        let cos_sin = &mut cos_sin[..self.inv_freq.len()];
-        for (cs, &f) in cos_sin.iter_mut().zip(&self.inv_freq) {
-            let (sin, cos) = (pos as f64 * f).sin_cos();
-            *cs = (cos as f32, sin as f32);
+        self.angles(pos, 1).apply(x, head_dim, 0);
+    }
+
+    /// The (cos, sin) of every pair at positions `pos0..pos0 + n`: computed once per forward
+    /// pass and shared by every layer's Q and K.
+    pub fn angles(&self, pos0: usize, n: usize) -> RopeAngles {
+        let half = self.inv_freq.len();
+        let mut cos_sin = Vec::with_capacity(n * half);
+        for pos in pos0..pos0 + n {
+            cos_sin.extend(self.inv_freq.iter().map(|&f| {
+                let (sin, cos) = (pos as f64 * f).sin_cos();
+                (cos as f32, sin as f32)
+            }));
         }
+        RopeAngles { cos_sin, half }
+    }
+}
+
+/// [`Rope::angles`]: `[position][pair]` of (cos, sin).
+pub struct RopeAngles {
+    cos_sin: Vec<(f32, f32)>,
+    half: usize,
+}
+
+impl RopeAngles {
+    /// Rotates every head of one token's vector by the angles of the `t`-th position.
+    pub fn apply(&self, x: &mut [f32], head_dim: usize, t: usize) {
+        debug_assert!(2 * self.half <= head_dim);
+        let cos_sin = &self.cos_sin[t * self.half..(t + 1) * self.half];
         for head in x.chunks_exact_mut(head_dim) {
-            for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(cos_sin.iter()) {
+            for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(cos_sin) {
                 let (a, b) = (pair[0], pair[1]);
                 pair[0] = a * cos - b * sin;
                 pair[1] = a * sin + b * cos;
             }
         }
+    }
+
+    /// Rotates the Q and K rows of every token (`[n][q_dim]`, `[n][kv_dim]`), tokens in
+    /// parallel when there are many.
+    pub fn apply_qk(&self, q: &mut [f32], k: &mut [f32], head_dim: usize) {
+        let n = self.cos_sin.len() / self.half.max(1);
+        let (q_dim, kv_dim) = (q.len() / n.max(1), k.len() / n.max(1));
+        let rotate = |t: usize, (q_row, k_row): (&mut [f32], &mut [f32])| {
+            self.apply(q_row, head_dim, t);
+            self.apply(k_row, head_dim, t);
+        };
+        if n <= 1 {
+            return rotate(0, (q, k));
+        }
+        q.par_chunks_exact_mut(q_dim)
+            .zip(k.par_chunks_exact_mut(kv_dim))
+            .enumerate()
+            .with_min_len(PAR_ELEMS.div_ceil(q_dim + kv_dim))
+            .for_each(|(t, rows)| rotate(t, rows));
     }
 }
 
