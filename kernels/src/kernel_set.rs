@@ -18,7 +18,7 @@ use crate::formats::{
     ActivationFormat, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
     BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, WeightFormat,
 };
-use crate::packed::{ActBlockAux, GROUP_ROWS, TILE_TOKENS};
+use crate::packed::{GROUP_ROWS, TILE_TOKENS};
 use crate::table::GgmlType;
 
 /// One weight row · one activation row.
@@ -33,15 +33,16 @@ pub type QuantizeRowFn = fn(x: &[f32], out: &mut [u8]);
 pub type Tile4x4Fn = fn(w: [&[u8]; 4], a: [&[u8]; 4]) -> [[f32; 4]; 4];
 /// Four weight rows · one activation row: the decode matvec micro-kernel.
 pub type Rows4DotFn = fn(w: [&[u8]; 4], a: &[u8]) -> [f32; 4];
-/// One packed group of eight weight rows ([`crate::packed`]) · one Q8_0 activation row with its
-/// per-block aux records → the eight rows' dots.
-pub type PackedGemvFn = fn(group: &[u8], a: &[u8], aux: &[ActBlockAux]) -> [f32; GROUP_ROWS];
+/// One packed group of eight weight rows ([`crate::packed`]) · one activation row (Q8_0 or
+/// Q8_K blocks) with its per-block aux records (`crate::packed::fill_aux`) → the eight rows'
+/// dots.
+pub type PackedGemvFn = fn(group: &[u8], a: &[u8], aux: &[u8]) -> [f32; GROUP_ROWS];
 /// One packed group · [`TILE_TOKENS`] activation rows → `out[t][r]`: the packed prefill
 /// micro-kernel.
 pub type PackedTileFn = fn(
     group: &[u8],
     a: [&[u8]; TILE_TOKENS],
-    aux: [&[ActBlockAux]; TILE_TOKENS],
+    aux: [&[u8]; TILE_TOKENS],
 ) -> [[f32; GROUP_ROWS]; TILE_TOKENS];
 
 const N_TYPES: usize = GgmlType::ALL.len();
@@ -261,36 +262,32 @@ fn scalar_rows4<W: WeightFormat>(w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
     w.map(|w| scalar_dot::<W>(w, a))
 }
 
-fn scalar_packed_gemv<const Q8: bool>(
-    group: &[u8],
-    a: &[u8],
-    _: &[ActBlockAux],
-) -> [f32; GROUP_ROWS] {
-    let ty = if Q8 { GgmlType::Q8_0 } else { GgmlType::Q4_0 };
-    let a = crate::dispatch::blocks_of::<BlockQ8_0>(a).expect("whole blocks (kernel contract)");
-    crate::packed::packed_gemv_ref(ty, group, &a)
+fn scalar_packed_gemv<W: WeightFormat>(group: &[u8], a: &[u8], _: &[u8]) -> [f32; GROUP_ROWS] {
+    crate::packed::packed_gemv_ref(W::TYPE, group, a)
 }
 
-fn scalar_packed_tile<const Q8: bool>(
+fn scalar_packed_tile<W: WeightFormat>(
     group: &[u8],
     a: [&[u8]; TILE_TOKENS],
-    aux: [&[ActBlockAux]; TILE_TOKENS],
+    aux: [&[u8]; TILE_TOKENS],
 ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
-    std::array::from_fn(|t| scalar_packed_gemv::<Q8>(group, a[t], aux[t]))
+    std::array::from_fn(|t| scalar_packed_gemv::<W>(group, a[t], aux[t]))
 }
 
 fn scalar_packed_gemv_fn(ty: GgmlType) -> Option<PackedGemvFn> {
     match ty {
-        GgmlType::Q4_0 => Some(scalar_packed_gemv::<false>),
-        GgmlType::Q8_0 => Some(scalar_packed_gemv::<true>),
+        GgmlType::Q4_0 => Some(scalar_packed_gemv::<BlockQ4_0>),
+        GgmlType::Q8_0 => Some(scalar_packed_gemv::<BlockQ8_0>),
+        GgmlType::Q4_K => Some(scalar_packed_gemv::<BlockQ4_K>),
         _ => None,
     }
 }
 
 fn scalar_packed_tile_fn(ty: GgmlType) -> Option<PackedTileFn> {
     match ty {
-        GgmlType::Q4_0 => Some(scalar_packed_tile::<false>),
-        GgmlType::Q8_0 => Some(scalar_packed_tile::<true>),
+        GgmlType::Q4_0 => Some(scalar_packed_tile::<BlockQ4_0>),
+        GgmlType::Q8_0 => Some(scalar_packed_tile::<BlockQ8_0>),
+        GgmlType::Q4_K => Some(scalar_packed_tile::<BlockQ4_K>),
         _ => None,
     }
 }

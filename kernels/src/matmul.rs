@@ -8,11 +8,10 @@
 
 use rayon::prelude::*;
 
-use crate::formats::BlockQ8_0;
 use crate::kernel_set::{
     KernelSet, PackedGemvFn, PackedTileFn, RowDot4Fn, RowDotFn, Rows4DotFn, Tile4x4Fn,
 };
-use crate::packed::{act_aux, ActBlockAux, PackedMatrix, GROUP_ROWS, TILE_TOKENS};
+use crate::packed::{self, PackedMatrix, GROUP_ROWS, TILE_TOKENS};
 use crate::table::GgmlType;
 use crate::KernelError;
 
@@ -68,8 +67,10 @@ pub struct QuantizedRows {
     pub cols: usize,
     row_bytes: usize,
     data: Vec<u8>,
-    /// Q8_0 only: per-block records the packed kernels need (`cols / 32` per row).
-    aux: Vec<ActBlockAux>,
+    /// Q8_0 / Q8_K only: per-block records the packed kernels need
+    /// (`crate::packed::fill_aux`), `aux_row_bytes` per row.
+    aux: Vec<u8>,
+    aux_row_bytes: usize,
 }
 
 impl QuantizedRows {
@@ -99,14 +100,11 @@ impl QuantizedRows {
         }
         let n_rows = x.len() / cols;
         let mut data = vec![0u8; row_bytes * n_rows];
-        let aux_per_row = if ty == GgmlType::Q8_0 { cols / 32 } else { 0 };
-        let mut aux = vec![ActBlockAux::default(); aux_per_row * n_rows];
-        let quantize_one = |dst: &mut [u8], src: &[f32], aux: &mut [ActBlockAux]| {
+        let aux_row_bytes = packed::aux_bytes(ty) * (cols / ty.block_elems());
+        let mut aux = vec![0u8; aux_row_bytes * n_rows];
+        let quantize_one = |dst: &mut [u8], src: &[f32], aux: &mut [u8]| {
             quantize(src, dst);
-            if !aux.is_empty() {
-                let blocks = crate::dispatch::blocks_of::<BlockQ8_0>(dst).expect("whole blocks");
-                act_aux(&blocks, aux);
-            }
+            packed::fill_aux(ty, dst, aux);
         };
         if n_rows == 1 {
             quantize_one(&mut data, x, &mut aux);
@@ -117,7 +115,7 @@ impl QuantizedRows {
         } else {
             data.par_chunks_mut(row_bytes)
                 .zip(x.par_chunks(cols))
-                .zip(aux.par_chunks_mut(aux_per_row))
+                .zip(aux.par_chunks_mut(aux_row_bytes))
                 .for_each(|((dst, src), aux)| quantize_one(dst, src, aux));
         }
         Ok(Self {
@@ -127,6 +125,7 @@ impl QuantizedRows {
             row_bytes,
             data,
             aux,
+            aux_row_bytes,
         })
     }
 
@@ -134,10 +133,9 @@ impl QuantizedRows {
         &self.data[i * self.row_bytes..(i + 1) * self.row_bytes]
     }
 
-    /// Row `i`'s per-block aux records (Q8_0 only; empty otherwise).
-    pub fn aux(&self, i: usize) -> &[ActBlockAux] {
-        let n = self.aux.len() / self.n_rows.max(1);
-        &self.aux[i * n..(i + 1) * n]
+    /// Row `i`'s per-block aux records (Q8_0 / Q8_K; empty otherwise).
+    pub fn aux(&self, i: usize) -> &[u8] {
+        &self.aux[i * self.aux_row_bytes..(i + 1) * self.aux_row_bytes]
     }
 }
 

@@ -1,10 +1,11 @@
-//! The packed (eight-row interleaved) Q4_0 / Q8_0 layout and its kernels.
+//! The packed (eight-row interleaved) Q4_0 / Q8_0 / Q4_K layouts and their kernels.
 //!
 //! * Packing is lossless: unpacking every row gives back the GGUF bytes.
 //! * The scalar packed reference equals the formats' reference `vec_dot` bit for bit (same
 //!   integer block sums, same f32 order), row by row.
 //! * Every level's packed gemv and 4-token tile equal that reference within
-//!   `1e-6 · Σ_blocks |d_w·d_a|·Σ|q_w·q_a|` (integer sums exact; the SIMD kernels differ only in
+//!   `1e-6 · Σ_blocks |d_w·d_a|·Σ|q_w·q_a|` (Q4_K: `Σ |d·d_a·sc_j·q·a| + |dmin·d_a·m_j·a|`)
+//!   (integer sums exact; the SIMD kernels differ only in
 //!   the f32 rounding of per-lane scaling and the order of the final sums), on random rows,
 //!   all-0x00 / all-0xFF blocks, odd block counts and the activation edge cases (zeros, outliers,
 //!   ±127 extremes, ties).
@@ -14,40 +15,64 @@ mod common;
 
 use common::{activation_cases, random_weight_row, rng};
 use half::f16;
+use lumen_kernels::formats::q4_k::get_scale_min_k4;
 use lumen_kernels::matmul::{matmul, QuantizedRows, WeightView};
-use lumen_kernels::packed::{self, ActBlockAux, PackedMatrix, GROUP_ROWS, TILE_TOKENS};
+use lumen_kernels::packed::{self, PackedMatrix, GROUP_ROWS, TILE_TOKENS};
 use lumen_kernels::{kernels_for, quantize_row, vec_dot, GgmlType, Isa};
 
-const TYPES: [GgmlType; 2] = [GgmlType::Q4_0, GgmlType::Q8_0];
+const TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K];
+/// Blocks per row (32 elements each for Q4_0/Q8_0, 256 for Q4_K).
 const BLOCK_COUNTS: [usize; 6] = [1, 2, 3, 7, 18, 64];
 
 fn weight_rows(ty: GgmlType, rows: usize, nb: usize, seed: u64) -> Vec<u8> {
     let mut r = rng(seed);
     (0..rows)
-        .flat_map(|_| random_weight_row(ty, nb * 32, &mut r))
+        .flat_map(|_| random_weight_row(ty, nb * ty.block_elems(), &mut r))
         .collect()
 }
 
-/// Q8_0 activation rows for every edge case, with their aux records.
-fn activations(nb: usize, seed: u64) -> Vec<(&'static str, Vec<u8>, Vec<ActBlockAux>)> {
+/// Activation rows (in `ty`'s vec-dot type) for every edge case, with their aux records.
+fn activations(ty: GgmlType, nb: usize, seed: u64) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
     let mut r = rng(seed);
-    activation_cases(nb * 32, &mut r)
+    let act = ty.vec_dot_type();
+    let n = nb * ty.block_elems();
+    activation_cases(n, &mut r)
         .into_iter()
         .map(|(name, x)| {
-            let mut a = vec![0u8; nb * 34];
-            quantize_row(GgmlType::Q8_0, &x, &mut a).unwrap();
-            let blocks = lumen_kernels::blocks_of::<lumen_kernels::formats::BlockQ8_0>(&a).unwrap();
-            let mut aux = vec![ActBlockAux::default(); nb];
-            packed::act_aux(&blocks, &mut aux);
+            let mut a = vec![0u8; act.row_bytes(n).unwrap()];
+            quantize_row(act, &x, &mut a).unwrap();
+            let mut aux = vec![0u8; packed::aux_bytes(act) * (n / act.block_elems())];
+            packed::fill_aux(act, &a, &mut aux);
             (name, a, aux)
         })
         .collect()
 }
 
-/// Σ_blocks |d_w·d_a|·Σ|q_w·q_a| for one GGUF row against one Q8_0 row.
+/// The error scale of one GGUF row's dot with one activation row: Σ over blocks of the
+/// absolute values of every product the exact result is a sum of.
 fn abs_mass(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
+    let f16_at = |b: &[u8], at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32() as f64;
+    if ty == GgmlType::Q4_K {
+        return w
+            .chunks_exact(144)
+            .zip(a.chunks_exact(292))
+            .map(|(bw, ba)| {
+                let da = f32::from_le_bytes(ba[0..4].try_into().unwrap()) as f64;
+                let (d, dmin) = (f16_at(bw, 0), f16_at(bw, 2));
+                let scales: &[u8; 12] = bw[4..16].try_into().unwrap();
+                (0..256)
+                    .map(|e| {
+                        let (sc, m) = get_scale_min_k4(e / 32, scales);
+                        let byte = bw[16 + 32 * (e / 64) + e % 32];
+                        let q = if e % 64 < 32 { byte & 15 } else { byte >> 4 };
+                        let x = (ba[4 + e] as i8 as f64).abs() * da.abs();
+                        x * ((d * sc as f64 * q as f64).abs() + (dmin * m as f64).abs())
+                    })
+                    .sum::<f64>()
+            })
+            .sum();
+    }
     let wb = ty.block_bytes();
-    let f16_at = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32() as f64;
     w.chunks_exact(wb)
         .zip(a.chunks_exact(34))
         .map(|(bw, ba)| {
@@ -61,7 +86,7 @@ fn abs_mass(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
                 }
             };
             let s: i64 = (0..32).map(|j| (q(j) * ba[2 + j] as i8 as i64).abs()).sum();
-            (f16_at(bw) * f16_at(ba)).abs() * s as f64
+            (f16_at(bw, 0) * f16_at(ba, 0)).abs() * s as f64
         })
         .sum()
 }
@@ -76,8 +101,9 @@ fn packing_is_lossless() {
         for nb in BLOCK_COUNTS {
             let rows = 3 * GROUP_ROWS;
             let w = weight_rows(ty, rows, nb, 1 + nb as u64);
-            let p = PackedMatrix::pack(ty, rows, nb * 32, &w).unwrap();
-            assert_eq!(p.heap_bytes(), w.len(), "{ty} packs without overhead");
+            let p = PackedMatrix::pack(ty, rows, nb * ty.block_elems(), &w).unwrap();
+            let overhead = p.heap_bytes() as f64 / w.len() as f64 - 1.0;
+            assert!(overhead < 0.03, "{ty} packs with {overhead} overhead");
             let rb = nb * ty.block_bytes();
             for r in 0..rows {
                 let back = packed::unpack_group_row(ty, p.group(r / GROUP_ROWS), r % GROUP_ROWS);
@@ -111,12 +137,10 @@ fn scalar_packed_reference_equals_vec_dot_exactly() {
     for ty in TYPES {
         for nb in BLOCK_COUNTS {
             let w = weight_rows(ty, GROUP_ROWS, nb, 10 + nb as u64);
-            let p = PackedMatrix::pack(ty, GROUP_ROWS, nb * 32, &w).unwrap();
+            let p = PackedMatrix::pack(ty, GROUP_ROWS, nb * ty.block_elems(), &w).unwrap();
             let rb = nb * ty.block_bytes();
-            for (name, a, _) in activations(nb, 20 + nb as u64) {
-                let blocks =
-                    lumen_kernels::blocks_of::<lumen_kernels::formats::BlockQ8_0>(&a).unwrap();
-                let got = packed::packed_gemv_ref(ty, p.group(0), &blocks);
+            for (name, a, _) in activations(ty, nb, 20 + nb as u64) {
+                let got = packed::packed_gemv_ref(ty, p.group(0), &a);
                 for (r, &g) in got.iter().enumerate() {
                     let want = vec_dot(ty, row(&w, r, rb), &a).unwrap();
                     assert_eq!(g.to_bits(), want.to_bits(), "{ty} nb={nb} {name} row {r}");
@@ -141,9 +165,9 @@ fn every_level_packed_kernels_match_the_reference() {
             levels += 1;
             for nb in BLOCK_COUNTS {
                 let w = weight_rows(ty, GROUP_ROWS, nb, 30 + nb as u64);
-                let p = PackedMatrix::pack(ty, GROUP_ROWS, nb * 32, &w).unwrap();
+                let p = PackedMatrix::pack(ty, GROUP_ROWS, nb * ty.block_elems(), &w).unwrap();
                 let rb = nb * ty.block_bytes();
-                let acts = activations(nb, 40 + nb as u64);
+                let acts = activations(ty, nb, 40 + nb as u64);
                 let check = |what: &str, name: &str, a: &[u8], got: &[f32; GROUP_ROWS]| {
                     for (r, &g) in got.iter().enumerate() {
                         let wr = row(&w, r, rb);
@@ -189,11 +213,12 @@ fn drivers_give_the_same_results_packed_and_unpacked() {
         let Some(ks) = kernels_for(isa) else { continue };
         for ty in TYPES {
             let w = weight_rows(ty, rows, nb, 50);
-            let p = PackedMatrix::pack(ty, rows, nb * 32, &w).unwrap();
+            let cols = nb * ty.block_elems();
+            let p = PackedMatrix::pack(ty, rows, cols, &w).unwrap();
             let view = |packed| WeightView {
                 ty,
                 rows,
-                cols: nb * 32,
+                cols,
                 bytes: &w,
                 packed,
             };
@@ -201,10 +226,8 @@ fn drivers_give_the_same_results_packed_and_unpacked() {
             // token chunk.
             for n_tok in [1, 7, TILE_TOKENS + 3, 70] {
                 let mut r = rng(60 + n_tok as u64);
-                let x: Vec<f32> = (0..n_tok * nb * 32)
-                    .map(|_| common::normal(&mut r))
-                    .collect();
-                let q = QuantizedRows::quantize(ks, GgmlType::Q8_0, &x, nb * 32).unwrap();
+                let x: Vec<f32> = (0..n_tok * cols).map(|_| common::normal(&mut r)).collect();
+                let q = QuantizedRows::quantize(ks, ty.vec_dot_type(), &x, cols).unwrap();
                 let mut plain = vec![0.0; n_tok * rows];
                 let mut fast = vec![0.0; n_tok * rows];
                 matmul(ks, &view(None), &q, &mut plain).unwrap();

@@ -13,7 +13,7 @@
 use std::arch::x86_64::*;
 
 use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
-use crate::packed::{packed_block_bytes, ActBlockAux, GROUP_ROWS, TILE_TOKENS};
+use crate::packed::{packed_block_bytes, q4_k, ActBlockAux, KBlockAux, GROUP_ROWS, TILE_TOKENS};
 use crate::table::GgmlType;
 
 /// Row `r`'s scale into lanes `2r` and `2r + 1`.
@@ -78,6 +78,15 @@ unsafe fn block_isums<const Q8: bool>(
     _mm512_dpbusd_epi32(s, w[3], act_part(ab, 3))
 }
 
+/// Bytes of one Q8_0 aux record.
+const AUX: usize = std::mem::size_of::<ActBlockAux>();
+
+/// Block `b`'s aux record (the byte buffer carries no alignment promise).
+#[inline(always)]
+unsafe fn aux_at(aux: *const u8, b: usize) -> ActBlockAux {
+    (aux.add(b * AUX) as *const ActBlockAux).read_unaligned()
+}
+
 /// Lane pairs (2r, 2r+1) summed → the 8 rows.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -93,15 +102,15 @@ macro_rules! packed_kernels {
         unsafe fn $gemv_k(
             g: *const u8,
             a: *const u8,
-            aux: *const ActBlockAux,
+            aux: *const u8,
             nb: usize,
         ) -> [f32; GROUP_ROWS] {
             const PBB: usize = packed_block_bytes($ty).unwrap();
             let mut acc = _mm512_setzero_ps();
             for b in 0..nb {
                 let block = g.add(b * PBB);
-                let ax = &*aux.add(b);
-                let s = block_isums::<$q8>(&$unpack(block), a.add(b * 34), ax);
+                let ax = aux_at(aux, b);
+                let s = block_isums::<$q8>(&$unpack(block), a.add(b * 34), &ax);
                 let d = _mm512_mul_ps(row_scales(block), _mm512_set1_ps(ax.d));
                 acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc);
             }
@@ -112,7 +121,7 @@ macro_rules! packed_kernels {
         unsafe fn $tile_k(
             g: *const u8,
             a: [*const u8; TILE_TOKENS],
-            aux: [*const ActBlockAux; TILE_TOKENS],
+            aux: [*const u8; TILE_TOKENS],
             nb: usize,
         ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
             const PBB: usize = packed_block_bytes($ty).unwrap();
@@ -122,8 +131,8 @@ macro_rules! packed_kernels {
                 let w = $unpack(block);
                 let dw = row_scales(block);
                 for t in 0..TILE_TOKENS {
-                    let ax = &*aux[t].add(b);
-                    let s = block_isums::<$q8>(&w, a[t].add(b * 34), ax);
+                    let ax = aux_at(aux[t], b);
+                    let s = block_isums::<$q8>(&w, a[t].add(b * 34), &ax);
                     let d = _mm512_mul_ps(dw, _mm512_set1_ps(ax.d));
                     acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
                 }
@@ -131,10 +140,12 @@ macro_rules! packed_kernels {
             acc.map(|v| pair_sums(v))
         }
 
-        fn $gemv(group: &[u8], a: &[u8], aux: &[ActBlockAux]) -> [f32; GROUP_ROWS] {
-            let nb = aux.len();
+        fn $gemv(group: &[u8], a: &[u8], aux: &[u8]) -> [f32; GROUP_ROWS] {
+            let nb = a.len() / 34;
             assert!(
-                group.len() == nb * packed_block_bytes($ty).unwrap() && a.len() == nb * 34,
+                group.len() == nb * packed_block_bytes($ty).unwrap()
+                    && a.len() == nb * 34
+                    && aux.len() == nb * AUX,
                 "packed gemv: block counts differ"
             );
             // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
@@ -144,12 +155,12 @@ macro_rules! packed_kernels {
         fn $tile(
             group: &[u8],
             a: [&[u8]; TILE_TOKENS],
-            aux: [&[ActBlockAux]; TILE_TOKENS],
+            aux: [&[u8]; TILE_TOKENS],
         ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
-            let nb = aux[0].len();
+            let nb = a[0].len() / 34;
             assert!(
                 group.len() == nb * packed_block_bytes($ty).unwrap()
-                    && (0..TILE_TOKENS).all(|t| a[t].len() == nb * 34 && aux[t].len() == nb),
+                    && (0..TILE_TOKENS).all(|t| a[t].len() == nb * 34 && aux[t].len() == nb * AUX),
                 "packed tile: block counts differ"
             );
             // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
@@ -184,10 +195,186 @@ packed_kernels!(
     unpack_q8_0
 );
 
+// ---------------------------------------------------------------- Q4_K × Q8_K
+
+/// Q8_K block bytes: d (f32) at 0, qs at 4, bsums at 260.
+const Q8K_BYTES: usize = 292;
+const KAUX: usize = std::mem::size_of::<KBlockAux>();
+
+/// Sub-block `j`'s scales of the 8 rows, each in its two lanes, as i32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn k_scales(block: *const u8, j: usize) -> __m512i {
+    let v = _mm_loadl_epi64(block.add(q4_k::SCALES_AT + 8 * j) as *const __m128i);
+    _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(v, v))
+}
+
+/// Chunk `c`'s nibbles: parts 0..4 of sub-block `2c` (low) and of `2c + 1` (high).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn k_chunk(block: *const u8, c: usize) -> ([__m512i; 4], [__m512i; 4]) {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let v: [__m512i; 4] = std::array::from_fn(|k| {
+        _mm512_loadu_si512(block.add(q4_k::QUANTS_AT + 256 * c + 64 * k) as *const __m512i)
+    });
+    (
+        v.map(|x| _mm512_and_si512(x, m4)),
+        v.map(|x| _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4)),
+    )
+}
+
+/// Σ over four parts of u·a for the 32 activation bytes at `qa` (from zero).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn sub_isums(w: &[__m512i; 4], qa: *const u8) -> __m512i {
+    let part = |k: usize| _mm512_set1_epi64((qa.add(8 * k) as *const i64).read_unaligned());
+    let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], part(0));
+    let s = _mm512_dpbusd_epi32(s, w[1], part(1));
+    let s = _mm512_dpbusd_epi32(s, w[2], part(2));
+    _mm512_dpbusd_epi32(s, w[3], part(3))
+}
+
+/// Each row's Σ_j m_j·A_j across its two lanes (see `packed::q4_k`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn k_mins(mins: (__m512i, __m512i), aux: *const u8) -> __m512i {
+    let even = _mm512_set1_epi64((aux as *const i64).read_unaligned());
+    let odd = _mm512_set1_epi64((aux.add(8) as *const i64).read_unaligned());
+    _mm512_add_epi32(
+        _mm512_madd_epi16(mins.0, even),
+        _mm512_madd_epi16(mins.1, odd),
+    )
+}
+
+/// The mins of a packed super-block as (even, odd) i16 words per lane.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn k_min_words(block: *const u8) -> (__m512i, __m512i) {
+    let v = _mm512_loadu_si512(block.add(q4_k::MINS_AT) as *const __m512i);
+    (
+        _mm512_and_si512(v, _mm512_set1_epi16(0x00FF)),
+        _mm512_srli_epi16::<8>(v),
+    )
+}
+
+/// acc + (d·d_a)·isum − (dmin·d_a)·mins.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn k_finish(
+    acc: __m512,
+    isum: __m512i,
+    mins: __m512i,
+    dw: __m512,
+    dmin: __m512,
+    da: f32,
+) -> __m512 {
+    let da = _mm512_set1_ps(da);
+    let acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, da), acc);
+    _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_mul_ps(dmin, da), acc)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q4_k_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
+    let mut acc = _mm512_setzero_ps();
+    for b in 0..nb {
+        let block = g.add(b * q4_k::PACKED_BYTES);
+        let ab = a.add(b * Q8K_BYTES);
+        let mut isum = _mm512_setzero_si512();
+        for c in 0..4 {
+            let (lo, hi) = k_chunk(block, c);
+            let s_lo = sub_isums(&lo, ab.add(4 + 64 * c));
+            let s_hi = sub_isums(&hi, ab.add(4 + 64 * c + 32));
+            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(s_lo, k_scales(block, 2 * c)));
+            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(s_hi, k_scales(block, 2 * c + 1)));
+        }
+        let mins = k_mins(k_min_words(block), aux.add(b * KAUX));
+        let da = (ab as *const f32).read_unaligned();
+        acc = k_finish(
+            acc,
+            isum,
+            mins,
+            row_scales(block),
+            row_scales(block.add(16)),
+            da,
+        );
+    }
+    pair_sums(acc)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q4_k_tile_k(
+    g: *const u8,
+    a: [*const u8; TILE_TOKENS],
+    aux: [*const u8; TILE_TOKENS],
+    nb: usize,
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    let mut acc = [_mm512_setzero_ps(); TILE_TOKENS];
+    for b in 0..nb {
+        let block = g.add(b * q4_k::PACKED_BYTES);
+        let mut isum = [_mm512_setzero_si512(); TILE_TOKENS];
+        for c in 0..4 {
+            let (lo, hi) = k_chunk(block, c);
+            let (sc_lo, sc_hi) = (k_scales(block, 2 * c), k_scales(block, 2 * c + 1));
+            for t in 0..TILE_TOKENS {
+                let qa = a[t].add(b * Q8K_BYTES + 4 + 64 * c);
+                let s_lo = _mm512_mullo_epi32(sub_isums(&lo, qa), sc_lo);
+                let s_hi = _mm512_mullo_epi32(sub_isums(&hi, qa.add(32)), sc_hi);
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(s_lo, s_hi));
+            }
+        }
+        let (dw, dmin, min_words) = (
+            row_scales(block),
+            row_scales(block.add(16)),
+            k_min_words(block),
+        );
+        for t in 0..TILE_TOKENS {
+            let mins = k_mins(min_words, aux[t].add(b * KAUX));
+            let da = (a[t].add(b * Q8K_BYTES) as *const f32).read_unaligned();
+            acc[t] = k_finish(acc[t], isum[t], mins, dw, dmin, da);
+        }
+    }
+    acc.map(|v| pair_sums(v))
+}
+
+fn q4_k_gemv(group: &[u8], a: &[u8], aux: &[u8]) -> [f32; GROUP_ROWS] {
+    let nb = a.len() / Q8K_BYTES;
+    assert!(
+        group.len() == nb * q4_k::PACKED_BYTES
+            && a.len() == nb * Q8K_BYTES
+            && aux.len() == nb * KAUX,
+        "packed gemv: block counts differ"
+    );
+    // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
+    unsafe { q4_k_gemv_k(group.as_ptr(), a.as_ptr(), aux.as_ptr(), nb) }
+}
+
+fn q4_k_tile(
+    group: &[u8],
+    a: [&[u8]; TILE_TOKENS],
+    aux: [&[u8]; TILE_TOKENS],
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    let nb = a[0].len() / Q8K_BYTES;
+    assert!(
+        group.len() == nb * q4_k::PACKED_BYTES
+            && (0..TILE_TOKENS).all(|t| a[t].len() == nb * Q8K_BYTES && aux[t].len() == nb * KAUX),
+        "packed tile: block counts differ"
+    );
+    // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
+    unsafe {
+        q4_k_tile_k(
+            group.as_ptr(),
+            a.map(|r| r.as_ptr()),
+            aux.map(|r| r.as_ptr()),
+            nb,
+        )
+    }
+}
+
 fn packed_gemv(ty: GgmlType) -> Option<PackedGemvFn> {
     match ty {
         GgmlType::Q4_0 => Some(q4_0_gemv),
         GgmlType::Q8_0 => Some(q8_0_gemv),
+        GgmlType::Q4_K => Some(q4_k_gemv),
         _ => None,
     }
 }
@@ -196,6 +383,7 @@ fn packed_tile(ty: GgmlType) -> Option<PackedTileFn> {
     match ty {
         GgmlType::Q4_0 => Some(q4_0_tile),
         GgmlType::Q8_0 => Some(q8_0_tile),
+        GgmlType::Q4_K => Some(q4_k_tile),
         _ => None,
     }
 }

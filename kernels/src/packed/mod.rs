@@ -32,9 +32,13 @@
 use half::f16;
 use rayon::prelude::*;
 
-use crate::formats::{BlockQ4_0, BlockQ8_0, QK};
+use crate::formats::{BlockQ4_0, BlockQ8_0, BlockQ8_K, QK};
 use crate::table::GgmlType;
 use crate::KernelError;
+
+pub mod q4_k;
+
+pub use q4_k::KBlockAux;
 
 /// Rows interleaved per group.
 pub const GROUP_ROWS: usize = 8;
@@ -73,13 +77,44 @@ pub fn act_aux(a: &[BlockQ8_0], aux: &mut [ActBlockAux]) {
     }
 }
 
-/// Bytes of one packed block (8 rows × 32 elements) of `ty`, or `None` if `ty` has no packed
-/// layout.
+/// Bytes of one packed block (8 rows × one block of `ty`) of `ty`, or `None` if `ty` has no
+/// packed layout.
 pub const fn packed_block_bytes(ty: GgmlType) -> Option<usize> {
     match ty {
         GgmlType::Q4_0 => Some(16 + 128),
         GgmlType::Q8_0 => Some(16 + 256),
+        GgmlType::Q4_K => Some(q4_k::PACKED_BYTES),
         _ => None,
+    }
+}
+
+/// Bytes of the per-block aux record the packed kernels read beside activation type `act`
+/// (Q8_0: [`ActBlockAux`], Q8_K: [`KBlockAux`]), or 0.
+pub const fn aux_bytes(act: GgmlType) -> usize {
+    match act {
+        GgmlType::Q8_0 => std::mem::size_of::<ActBlockAux>(),
+        GgmlType::Q8_K => std::mem::size_of::<KBlockAux>(),
+        _ => 0,
+    }
+}
+
+/// The aux records of one activation row of type `act` (Q8_0 or Q8_K blocks) into `aux`
+/// (`aux_bytes(act)` per block); nothing for other types.
+pub fn fill_aux(act: GgmlType, row: &[u8], aux: &mut [u8]) {
+    match act {
+        GgmlType::Q8_0 => {
+            let blocks = crate::dispatch::blocks_of::<BlockQ8_0>(row).expect("whole blocks");
+            let mut recs = vec![ActBlockAux::default(); blocks.len()];
+            act_aux(&blocks, &mut recs);
+            aux.copy_from_slice(bytemuck::cast_slice(&recs));
+        }
+        GgmlType::Q8_K => {
+            let blocks = crate::dispatch::blocks_of::<BlockQ8_K>(row).expect("whole blocks");
+            let mut recs = vec![KBlockAux::default(); blocks.len()];
+            q4_k::act_aux_k(&blocks, &mut recs);
+            aux.copy_from_slice(bytemuck::cast_slice(&recs));
+        }
+        _ => {}
     }
 }
 
@@ -116,7 +151,7 @@ impl PackedMatrix {
             && rows > 0
             && rows.is_multiple_of(GROUP_ROWS)
             && cols > 0
-            && cols.is_multiple_of(QK)
+            && cols.is_multiple_of(ty.block_elems())
     }
 
     /// Repacks a row-major GGUF matrix (`bytes` = `rows` rows of `cols` elements of `ty`).
@@ -124,7 +159,7 @@ impl PackedMatrix {
         if !Self::supports(ty, rows, cols) {
             return Err(KernelError::NoPackedLayout { ty, rows, cols });
         }
-        let row_bytes = cols / QK * ty.block_bytes();
+        let row_bytes = cols / ty.block_elems() * ty.block_bytes();
         if bytes.len() != rows * row_bytes {
             return Err(KernelError::LengthMismatch {
                 ty,
@@ -134,7 +169,7 @@ impl PackedMatrix {
             });
         }
         let pbb = packed_block_bytes(ty).expect("supported");
-        let nb = cols / QK;
+        let nb = cols / ty.block_elems();
         let mut data = Storage::new(rows / GROUP_ROWS * nb * pbb)?;
         data.par_chunks_exact_mut(nb * pbb)
             .zip(bytes.par_chunks_exact(GROUP_ROWS * row_bytes))
@@ -160,7 +195,7 @@ impl PackedMatrix {
     }
 
     pub fn blocks_per_row(&self) -> usize {
-        self.cols / QK
+        self.cols / self.ty.block_elems()
     }
 
     /// The packed bytes of row group `g`.
@@ -208,6 +243,9 @@ impl std::ops::DerefMut for Storage {
 
 /// One packed block from the 8 rows' GGUF blocks (`block(r)` = row `r`'s block bytes).
 fn pack_block<'a>(ty: GgmlType, block: impl Fn(usize) -> &'a [u8], dst: &mut [u8]) {
+    if ty == GgmlType::Q4_K {
+        return q4_k::pack_block(block, dst);
+    }
     let (scales, quants) = dst.split_at_mut(16);
     for r in 0..GROUP_ROWS {
         scales[2 * r..2 * r + 2].copy_from_slice(&block(r)[..2]);
@@ -256,20 +294,36 @@ pub fn unpack_row(ty: GgmlType, block: &[u8], r: usize) -> ([u8; QK], f16) {
     (u, d)
 }
 
-/// Scalar reference: one packed row group · one Q8_0 activation row → the 8 rows' dots, with
-/// exactly the arithmetic (and order) of the formats' reference `vec_dot` (integer block sums
-/// scaled by `d_w · d_a`, summed in f32), so it equals `vec_dot_q4_0_q8_0_ref` /
-/// `vec_dot_q8_0_q8_0_ref` on the unpacked rows bit for bit.
-pub fn packed_gemv_ref(ty: GgmlType, group: &[u8], a: &[BlockQ8_0]) -> [f32; GROUP_ROWS] {
+/// Scalar reference: one packed row group · one activation row (`a`: the row's Q8_0 or Q8_K
+/// bytes) → the 8 rows' dots, with exactly the arithmetic (and order) of the formats' reference
+/// `vec_dot` (integer block sums scaled by the block scales, summed in f32), so it equals
+/// `vec_dot_q4_0_q8_0_ref` / `vec_dot_q8_0_q8_0_ref` / `vec_dot_q4_k_q8_k_ref` on the unpacked
+/// rows bit for bit.
+pub fn packed_gemv_ref(ty: GgmlType, group: &[u8], a: &[u8]) -> [f32; GROUP_ROWS] {
     let pbb = packed_block_bytes(ty).expect("packed type");
+    let mut out = [0.0f32; GROUP_ROWS];
+    if ty == GgmlType::Q4_K {
+        let a = crate::dispatch::blocks_of::<BlockQ8_K>(a).expect("whole blocks");
+        assert_eq!(
+            group.len(),
+            a.len() * pbb,
+            "packed gemv: block counts differ"
+        );
+        for (block, ab) in group.chunks_exact(pbb).zip(a.iter()) {
+            for (o, term) in out.iter_mut().zip(q4_k::block_dots_ref(block, ab)) {
+                *o += term;
+            }
+        }
+        return out;
+    }
+    let a = crate::dispatch::blocks_of::<BlockQ8_0>(a).expect("whole blocks");
     assert_eq!(
         group.len(),
         a.len() * pbb,
         "packed gemv: block counts differ"
     );
     let offset = packed_offset(ty);
-    let mut out = [0.0f32; GROUP_ROWS];
-    for (block, ab) in group.chunks_exact(pbb).zip(a) {
+    for (block, ab) in group.chunks_exact(pbb).zip(a.iter()) {
         for (r, o) in out.iter_mut().enumerate() {
             let (u, d) = unpack_row(ty, block, r);
             let isum: i32 = u
@@ -294,6 +348,10 @@ pub fn unpack_group_row(ty: GgmlType, group: &[u8], r: usize) -> Vec<u8> {
     let offset = packed_offset(ty);
     let mut out = Vec::new();
     for block in group.chunks_exact(pbb) {
+        if ty == GgmlType::Q4_K {
+            out.extend(q4_k::unpack_gguf_block(block, r));
+            continue;
+        }
         let (u, d) = unpack_row(ty, block, r);
         out.extend_from_slice(&d.to_le_bytes());
         match ty {
