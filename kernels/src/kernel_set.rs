@@ -279,6 +279,7 @@ fn scalar_packed_gemv_fn(ty: GgmlType) -> Option<PackedGemvFn> {
         GgmlType::Q4_0 => Some(scalar_packed_gemv::<BlockQ4_0>),
         GgmlType::Q8_0 => Some(scalar_packed_gemv::<BlockQ8_0>),
         GgmlType::Q4_K => Some(scalar_packed_gemv::<BlockQ4_K>),
+        GgmlType::Q6_K => Some(scalar_packed_gemv::<BlockQ6_K>),
         _ => None,
     }
 }
@@ -288,6 +289,7 @@ fn scalar_packed_tile_fn(ty: GgmlType) -> Option<PackedTileFn> {
         GgmlType::Q4_0 => Some(scalar_packed_tile::<BlockQ4_0>),
         GgmlType::Q8_0 => Some(scalar_packed_tile::<BlockQ8_0>),
         GgmlType::Q4_K => Some(scalar_packed_tile::<BlockQ4_K>),
+        GgmlType::Q6_K => Some(scalar_packed_tile::<BlockQ6_K>),
         _ => None,
     }
 }

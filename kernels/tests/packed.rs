@@ -4,7 +4,8 @@
 //! * The scalar packed reference equals the formats' reference `vec_dot` bit for bit (same
 //!   integer block sums, same f32 order), row by row.
 //! * Every level's packed gemv and 4-token tile equal that reference within
-//!   `1e-6 · Σ_blocks |d_w·d_a|·Σ|q_w·q_a|` (Q4_K: `Σ |d·d_a·sc_j·q·a| + |dmin·d_a·m_j·a|`)
+//!   `1e-6 · Σ_blocks |d_w·d_a|·Σ|q_w·q_a|` (K-quants: with each sub-block's scale, and Q4_K's
+//!   `|dmin·d_a·m_j·a|` terms)
 //!   (integer sums exact; the SIMD kernels differ only in
 //!   the f32 rounding of per-lane scaling and the order of the final sums), on random rows,
 //!   all-0x00 / all-0xFF blocks, odd block counts and the activation edge cases (zeros, outliers,
@@ -20,8 +21,13 @@ use lumen_kernels::matmul::{matmul, QuantizedRows, WeightView};
 use lumen_kernels::packed::{self, PackedMatrix, GROUP_ROWS, TILE_TOKENS};
 use lumen_kernels::{kernels_for, quantize_row, vec_dot, GgmlType, Isa};
 
-const TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K];
-/// Blocks per row (32 elements each for Q4_0/Q8_0, 256 for Q4_K).
+const TYPES: [GgmlType; 4] = [
+    GgmlType::Q4_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
+/// Blocks per row (32 elements each for Q4_0/Q8_0, 256 for Q4_K/Q6_K).
 const BLOCK_COUNTS: [usize; 6] = [1, 2, 3, 7, 18, 64];
 
 fn weight_rows(ty: GgmlType, rows: usize, nb: usize, seed: u64) -> Vec<u8> {
@@ -52,6 +58,26 @@ fn activations(ty: GgmlType, nb: usize, seed: u64) -> Vec<(&'static str, Vec<u8>
 /// absolute values of every product the exact result is a sum of.
 fn abs_mass(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
     let f16_at = |b: &[u8], at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32() as f64;
+    if ty == GgmlType::Q6_K {
+        return w
+            .chunks_exact(210)
+            .zip(a.chunks_exact(292))
+            .map(|(bw, ba)| {
+                let da = f32::from_le_bytes(ba[0..4].try_into().unwrap()) as f64;
+                let d = f16_at(bw, 208);
+                (0..256)
+                    .map(|e| {
+                        let (half, x) = (e / 128, e % 128);
+                        let low = (bw[64 * half + x % 64] >> (4 * (x / 64))) & 0xF;
+                        let high = (bw[128 + 32 * half + x % 32] >> (2 * (x / 32))) & 3;
+                        let q = (low | high << 4) as f64 - 32.0;
+                        let sc = bw[192 + e / 16] as i8 as f64;
+                        (d * da * sc * q * ba[4 + e] as i8 as f64).abs()
+                    })
+                    .sum::<f64>()
+            })
+            .sum();
+    }
     if ty == GgmlType::Q4_K {
         return w
             .chunks_exact(144)

@@ -37,8 +37,18 @@ use crate::table::GgmlType;
 use crate::KernelError;
 
 pub mod q4_k;
+pub mod q6_k;
 
 pub use q4_k::KBlockAux;
+pub use q6_k::Q6Aux;
+
+/// Per Q8_K activation block: the records the packed Q4_K and Q6_K kernels read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Q8KAux {
+    pub q4_k: KBlockAux,
+    pub q6_k: Q6Aux,
+}
 
 /// Rows interleaved per group.
 pub const GROUP_ROWS: usize = 8;
@@ -84,16 +94,17 @@ pub const fn packed_block_bytes(ty: GgmlType) -> Option<usize> {
         GgmlType::Q4_0 => Some(16 + 128),
         GgmlType::Q8_0 => Some(16 + 256),
         GgmlType::Q4_K => Some(q4_k::PACKED_BYTES),
+        GgmlType::Q6_K => Some(q6_k::PACKED_BYTES),
         _ => None,
     }
 }
 
 /// Bytes of the per-block aux record the packed kernels read beside activation type `act`
-/// (Q8_0: [`ActBlockAux`], Q8_K: [`KBlockAux`]), or 0.
+/// (Q8_0: [`ActBlockAux`], Q8_K: [`Q8KAux`]), or 0.
 pub const fn aux_bytes(act: GgmlType) -> usize {
     match act {
         GgmlType::Q8_0 => std::mem::size_of::<ActBlockAux>(),
-        GgmlType::Q8_K => std::mem::size_of::<KBlockAux>(),
+        GgmlType::Q8_K => std::mem::size_of::<Q8KAux>(),
         _ => 0,
     }
 }
@@ -110,8 +121,16 @@ pub fn fill_aux(act: GgmlType, row: &[u8], aux: &mut [u8]) {
         }
         GgmlType::Q8_K => {
             let blocks = crate::dispatch::blocks_of::<BlockQ8_K>(row).expect("whole blocks");
-            let mut recs = vec![KBlockAux::default(); blocks.len()];
-            q4_k::act_aux_k(&blocks, &mut recs);
+            let mut mins = vec![KBlockAux::default(); blocks.len()];
+            q4_k::act_aux_k(&blocks, &mut mins);
+            let recs: Vec<Q8KAux> = blocks
+                .iter()
+                .zip(mins)
+                .map(|(b, q4_k)| Q8KAux {
+                    q4_k,
+                    q6_k: q6_k::q6_aux(b),
+                })
+                .collect();
             aux.copy_from_slice(bytemuck::cast_slice(&recs));
         }
         _ => {}
@@ -243,8 +262,10 @@ impl std::ops::DerefMut for Storage {
 
 /// One packed block from the 8 rows' GGUF blocks (`block(r)` = row `r`'s block bytes).
 fn pack_block<'a>(ty: GgmlType, block: impl Fn(usize) -> &'a [u8], dst: &mut [u8]) {
-    if ty == GgmlType::Q4_K {
-        return q4_k::pack_block(block, dst);
+    match ty {
+        GgmlType::Q4_K => return q4_k::pack_block(block, dst),
+        GgmlType::Q6_K => return q6_k::pack_block(block, dst),
+        _ => {}
     }
     let (scales, quants) = dst.split_at_mut(16);
     for r in 0..GROUP_ROWS {
@@ -302,7 +323,7 @@ pub fn unpack_row(ty: GgmlType, block: &[u8], r: usize) -> ([u8; QK], f16) {
 pub fn packed_gemv_ref(ty: GgmlType, group: &[u8], a: &[u8]) -> [f32; GROUP_ROWS] {
     let pbb = packed_block_bytes(ty).expect("packed type");
     let mut out = [0.0f32; GROUP_ROWS];
-    if ty == GgmlType::Q4_K {
+    if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
         let a = crate::dispatch::blocks_of::<BlockQ8_K>(a).expect("whole blocks");
         assert_eq!(
             group.len(),
@@ -310,7 +331,11 @@ pub fn packed_gemv_ref(ty: GgmlType, group: &[u8], a: &[u8]) -> [f32; GROUP_ROWS
             "packed gemv: block counts differ"
         );
         for (block, ab) in group.chunks_exact(pbb).zip(a.iter()) {
-            for (o, term) in out.iter_mut().zip(q4_k::block_dots_ref(block, ab)) {
+            let terms = match ty {
+                GgmlType::Q4_K => q4_k::block_dots_ref(block, ab),
+                _ => q6_k::block_dots_ref(block, ab),
+            };
+            for (o, term) in out.iter_mut().zip(terms) {
                 *o += term;
             }
         }
@@ -348,9 +373,16 @@ pub fn unpack_group_row(ty: GgmlType, group: &[u8], r: usize) -> Vec<u8> {
     let offset = packed_offset(ty);
     let mut out = Vec::new();
     for block in group.chunks_exact(pbb) {
-        if ty == GgmlType::Q4_K {
-            out.extend(q4_k::unpack_gguf_block(block, r));
-            continue;
+        match ty {
+            GgmlType::Q4_K => {
+                out.extend(q4_k::unpack_gguf_block(block, r));
+                continue;
+            }
+            GgmlType::Q6_K => {
+                out.extend(q6_k::unpack_gguf_block(block, r));
+                continue;
+            }
+            _ => {}
         }
         let (u, d) = unpack_row(ty, block, r);
         out.extend_from_slice(&d.to_le_bytes());

@@ -13,7 +13,9 @@
 use std::arch::x86_64::*;
 
 use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
-use crate::packed::{packed_block_bytes, q4_k, ActBlockAux, KBlockAux, GROUP_ROWS, TILE_TOKENS};
+use crate::packed::{
+    packed_block_bytes, q4_k, q6_k, ActBlockAux, KBlockAux, Q8KAux, GROUP_ROWS, TILE_TOKENS,
+};
 use crate::table::GgmlType;
 
 /// Row `r`'s scale into lanes `2r` and `2r + 1`.
@@ -199,7 +201,9 @@ packed_kernels!(
 
 /// Q8_K block bytes: d (f32) at 0, qs at 4, bsums at 260.
 const Q8K_BYTES: usize = 292;
-const KAUX: usize = std::mem::size_of::<KBlockAux>();
+/// Q8_K aux record stride; the Q4_K part is at offset 0, the Q6_K part after it.
+const KAUX: usize = std::mem::size_of::<Q8KAux>();
+const Q6AUX_AT: usize = std::mem::size_of::<KBlockAux>();
 
 /// Sub-block `j`'s scales of the 8 rows, each in its two lanes, as i32.
 #[inline]
@@ -370,11 +374,165 @@ fn q4_k_tile(
     }
 }
 
+// ---------------------------------------------------------------- Q6_K × Q8_K
+
+/// Chunk `c` (elements `64c..64c+64`) of a packed Q6_K super-block: the parts of units `2c`
+/// and `2c + 1` as unsigned 6-bit values (low nibble | high bits moved to bits 4, 5).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q6_chunk(block: *const u8, c: usize) -> ([__m512i; 4], [__m512i; 4]) {
+    let (m4, m30) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+    // Part k's two high bits sit at bits 2k, 2k+1 of each byte of the unit's high plane.
+    let high = |s: usize| {
+        let h = _mm512_loadu_si512(block.add(q6_k::high_at(s)) as *const __m512i);
+        [
+            _mm512_slli_epi16::<4>(h),
+            _mm512_slli_epi16::<2>(h),
+            h,
+            _mm512_srli_epi16::<2>(h),
+        ]
+        .map(|x| _mm512_and_si512(x, m30))
+    };
+    let (h_lo, h_hi) = (high(2 * c), high(2 * c + 1));
+    let v: [__m512i; 4] =
+        std::array::from_fn(
+            |k| _mm512_loadu_si512(block.add(q6_k::low_at(c, k)) as *const __m512i),
+        );
+    (
+        std::array::from_fn(|k| _mm512_or_si512(_mm512_and_si512(v[k], m4), h_lo[k])),
+        std::array::from_fn(|k| {
+            let low = _mm512_and_si512(_mm512_srli_epi16::<4>(v[k]), m4);
+            _mm512_or_si512(low, h_hi[k])
+        }),
+    )
+}
+
+/// Sub-block `j`'s i8 scales of the 8 rows, each in its two lanes, as i32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q6_scales(block: *const u8, j: usize) -> __m512i {
+    let v = _mm_loadl_epi64(block.add(q6_k::SCALES_AT + 8 * j) as *const __m128i);
+    _mm512_cvtepi8_epi32(_mm_unpacklo_epi8(v, v))
+}
+
+/// Unit `s`'s two sub-blocks: exact signed integer sums (chains started from the aux's
+/// `−32 ·` lane sums) times their scales.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q6_unit_isum(
+    w: &[__m512i; 4],
+    scales: (__m512i, __m512i),
+    qa: *const u8,
+    q6aux: *const u8,
+    s: usize,
+) -> __m512i {
+    let part = |k: usize| _mm512_set1_epi64((qa.add(8 * k) as *const i64).read_unaligned());
+    let start = |j: usize| _mm512_set1_epi64((q6aux.add(8 * j) as *const i64).read_unaligned());
+    let a = _mm512_dpbusd_epi32(start(2 * s), w[0], part(0));
+    let a = _mm512_dpbusd_epi32(a, w[1], part(1));
+    let b = _mm512_dpbusd_epi32(start(2 * s + 1), w[2], part(2));
+    let b = _mm512_dpbusd_epi32(b, w[3], part(3));
+    _mm512_add_epi32(
+        _mm512_mullo_epi32(a, scales.0),
+        _mm512_mullo_epi32(b, scales.1),
+    )
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q6_k_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
+    let mut acc = _mm512_setzero_ps();
+    for b in 0..nb {
+        let block = g.add(b * q6_k::PACKED_BYTES);
+        let ab = a.add(b * Q8K_BYTES);
+        let q6aux = aux.add(b * KAUX + Q6AUX_AT);
+        let mut isum = _mm512_setzero_si512();
+        for c in 0..4 {
+            let (lo, hi) = q6_chunk(block, c);
+            for (s, w) in [(2 * c, lo), (2 * c + 1, hi)] {
+                let scales = (q6_scales(block, 2 * s), q6_scales(block, 2 * s + 1));
+                let part = q6_unit_isum(&w, scales, ab.add(4 + 32 * s), q6aux, s);
+                isum = _mm512_add_epi32(isum, part);
+            }
+        }
+        let da = _mm512_set1_ps((ab as *const f32).read_unaligned());
+        let d = _mm512_mul_ps(row_scales(block), da);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, acc);
+    }
+    pair_sums(acc)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q6_k_tile_k(
+    g: *const u8,
+    a: [*const u8; TILE_TOKENS],
+    aux: [*const u8; TILE_TOKENS],
+    nb: usize,
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    let mut acc = [_mm512_setzero_ps(); TILE_TOKENS];
+    for b in 0..nb {
+        let block = g.add(b * q6_k::PACKED_BYTES);
+        let mut isum = [_mm512_setzero_si512(); TILE_TOKENS];
+        for c in 0..4 {
+            let (lo, hi) = q6_chunk(block, c);
+            for (s, w) in [(2 * c, lo), (2 * c + 1, hi)] {
+                let scales = (q6_scales(block, 2 * s), q6_scales(block, 2 * s + 1));
+                for t in 0..TILE_TOKENS {
+                    let qa = a[t].add(b * Q8K_BYTES + 4 + 32 * s);
+                    let q6aux = aux[t].add(b * KAUX + Q6AUX_AT);
+                    let part = q6_unit_isum(&w, scales, qa, q6aux, s);
+                    isum[t] = _mm512_add_epi32(isum[t], part);
+                }
+            }
+        }
+        let dw = row_scales(block);
+        for t in 0..TILE_TOKENS {
+            let da = _mm512_set1_ps((a[t].add(b * Q8K_BYTES) as *const f32).read_unaligned());
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, da), acc[t]);
+        }
+    }
+    acc.map(|v| pair_sums(v))
+}
+
+fn q6_k_gemv(group: &[u8], a: &[u8], aux: &[u8]) -> [f32; GROUP_ROWS] {
+    let nb = a.len() / Q8K_BYTES;
+    assert!(
+        group.len() == nb * q6_k::PACKED_BYTES
+            && a.len() == nb * Q8K_BYTES
+            && aux.len() == nb * KAUX,
+        "packed gemv: block counts differ"
+    );
+    // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
+    unsafe { q6_k_gemv_k(group.as_ptr(), a.as_ptr(), aux.as_ptr(), nb) }
+}
+
+fn q6_k_tile(
+    group: &[u8],
+    a: [&[u8]; TILE_TOKENS],
+    aux: [&[u8]; TILE_TOKENS],
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    let nb = a[0].len() / Q8K_BYTES;
+    assert!(
+        group.len() == nb * q6_k::PACKED_BYTES
+            && (0..TILE_TOKENS).all(|t| a[t].len() == nb * Q8K_BYTES && aux[t].len() == nb * KAUX),
+        "packed tile: block counts differ"
+    );
+    // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
+    unsafe {
+        q6_k_tile_k(
+            group.as_ptr(),
+            a.map(|r| r.as_ptr()),
+            aux.map(|r| r.as_ptr()),
+            nb,
+        )
+    }
+}
+
 fn packed_gemv(ty: GgmlType) -> Option<PackedGemvFn> {
     match ty {
         GgmlType::Q4_0 => Some(q4_0_gemv),
         GgmlType::Q8_0 => Some(q8_0_gemv),
         GgmlType::Q4_K => Some(q4_k_gemv),
+        GgmlType::Q6_K => Some(q6_k_gemv),
         _ => None,
     }
 }
@@ -384,6 +542,7 @@ fn packed_tile(ty: GgmlType) -> Option<PackedTileFn> {
         GgmlType::Q4_0 => Some(q4_0_tile),
         GgmlType::Q8_0 => Some(q8_0_tile),
         GgmlType::Q4_K => Some(q4_k_tile),
+        GgmlType::Q6_K => Some(q6_k_tile),
         _ => None,
     }
 }
