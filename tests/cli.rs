@@ -181,3 +181,25 @@ fn default_model_is_fetched_once_then_cached() {
         "greedy output differs between runs"
     );
 }
+
+/// `lumen convert` runs the sibling `lumen-convert` (built by `cargo build --workspace`),
+/// passing `--help` and the exit status through; without it, it says how to build it.
+#[test]
+fn convert_forwards_to_the_lumen_convert_tool() {
+    let lumen_exe = Path::new(env!("CARGO_BIN_EXE_lumen"));
+    let tool = lumen_exe.with_file_name(format!("lumen-convert{}", std::env::consts::EXE_SUFFIX));
+    let help = lumen(&["convert", "--help"], None);
+    if !tool.is_file() {
+        assert_clean_failure(&help, "cargo build --release --workspace");
+        return;
+    }
+    let out = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{}", stderr(&help));
+    assert!(
+        out.contains("--outtype") && out.contains("--force"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let o = lumen(&["convert", dir.path().to_str().unwrap()], None);
+    assert_clean_failure(&o, "config.json");
+}

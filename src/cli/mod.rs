@@ -2,6 +2,8 @@
 //! llama.cpp's flag names where a user would look for them.
 
 mod bench;
+mod convert;
+mod forward;
 mod inspect;
 mod run;
 
@@ -26,6 +28,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure prompt and generation speed (llama-bench's method and table).
     Bench(bench::BenchArgs),
+    /// Convert a Hugging Face checkpoint directory to GGUF (runs lumen-convert; --help for options).
+    Convert(forward::ForwardArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -33,5 +37,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Convert(args) => convert::convert(args),
     }
 }

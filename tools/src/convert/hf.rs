@@ -1,0 +1,326 @@
+//! Reading a Hugging Face model directory's JSON files: `config.json` (both the classic
+//! `rope_theta`/`rope_scaling` and the newer `rope_parameters` spellings) and
+//! `generation_config.json`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::ConvertError;
+
+/// Caps on sizes read from `config.json`: far above any real model, low enough that a hostile
+/// value cannot make us plan absurd allocations before a shape check fails.
+const MAX_DIM: u64 = 1 << 20;
+const MAX_LAYERS: u64 = 1 << 12;
+const MAX_VOCAB: u64 = 1 << 24;
+
+/// A JSON file read into a map, remembering its path for error messages.
+#[derive(Clone, Debug)]
+pub struct JsonFile {
+    pub path: PathBuf,
+    pub root: Map<String, Value>,
+}
+
+impl JsonFile {
+    /// Reads `path`; a file that is not a JSON object is an error naming it.
+    pub fn read(path: &Path) -> Result<Self, ConvertError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConvertError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Reads `path` if it exists.
+    pub fn read_optional(path: &Path) -> Result<Option<Self>, ConvertError> {
+        if path.is_file() {
+            Self::read(path).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConvertError> {
+        let value: Value = serde_json::from_str(text).map_err(|source| ConvertError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        match value {
+            Value::Object(root) => Ok(Self {
+                path: path.to_path_buf(),
+                root,
+            }),
+            _ => Err(ConvertError::BadKey {
+                path: path.to_path_buf(),
+                key: "(root)".into(),
+                message: "expected a JSON object".into(),
+            }),
+        }
+    }
+
+    pub fn bad(&self, key: &str, message: impl Into<String>) -> ConvertError {
+        ConvertError::BadKey {
+            path: self.path.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.root.get(key).filter(|v| !v.is_null())
+    }
+
+    pub fn str_opt(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(Value::as_str)
+    }
+
+    /// A required positive integer no larger than `cap`.
+    pub fn usize_capped(&self, key: &str, cap: u64) -> Result<usize, ConvertError> {
+        match self.usize_opt(key, cap)? {
+            Some(v) => Ok(v),
+            None => Err(self.bad(key, "missing")),
+        }
+    }
+
+    pub fn usize_opt(&self, key: &str, cap: u64) -> Result<Option<usize>, ConvertError> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        match v.as_u64() {
+            Some(n) if n > 0 && n <= cap => Ok(Some(n as usize)),
+            _ => Err(self.bad(key, format!("{v} is not an integer in 1..={cap}"))),
+        }
+    }
+
+    pub fn f64_opt(&self, key: &str) -> Result<Option<f64>, ConvertError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.bad(key, format!("{v} is not a number"))),
+        }
+    }
+
+    pub fn bool_opt(&self, key: &str) -> Option<bool> {
+        self.get(key).and_then(Value::as_bool)
+    }
+}
+
+/// llama3-style RoPE frequency scaling (`rope_type: "llama3"`), llama.cpp's defaults applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Llama3Rope {
+    pub factor: f32,
+    pub low_freq_factor: f32,
+    pub high_freq_factor: f32,
+    pub original_context: f32,
+}
+
+/// How RoPE positions are scaled.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    None,
+    Linear(f32),
+    Llama3(Llama3Rope),
+}
+
+/// The hyper-parameters of a Llama-architecture `config.json`.
+#[derive(Clone, Debug)]
+pub struct HfConfig {
+    pub path: PathBuf,
+    pub architecture: String,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// `head_dim` when the config states it (then llama.cpp also writes key/value lengths).
+    pub head_dim_explicit: Option<usize>,
+    pub n_vocab: usize,
+    pub n_ctx: Option<usize>,
+    pub rms_eps: Option<f64>,
+    pub rope_theta: Option<f64>,
+    pub rope_scaling: RopeScaling,
+    pub tie_word_embeddings: bool,
+    /// The raw file, for the special-token ids llama.cpp also reads from it.
+    pub json: JsonFile,
+}
+
+impl HfConfig {
+    pub fn head_dim(&self) -> usize {
+        self.head_dim_explicit.unwrap_or(self.n_embd / self.n_head)
+    }
+
+    /// Reads `dir/config.json`.
+    pub fn read(dir: &Path) -> Result<Self, ConvertError> {
+        let path = dir.join("config.json");
+        if !path.is_file() {
+            return Err(ConvertError::MissingConfig {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Self::from_json(JsonFile::read(&path)?)
+    }
+
+    pub fn from_json(json: JsonFile) -> Result<Self, ConvertError> {
+        let architecture = architecture(&json)?;
+        let n_embd = json.usize_capped("hidden_size", MAX_DIM)?;
+        let n_head = json.usize_capped("num_attention_heads", MAX_DIM)?;
+        let n_head_kv = json
+            .usize_opt("num_key_value_heads", MAX_DIM)?
+            .unwrap_or(n_head);
+        let rope = RopeParams::from_config(&json)?;
+        let cfg = Self {
+            path: json.path.clone(),
+            architecture,
+            n_layer: json.usize_capped("num_hidden_layers", MAX_LAYERS)?,
+            n_embd,
+            n_ff: json.usize_capped("intermediate_size", MAX_DIM * 8)?,
+            n_head,
+            n_head_kv,
+            head_dim_explicit: json.usize_opt("head_dim", MAX_DIM)?,
+            n_vocab: json.usize_capped("vocab_size", MAX_VOCAB)?,
+            n_ctx: json.usize_opt("max_position_embeddings", u32::MAX as u64)?,
+            rms_eps: json.f64_opt("rms_norm_eps")?,
+            rope_theta: rope.theta,
+            rope_scaling: rope.scaling,
+            tie_word_embeddings: json.bool_opt("tie_word_embeddings").unwrap_or(false),
+            json,
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), ConvertError> {
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
+            return Err(self.json.bad(
+                "num_key_value_heads",
+                format!(
+                    "{} attention heads are not a multiple of {} KV heads",
+                    self.n_head, self.n_head_kv
+                ),
+            ));
+        }
+        let hd = self.head_dim();
+        // The Q/K permutation pairs row i with row i + head_dim/2, so head_dim must be even.
+        if !hd.is_multiple_of(2)
+            || (self.head_dim_explicit.is_none() && !self.n_embd.is_multiple_of(self.n_head))
+        {
+            return Err(self.json.bad(
+                "head_dim",
+                format!(
+                    "head dimension {hd} (hidden {} / {} heads) must be a whole even number",
+                    self.n_embd, self.n_head
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `architectures[0]`, the Hugging Face class name (`LlamaForCausalLM`).
+fn architecture(json: &JsonFile) -> Result<String, ConvertError> {
+    json.get("architectures")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            json.bad(
+                "architectures",
+                "missing (expected e.g. [\"LlamaForCausalLM\"])",
+            )
+        })
+}
+
+struct RopeParams {
+    theta: Option<f64>,
+    scaling: RopeScaling,
+}
+
+impl RopeParams {
+    /// llama.cpp's reading: `rope_parameters`, else `rope_scaling`; the theta from inside it or
+    /// from the top-level `rope_theta`; `rope_type` or the older `type`.
+    fn from_config(json: &JsonFile) -> Result<Self, ConvertError> {
+        let (key, params) = match (json.get("rope_parameters"), json.get("rope_scaling")) {
+            (Some(p), _) => ("rope_parameters", p),
+            (None, Some(p)) => ("rope_scaling", p),
+            (None, None) => ("rope_parameters", &Value::Null),
+        };
+        let empty = Map::new();
+        let params = match params {
+            Value::Object(m) => m,
+            Value::Null => &empty,
+            other => return Err(json.bad(key, format!("{other} is not an object"))),
+        };
+        let num = |name: &str| -> Result<Option<f64>, ConvertError> {
+            match params.get(name).filter(|v| !v.is_null()) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_f64()
+                    .map(Some)
+                    .ok_or_else(|| json.bad(&format!("{key}.{name}"), "not a number")),
+            }
+        };
+        let theta = match num("rope_theta")? {
+            Some(t) => Some(t),
+            None => json.f64_opt("rope_theta")?,
+        };
+        let rope_type = params
+            .get("rope_type")
+            .or_else(|| params.get("type"))
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase);
+        let scaling = match rope_type.as_deref() {
+            None | Some("default") => RopeScaling::None,
+            Some("linear") => match num("factor")? {
+                Some(f) => RopeScaling::Linear(f as f32),
+                None => RopeScaling::None,
+            },
+            Some("llama3") => RopeScaling::Llama3(Llama3Rope {
+                factor: num("factor")?.unwrap_or(8.0) as f32,
+                low_freq_factor: num("low_freq_factor")?.unwrap_or(1.0) as f32,
+                high_freq_factor: num("high_freq_factor")?.unwrap_or(4.0) as f32,
+                original_context: num("original_max_position_embeddings")?.unwrap_or(8192.0) as f32,
+            }),
+            Some(other) => {
+                return Err(json.bad(
+                    &format!("{key}.rope_type"),
+                    format!("RoPE type {other:?} is not supported (default, linear, llama3 are)"),
+                ))
+            }
+        };
+        Ok(Self { theta, scaling })
+    }
+}
+
+/// Sampling defaults from `generation_config.json`, written as `general.sampling.*` like
+/// llama.cpp's converter does.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SamplingDefaults {
+    pub top_k: Option<i32>,
+    pub top_p: Option<f32>,
+    pub min_p: Option<f32>,
+    pub temp: Option<f32>,
+    pub penalty_repeat: Option<f32>,
+}
+
+impl SamplingDefaults {
+    /// Reads `dir/generation_config.json`; like llama.cpp, an unreadable file means no defaults.
+    pub fn read(dir: &Path) -> Self {
+        let Ok(Some(json)) = JsonFile::read_optional(&dir.join("generation_config.json")) else {
+            return Self::default();
+        };
+        let f = |k: &str| json.get(k).and_then(Value::as_f64).map(|v| v as f32);
+        Self {
+            top_k: json
+                .get("top_k")
+                .and_then(Value::as_i64)
+                .and_then(|v| i32::try_from(v).ok()),
+            top_p: f("top_p"),
+            min_p: f("min_p"),
+            temp: f("temperature"),
+            penalty_repeat: f("penalty_repeat").or_else(|| f("repetition_penalty")),
+        }
+    }
+}

@@ -1,0 +1,618 @@
+//! The `tokenizer.ggml.*` metadata from `tokenizer.json` + `tokenizer_config.json` (+ the
+//! special-token ids in `config.json`), the way llama.cpp's converter derives it for byte-level
+//! BPE ("gpt2") vocabularies: `get_vocab_base`, `get_vocab_base_pre` and gguf-py's
+//! `SpecialVocab`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use lumen::gguf::keys;
+use lumen::gguf::writer::MetaValue;
+use lumen::tokenizer::token_type;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::hf::{HfConfig, JsonFile};
+use super::ConvertError;
+
+/// llama.cpp's pre-tokenizer probe text (`get_vocab_base_pre`'s `chktxt`): the SHA-256 of
+/// `str(tokenizer.encode(chktxt))` identifies the pre-tokenizer.
+const CHKTXT: &str = "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u{200d}🌫️ (multiple emojis concatenated) ✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ ------======= нещо на Български ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL";
+
+/// The probe hashes from llama.cpp's table for the pre-tokenizers Lumen's runtime implements.
+const KNOWN_PRE: &[(&str, &str)] = &[
+    // meta-llama/Meta-Llama-3-8B (also Llama 3.1 / 3.2)
+    (
+        "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5",
+        "llama-bpe",
+    ),
+    // HuggingFaceTB/SmolLM-135M (also SmolLM2)
+    (
+        "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249",
+        "smollm",
+    ),
+    // openai-community/gpt2
+    (
+        "3ce83efda5659b07b1ad37ca97ca5797ea4285d9b9ab0dc679e4a720c9da7454",
+        "gpt-2",
+    ),
+    // bigcode/starcoder2-3b
+    (
+        "35d91631860c815f952d711435f48d356ebac988362536bed955d43bfa436e34",
+        "starcoder",
+    ),
+    // smallcloudai/Refact-1_6-base
+    (
+        "6221ad2852e85ce96f791f476e0b390cf9b474c9e3d1362f53a24a06dc8220ff",
+        "refact",
+    ),
+    // WisdomShell/CodeShell-7B
+    (
+        "7b3e7548e4308f52a76e8229e4e6cc831195d0d1df43aed21ac6c93da05fec5f",
+        "codeshell",
+    ),
+];
+
+/// gguf-py's special-token types, in its order; `cls` has no GGUF key but stands in for a
+/// missing `bos`.
+const SPECIAL_TYPES: [&str; 7] = ["bos", "eos", "unk", "sep", "pad", "cls", "mask"];
+
+/// Everything the vocabulary contributes to the GGUF metadata.
+#[derive(Debug)]
+pub struct Vocab {
+    pub pre: String,
+    pub tokens: Vec<String>,
+    pub token_types: Vec<i32>,
+    pub merges: Vec<String>,
+    /// Special token ids in the order gguf-py sets them.
+    pub special_ids: Vec<(&'static str, u32)>,
+    /// `add_{bos,eos,sep}_token` flags in the order gguf-py sets them.
+    pub add_flags: Vec<(&'static str, bool)>,
+    pub chat_template: Option<String>,
+    pub add_space_prefix: Option<bool>,
+}
+
+impl Vocab {
+    pub fn read(dir: &Path, cfg: &HfConfig) -> Result<Self, ConvertError> {
+        let tok_path = dir.join("tokenizer.json");
+        if !tok_path.is_file() {
+            let hint = if dir.join("tokenizer.model").is_file() {
+                "SentencePiece vocabularies (tokenizer.model) are not supported by the converter yet"
+            } else {
+                "the converter needs a Hugging Face fast tokenizer"
+            };
+            return Err(ConvertError::Tokenizer {
+                path: tok_path,
+                message: format!("missing: {hint}"),
+            });
+        }
+        let tok = JsonFile::read(&tok_path)?;
+        let tok_config = JsonFile::read_optional(&dir.join("tokenizer_config.json"))?;
+        let added = added_tokens(&tok)?;
+        let (tokens, token_types) = token_list(&tok, &added, cfg.n_vocab)?;
+        let mut specials = SpecialVocab::default();
+        if let Some(tc) = &tok_config {
+            specials.read_token_names(tc);
+        }
+        specials.read_post_processor(&tok);
+        if let Some(tc) = &tok_config {
+            specials.read_tokenizer_config(tc, &added, cfg.n_vocab);
+        }
+        specials.read_config(&cfg.json, cfg.n_vocab);
+        Ok(Self {
+            pre: pre_tokenizer(&tok_path)?,
+            tokens,
+            token_types,
+            merges: merges(&tok)?,
+            special_ids: specials.ids(),
+            add_flags: specials.add_flags(),
+            chat_template: chat_template(dir, tok_config.as_ref()),
+            add_space_prefix: tok_config
+                .as_ref()
+                .and_then(|c| c.bool_opt("add_prefix_space")),
+        })
+    }
+
+    /// The `tokenizer.*` keys in the order llama.cpp's converter writes them.
+    pub fn metadata(&self) -> Vec<(String, MetaValue)> {
+        let mut md: Vec<(String, MetaValue)> = Vec::new();
+        let mut put = |k: &str, v: MetaValue| md.push((k.to_string(), v));
+        if let Some(b) = self.add_space_prefix {
+            put(keys::TOKENIZER_ADD_SPACE_PREFIX, MetaValue::Bool(b));
+        }
+        put(keys::TOKENIZER_MODEL, MetaValue::Str("gpt2".into()));
+        put(keys::TOKENIZER_PRE, MetaValue::Str(self.pre.clone()));
+        put(keys::TOKENIZER_TOKENS, str_array(&self.tokens));
+        put(
+            keys::TOKENIZER_TOKEN_TYPE,
+            MetaValue::Array(
+                self.token_types
+                    .iter()
+                    .map(|&t| MetaValue::I32(t))
+                    .collect(),
+            ),
+        );
+        put(keys::TOKENIZER_MERGES, str_array(&self.merges));
+        for &(key, id) in &self.special_ids {
+            put(key, MetaValue::U32(id));
+        }
+        for &(key, on) in &self.add_flags {
+            put(key, MetaValue::Bool(on));
+        }
+        if let Some(t) = &self.chat_template {
+            put(keys::TOKENIZER_CHAT_TEMPLATE, MetaValue::Str(t.clone()));
+        }
+        md
+    }
+}
+
+fn str_array(items: &[String]) -> MetaValue {
+    MetaValue::Array(items.iter().map(|s| MetaValue::Str(s.clone())).collect())
+}
+
+fn tok_err(json: &JsonFile, message: impl Into<String>) -> ConvertError {
+    ConvertError::Tokenizer {
+        path: json.path.clone(),
+        message: message.into(),
+    }
+}
+
+/// One entry of `tokenizer.json`'s `added_tokens`.
+struct AddedToken {
+    id: u32,
+    content: String,
+    special: bool,
+}
+
+fn added_tokens(tok: &JsonFile) -> Result<Vec<AddedToken>, ConvertError> {
+    let Some(list) = tok.get("added_tokens").and_then(Value::as_array) else {
+        return Ok(Vec::new());
+    };
+    list.iter()
+        .map(|t| {
+            let id = t.get("id").and_then(Value::as_u64);
+            let content = t.get("content").and_then(Value::as_str);
+            match (id.and_then(|i| u32::try_from(i).ok()), content) {
+                (Some(id), Some(content)) => Ok(AddedToken {
+                    id,
+                    content: content.to_string(),
+                    special: t.get("special").and_then(Value::as_bool).unwrap_or(false),
+                }),
+                _ => Err(tok_err(
+                    tok,
+                    format!("added_tokens entry {t} lacks an id or content"),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Tokens by id with llama.cpp's types: added tokens are control tokens when special (or when
+/// they look like `<|…|>`), else user-defined; ids with no token become `[PAD{i}]`, unused.
+fn token_list(
+    tok: &JsonFile,
+    added: &[AddedToken],
+    n_vocab: usize,
+) -> Result<(Vec<String>, Vec<i32>), ConvertError> {
+    let model = tok
+        .get("model")
+        .ok_or_else(|| tok_err(tok, "no 'model' section"))?;
+    let model_type = model.get("type").and_then(Value::as_str).unwrap_or("");
+    if model_type != "BPE" {
+        return Err(tok_err(
+            tok,
+            format!("model type {model_type:?} is not supported (byte-level BPE is)"),
+        ));
+    }
+    let Some(Value::Object(vocab)) = model.get("vocab") else {
+        return Err(tok_err(tok, "model.vocab is missing or not an object"));
+    };
+    let mut by_id: Vec<Option<String>> = vec![None; n_vocab];
+    let mut place = |text: &str, id: u64| -> Result<(), ConvertError> {
+        let slot = usize::try_from(id).ok().and_then(|i| by_id.get_mut(i));
+        match slot {
+            Some(slot) => {
+                *slot = Some(text.to_string());
+                Ok(())
+            }
+            None => Err(tok_err(
+                tok,
+                format!("token {text:?} has id {id}, beyond config.json's vocab_size {n_vocab}"),
+            )),
+        }
+    };
+    for (text, id) in vocab {
+        let id = id
+            .as_u64()
+            .ok_or_else(|| tok_err(tok, format!("token {text:?}: id {id} is not an integer")))?;
+        place(text, id)?;
+    }
+    for a in added {
+        place(&a.content, a.id as u64)?;
+    }
+    let added_by_text: HashMap<&str, &AddedToken> =
+        added.iter().map(|a| (a.content.as_str(), a)).collect();
+    let mut tokens = Vec::with_capacity(n_vocab);
+    let mut types = Vec::with_capacity(n_vocab);
+    for (i, t) in by_id.into_iter().enumerate() {
+        let (text, ty) = match t {
+            None => (format!("[PAD{i}]"), token_type::UNUSED),
+            Some(text) => match added_by_text.get(text.as_str()) {
+                Some(a) if a.special || looks_special(&text) => (text, token_type::CONTROL),
+                // llama.cpp pre-normalizes user-defined SentencePiece spaces.
+                Some(_) => (text.replace('\u{2581}', " "), token_type::USER_DEFINED),
+                None => (text, token_type::NORMAL),
+            },
+        };
+        tokens.push(text);
+        types.push(ty);
+    }
+    Ok((tokens, types))
+}
+
+/// llama.cpp's `does_token_look_special`.
+fn looks_special(t: &str) -> bool {
+    matches!(t, "<pad>" | "<mask>" | "<2mass>" | "[@BOS@]")
+        || (t.starts_with("<|") && t.ends_with("|>"))
+        || (t.starts_with("<｜") && t.ends_with("｜>"))
+        || (t.starts_with("<unused") && t.ends_with('>'))
+}
+
+/// `model.merges` as `"left right"` lines; the pair form (transformers ≥ 4.45) has any space
+/// inside a part written as U+0120, as gguf-py does.
+fn merges(tok: &JsonFile) -> Result<Vec<String>, ConvertError> {
+    let Some(list) = tok
+        .get("model")
+        .and_then(|m| m.get("merges"))
+        .and_then(Value::as_array)
+    else {
+        return Err(tok_err(
+            tok,
+            "model.merges is missing (a BPE vocabulary needs it)",
+        ));
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| match m {
+            Value::String(s) => Ok(s.clone()),
+            Value::Array(pair) => match pair.as_slice() {
+                [Value::String(a), Value::String(b)] => {
+                    Ok(format!("{} {}", space_to_g(a), space_to_g(b)))
+                }
+                _ => Err(tok_err(
+                    tok,
+                    format!("merge {i} ({m}) is not a pair of strings"),
+                )),
+            },
+            _ => Err(tok_err(
+                tok,
+                format!("merge {i} ({m}) has an unknown format"),
+            )),
+        })
+        .collect()
+}
+
+fn space_to_g(s: &str) -> String {
+    s.replace(' ', "\u{0120}")
+}
+
+/// Encodes llama.cpp's probe text with the model's own tokenizer and looks the hash up.
+fn pre_tokenizer(tok_path: &Path) -> Result<String, ConvertError> {
+    let err = |message: String| ConvertError::Tokenizer {
+        path: tok_path.to_path_buf(),
+        message,
+    };
+    let tk = tokenizers::Tokenizer::from_file(tok_path)
+        .map_err(|e| err(format!("the tokenizers crate cannot load it: {e}")))?;
+    let enc = tk
+        .encode(CHKTXT, true)
+        .map_err(|e| err(format!("cannot encode the pre-tokenizer probe text: {e}")))?;
+    let hash = probe_hash(enc.get_ids());
+    KNOWN_PRE
+        .iter()
+        .find(|(h, _)| *h == hash)
+        .map(|(_, name)| name.to_string())
+        .ok_or_else(|| ConvertError::UnknownPreTokenizer {
+            path: tok_path.to_path_buf(),
+            hash,
+            known: KNOWN_PRE
+                .iter()
+                .map(|(_, n)| *n)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// SHA-256 of Python's `str(list_of_ids)`, e.g. `"[128000, 198]"`.
+fn probe_hash(ids: &[u32]) -> String {
+    let text = format!(
+        "[{}]",
+        ids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `tokenizer_config.json`'s `chat_template` (a string, or the `default` entry of a list),
+/// else `chat_template.jinja`, else `chat_template.json`.
+fn chat_template(dir: &Path, tok_config: Option<&JsonFile>) -> Option<String> {
+    let from_value = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(list) => list
+            .iter()
+            .find(|e| e.get("name").and_then(Value::as_str) == Some("default"))
+            .and_then(|e| e.get("template"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    };
+    if let Some(t) = tok_config
+        .and_then(|c| c.get("chat_template"))
+        .and_then(from_value)
+    {
+        return Some(t);
+    }
+    if let Ok(t) = std::fs::read_to_string(dir.join("chat_template.jinja")) {
+        return Some(t);
+    }
+    JsonFile::read_optional(&dir.join("chat_template.json"))
+        .ok()
+        .flatten()
+        .and_then(|j| j.get("chat_template").and_then(from_value))
+}
+
+/// gguf-py's `SpecialVocab`: special token ids and add-token flags, first setting wins.
+#[derive(Default)]
+struct SpecialVocab {
+    ids: Vec<(String, u32)>,
+    add: Vec<(String, bool)>,
+    /// `{typ}_token` strings, possibly filled in from the post-processor's template.
+    names: HashMap<String, String>,
+}
+
+impl SpecialVocab {
+    fn set_id(&mut self, typ: &str, id: Option<u64>, n_vocab: usize) {
+        let Some(id) = id.filter(|&i| (i as usize) < n_vocab) else {
+            return;
+        };
+        if !self.ids.iter().any(|(t, _)| t == typ) {
+            self.ids.push((typ.to_string(), id as u32));
+        }
+    }
+
+    /// `overwrite` = Python's `d[k] = v`; otherwise `d.setdefault(k, v)`.
+    fn set_add(&mut self, typ: &str, on: bool, overwrite: bool) {
+        match self.add.iter_mut().find(|(t, _)| t == typ) {
+            Some(entry) if overwrite => entry.1 = on,
+            Some(_) => {}
+            None => self.add.push((typ.to_string(), on)),
+        }
+    }
+
+    fn name(&self, typ: &str) -> Option<&str> {
+        self.names.get(typ).map(String::as_str)
+    }
+
+    /// `tokenizer_config.json`'s `{typ}_token` strings (the post-processor may fill in more).
+    fn read_token_names(&mut self, tc: &JsonFile) {
+        for typ in SPECIAL_TYPES {
+            if let Some(name) = token_name(tc.get(&format!("{typ}_token"))) {
+                self.names.insert(typ.to_string(), name);
+            }
+        }
+    }
+
+    /// The `tokenizer.json` post-processor: ByteLevel means no BOS/EOS; a TemplateProcessing
+    /// whose single-sequence template starts with the BOS (or CLS) token adds it, one that ends
+    /// with EOS adds that, and a separator between A and B in the pair template adds SEP.
+    fn read_post_processor(&mut self, tok: &JsonFile) {
+        let Some(pp) = tok.get("post_processor") else {
+            return;
+        };
+        let processors = match pp.get("processors").and_then(Value::as_array) {
+            Some(list) => list.iter().collect::<Vec<_>>(),
+            None => vec![pp],
+        };
+        for p in processors {
+            match p.get("type").and_then(Value::as_str) {
+                Some("ByteLevel") => {
+                    self.set_add("bos", false, false);
+                    self.set_add("eos", false, false);
+                }
+                Some("RobertaProcessing") => {
+                    for typ in ["bos", "eos", "sep"] {
+                        self.set_add(typ, true, true);
+                    }
+                }
+                Some("TemplateProcessing") => self.read_template(p),
+                _ => {}
+            }
+        }
+    }
+
+    fn read_template(&mut self, p: &Value) {
+        let special_id = |e: &Value| {
+            e.get("SpecialToken")
+                .and_then(|s| s.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let single = p.get("single").and_then(Value::as_array);
+        let Some(single) = single.filter(|s| s.len() > 1) else {
+            return;
+        };
+        let first = single.first().and_then(special_id);
+        if let Some(first) = &first {
+            if self.name("bos").is_none() && self.name("cls") != Some(first) {
+                self.names.insert("bos".into(), first.clone());
+            }
+            let is_bos = self.name("bos") == Some(first) || self.name("cls") == Some(first);
+            self.set_add("bos", is_bos, true);
+        }
+        let last = single.last().and_then(special_id);
+        if let Some(last) = &last {
+            if self.name("eos").is_none() {
+                self.names.insert("eos".into(), last.clone());
+            }
+            let is_eos = self.name("eos") == Some(last);
+            self.set_add("eos", is_eos, true);
+        }
+        let pair = p.get("pair").and_then(Value::as_array);
+        if let Some(pair) = pair {
+            self.read_pair_template(pair, first.as_deref(), last.as_deref());
+        }
+    }
+
+    /// `A [sep] [eos] B`: SEP is added when a separator token sits between the sequences.
+    fn read_pair_template(&mut self, pair: &[Value], first: Option<&str>, last: Option<&str>) {
+        let special_id = |e: &Value| {
+            e.get("SpecialToken")
+                .and_then(|s| s.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let seq_id = |e: &Value| {
+            e.get("Sequence")
+                .and_then(|s| s.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let start =
+            usize::from(first.is_some() && pair.first().and_then(special_id).as_deref() == first);
+        let stop = if last.is_some() && pair.last().and_then(special_id).as_deref() == last {
+            pair.len().saturating_sub(1)
+        } else {
+            pair.len()
+        };
+        let Some(inner) = pair.get(start..stop).filter(|s| !s.is_empty()) else {
+            return;
+        };
+        let (a, b) = (
+            inner.first().and_then(seq_id),
+            inner.last().and_then(seq_id),
+        );
+        if a.as_deref() != Some("A") || b.as_deref() != Some("B") || inner.len() < 3 {
+            return;
+        }
+        let middle = &inner[1..inner.len() - 1];
+        let seps = [self.name("sep"), self.name("eos")];
+        let is_sep = |e: &Value| special_id(e).is_some_and(|id| seps.contains(&Some(id.as_str())));
+        let add_sep = match middle {
+            [one] => is_sep(one) && last.is_none(),
+            [one, two, ..] => (is_sep(one) && last.is_none()) || is_sep(two),
+            [] => false,
+        };
+        self.set_add("sep", add_sep, true);
+    }
+
+    /// `add_{typ}_token` flags (where the post-processor did not decide) and `{typ}_token`
+    /// strings resolved to ids through `added_tokens`.
+    fn read_tokenizer_config(&mut self, tc: &JsonFile, added: &[AddedToken], n_vocab: usize) {
+        for typ in SPECIAL_TYPES {
+            if let Some(on) = tc.bool_opt(&format!("add_{typ}_token")) {
+                self.set_add(typ, on, false);
+            }
+            let Some(name) = self.name(typ).map(str::to_string) else {
+                continue;
+            };
+            let id = added
+                .iter()
+                .find(|a| a.content == name)
+                .map(|a| a.id as u64);
+            self.set_id(typ, id, n_vocab);
+        }
+    }
+
+    /// `config.json`'s integer `{typ}_token_id`s (lists, as Llama 3's eos, are ignored).
+    fn read_config(&mut self, cfg: &JsonFile, n_vocab: usize) {
+        for typ in SPECIAL_TYPES {
+            let id = cfg.get(&format!("{typ}_token_id")).and_then(Value::as_u64);
+            self.set_id(typ, id, n_vocab);
+        }
+    }
+
+    fn ids(&self) -> Vec<(&'static str, u32)> {
+        self.ids
+            .iter()
+            .filter_map(|(typ, id)| id_key(typ).map(|k| (k, *id)))
+            .collect()
+    }
+
+    fn add_flags(&self) -> Vec<(&'static str, bool)> {
+        self.add
+            .iter()
+            .filter_map(|(typ, on)| add_key(typ).map(|k| (k, *on)))
+            .collect()
+    }
+}
+
+/// A `{typ}_token` entry: a string or `{"content": …}`.
+fn token_name(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    }
+}
+
+/// GGUF keys gguf-py has a writer method for (`cls` has none and is skipped, as there).
+fn id_key(typ: &str) -> Option<&'static str> {
+    Some(match typ {
+        "bos" => keys::TOKENIZER_BOS_ID,
+        "eos" => keys::TOKENIZER_EOS_ID,
+        "unk" => keys::TOKENIZER_UNK_ID,
+        "sep" => keys::TOKENIZER_SEP_ID,
+        "pad" => keys::TOKENIZER_PAD_ID,
+        "mask" => keys::TOKENIZER_MASK_ID,
+        _ => return None,
+    })
+}
+
+fn add_key(typ: &str) -> Option<&'static str> {
+    Some(match typ {
+        "bos" => keys::TOKENIZER_ADD_BOS,
+        "eos" => keys::TOKENIZER_ADD_EOS,
+        "sep" => keys::TOKENIZER_ADD_SEP,
+        _ => return None,
+    })
+}
+
+/// Files the vocabulary is read from (so the output may never replace one of them).
+pub fn input_files(dir: &Path) -> Vec<PathBuf> {
+    [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "chat_template.json",
+        "tokenizer.model",
+    ]
+    .iter()
+    .map(|n| dir.join(n))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_hash_formats_ids_like_python_str_of_a_list() {
+        // Python: hashlib.sha256(str([1, 2]).encode()).hexdigest()
+        assert_eq!(
+            probe_hash(&[1, 2]),
+            "3a316d6d3226f84c1e46e4447fa8d5fd800bff4a1bc6498152523cd4a602b69b"
+        );
+    }
+
+    #[test]
+    fn looks_special_matches_llama_cpp() {
+        assert!(looks_special("<|eot_id|>"));
+        assert!(looks_special("<unused12>"));
+        assert!(!looks_special("hello"));
+    }
+}

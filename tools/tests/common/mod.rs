@@ -1,0 +1,55 @@
+//! Helpers for the converter tests: the tiny-llama fixture, conversions into temporary
+//! directories, and the root crate's test helpers (npy reader, argmax).
+#![allow(dead_code)]
+
+#[path = "../../../tests/common/mod.rs"]
+mod root_common;
+#[path = "../../../tests/tokenizer_common/mod.rs"]
+mod tokenizer_common;
+
+use std::path::{Path, PathBuf};
+
+use lumen_tools::convert::{self, ConvertError, ConvertOptions, FileType, Summary};
+#[allow(unused_imports)] // not every test file uses them all
+pub use root_common::{argmax, read_npy};
+#[allow(unused_imports)]
+pub use tokenizer_common::{ids_of, read_json};
+
+/// `../shared/fixtures/tiny-llama` beside the repository root (CI lays it out the same way).
+pub fn tiny_llama_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/tiny-llama")
+}
+
+/// The repository's `tests/fixtures`.
+pub fn root_fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+/// Converts `input` to `out_dir/model.gguf`.
+pub fn convert_to(
+    input: &Path,
+    out_dir: &Path,
+    outtype: Option<FileType>,
+) -> Result<Summary, ConvertError> {
+    convert_with(ConvertOptions {
+        input: input.to_path_buf(),
+        output: Some(out_dir.join("model.gguf")),
+        outtype,
+        ..Default::default()
+    })
+}
+
+pub fn convert_with(opts: ConvertOptions) -> Result<Summary, ConvertError> {
+    convert::convert(&opts, &mut |_| {})
+}
+
+/// The names in `dir`, sorted (to check nothing — no partial output, no temporary file — was
+/// left behind).
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
