@@ -5,6 +5,11 @@
 //! Two drivers: decode (one activation row: a matrix-vector product, rows in coarse chunks per
 //! task) and prefill (many activation rows: each weight row is applied to four activation rows
 //! per kernel call, so its blocks are unpacked once per four tokens while they sit in L1).
+//!
+//! A matrix that carries a packed copy ([`crate::packed`]: Q4_0, Q8_0, Q4_K, Q6_K, eight rows
+//! interleaved per block) goes through the packed kernels instead, when the kernel set has them:
+//! eight rows per gemv call from one sequential stream, and for prefill eight rows × eight
+//! tokens per tile over token chunks that stay in L2.
 
 use rayon::prelude::*;
 
@@ -297,13 +302,12 @@ fn packed_kernels<'a>(ks: &KernelSet, w: &WeightView<'a>) -> Option<PackedKernel
 
 /// Decode: rows `first..first + dst.len()` of `w` against one activation row.
 ///
-/// The four-row kernels (`RowKernels::rows4`) are not used here yet: in criterion's matvec
-/// bench they match or beat `row_dot` (Q4_0 2048×2048: 12.0 vs 10.8 GiB/s), but inside the
-/// model's decode they halved tokens/s (Llama-3.2-1B Q4_0 18 vs 35 t/s, Q4_K_M 16 vs 37). The
-/// cause is memory access, not arithmetic: the four interleaved row streams defeat the hardware
-/// prefetcher (perf puts the time on the first loads of each block), and a software prefetch of
-/// the next four-row group brought them back to parity with the one-row kernel, not past it.
-/// `LUMEN_ROWS4=1` turns them on for further work (e.g. a load-time interleaved layout).
+/// Packed matrices use the eight-row packed gemv. For the GGUF row layout, the four-row kernels
+/// (`RowKernels::rows4`) stay off by default: in criterion's matvec bench they match or beat
+/// `row_dot` (Q4_0 2048×2048: 12.0 vs 10.8 GiB/s), but inside the model's decode they halved
+/// tokens/s (Llama-3.2-1B Q4_0 18 vs 35 t/s, Q4_K_M 16 vs 37): four separate row streams
+/// defeat the hardware prefetcher (perf puts the time on the first loads of each block). The
+/// packed layout's single stream is the fix that worked. `LUMEN_ROWS4=1` turns them on.
 fn matvec_rows(w: &WeightView, k: &RowKernels, x: &QuantizedRows, first: usize, dst: &mut [f32]) {
     let a = x.row(0);
     if let Some(p) = &k.packed {

@@ -115,7 +115,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let load_time = load_start.elapsed();
     let cfg = &model.config;
     eprintln!(
-        "lumen: {} | llama, {} layers, {} embd, {} heads ({} kv), vocab {} | {:.1} MiB {} | kernels {} | {} threads",
+        "lumen: {} | llama, {} layers, {} embd, {} heads ({} kv), vocab {} | {:.1} MiB {} | {} | kernels {} | {} threads",
         path.display(),
         cfg.n_layer,
         cfg.n_embd,
@@ -124,6 +124,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         cfg.n_vocab,
         file.file_len() as f64 / (1 << 20) as f64,
         if file.is_mapped() { "mapped" } else { "read" },
+        packed_summary(model.packed_bytes()),
         model.kernels().isa.name(),
         threads
     );
@@ -218,4 +219,16 @@ fn fetch_default_model() -> anyhow::Result<PathBuf> {
         }
     })?;
     Ok(path)
+}
+
+/// The memory cost of the load-time packed weight copies, for the start-up line.
+fn packed_summary(bytes: usize) -> String {
+    if bytes == 0 {
+        "weights not repacked".to_string()
+    } else {
+        format!(
+            "+{:.1} MiB repacked weights",
+            bytes as f64 / (1 << 20) as f64
+        )
+    }
 }
