@@ -277,6 +277,7 @@ fn scalar_packed_tile<W: WeightFormat>(
 fn scalar_packed_gemv_fn(ty: GgmlType) -> Option<PackedGemvFn> {
     match ty {
         GgmlType::Q4_0 => Some(scalar_packed_gemv::<BlockQ4_0>),
+        GgmlType::Q4_1 => Some(scalar_packed_gemv::<BlockQ4_1>),
         GgmlType::Q8_0 => Some(scalar_packed_gemv::<BlockQ8_0>),
         GgmlType::Q4_K => Some(scalar_packed_gemv::<BlockQ4_K>),
         GgmlType::Q6_K => Some(scalar_packed_gemv::<BlockQ6_K>),
@@ -287,6 +288,7 @@ fn scalar_packed_gemv_fn(ty: GgmlType) -> Option<PackedGemvFn> {
 fn scalar_packed_tile_fn(ty: GgmlType) -> Option<PackedTileFn> {
     match ty {
         GgmlType::Q4_0 => Some(scalar_packed_tile::<BlockQ4_0>),
+        GgmlType::Q4_1 => Some(scalar_packed_tile::<BlockQ4_1>),
         GgmlType::Q8_0 => Some(scalar_packed_tile::<BlockQ8_0>),
         GgmlType::Q4_K => Some(scalar_packed_tile::<BlockQ4_K>),
         GgmlType::Q6_K => Some(scalar_packed_tile::<BlockQ6_K>),

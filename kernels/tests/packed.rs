@@ -27,7 +27,7 @@ const TYPES: [GgmlType; 4] = [
     GgmlType::Q4_K,
     GgmlType::Q6_K,
 ];
-/// Blocks per row (32 elements each for Q4_0/Q8_0, 256 for Q4_K/Q6_K).
+/// Blocks per row (32 elements each for Q4_0/Q4_1/Q8_0, 256 for Q4_K/Q6_K).
 const BLOCK_COUNTS: [usize; 6] = [1, 2, 3, 7, 18, 64];
 
 fn weight_rows(ty: GgmlType, rows: usize, nb: usize, seed: u64) -> Vec<u8> {
@@ -98,6 +98,23 @@ fn abs_mass(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
             })
             .sum();
     }
+    if ty == GgmlType::Q4_1 {
+        return w
+            .chunks_exact(20)
+            .zip(a.chunks_exact(36))
+            .map(|(bw, ba)| {
+                let s: i64 = (0..32)
+                    .map(|j| {
+                        let byte = bw[4 + j % 16];
+                        let q = if j < 16 { byte & 15 } else { byte >> 4 } as i64;
+                        (q * ba[4 + j] as i8 as i64).abs()
+                    })
+                    .sum();
+                (f16_at(bw, 0) * f16_at(ba, 0)).abs() * s as f64
+                    + (f16_at(bw, 2) * f16_at(ba, 2)).abs()
+            })
+            .sum();
+    }
     let wb = ty.block_bytes();
     w.chunks_exact(wb)
         .zip(a.chunks_exact(34))
@@ -146,10 +163,15 @@ fn packing_rejects_unsupported_shapes() {
         PackedMatrix::pack(GgmlType::Q4_0, 12, 64, &w).is_err(),
         "12 rows"
     );
-    let w = weight_rows(GgmlType::Q4_1, 8, 2, 5);
+    let w = weight_rows(GgmlType::Q5_0, 8, 2, 5);
     assert!(
-        PackedMatrix::pack(GgmlType::Q4_1, 8, 64, &w).is_err(),
-        "Q4_1"
+        PackedMatrix::pack(GgmlType::Q5_0, 8, 64, &w).is_err(),
+        "Q5_0 has no packed layout"
+    );
+    let w = weight_rows(GgmlType::Q4_K, 8, 1, 5);
+    assert!(
+        PackedMatrix::pack(GgmlType::Q4_K, 8, 128, &w[..8 * 72]).is_err(),
+        "Q4_K rows of 128 elements are not whole super-blocks"
     );
     let w = weight_rows(GgmlType::Q4_0, 8, 2, 5);
     assert!(

@@ -32,7 +32,7 @@
 use half::f16;
 use rayon::prelude::*;
 
-use crate::formats::{BlockQ4_0, BlockQ8_0, BlockQ8_K, QK};
+use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK};
 use crate::table::GgmlType;
 use crate::KernelError;
 
@@ -92,6 +92,7 @@ pub fn act_aux(a: &[BlockQ8_0], aux: &mut [ActBlockAux]) {
 pub const fn packed_block_bytes(ty: GgmlType) -> Option<usize> {
     match ty {
         GgmlType::Q4_0 => Some(16 + 128),
+        GgmlType::Q4_1 => Some(32 + 128),
         GgmlType::Q8_0 => Some(16 + 256),
         GgmlType::Q4_K => Some(q4_k::PACKED_BYTES),
         GgmlType::Q6_K => Some(q6_k::PACKED_BYTES),
@@ -105,6 +106,7 @@ pub const fn aux_bytes(act: GgmlType) -> usize {
     match act {
         GgmlType::Q8_0 => std::mem::size_of::<ActBlockAux>(),
         GgmlType::Q8_K => std::mem::size_of::<Q8KAux>(),
+        GgmlType::Q8_1 => std::mem::size_of::<Q81Aux>(),
         _ => 0,
     }
 }
@@ -133,6 +135,17 @@ pub fn fill_aux(act: GgmlType, row: &[u8], aux: &mut [u8]) {
                 .collect();
             aux.copy_from_slice(bytemuck::cast_slice(&recs));
         }
+        GgmlType::Q8_1 => {
+            let blocks = crate::dispatch::blocks_of::<BlockQ8_1>(row).expect("whole blocks");
+            let recs: Vec<Q81Aux> = blocks
+                .iter()
+                .map(|b| Q81Aux {
+                    d: b.d.to_f32(),
+                    half_s: 0.5 * b.s.to_f32(),
+                })
+                .collect();
+            aux.copy_from_slice(bytemuck::cast_slice(&recs));
+        }
         _ => {}
     }
 }
@@ -141,8 +154,27 @@ pub fn fill_aux(act: GgmlType, row: &[u8], aux: &mut [u8]) {
 pub const fn packed_offset(ty: GgmlType) -> i32 {
     match ty {
         GgmlType::Q8_0 => 128,
+        GgmlType::Q4_1 => 0,
         _ => 8,
     }
+}
+
+/// Where the quants start in a legacy packed block: after the eight `d` (and, for Q4_1, the
+/// eight `m`).
+const fn quants_at(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q4_1 => 32,
+        _ => 16,
+    }
+}
+
+/// Per Q8_1 activation block, for packed Q4_1: `d` and half of `s = d·Σq` as f32 (each row's
+/// `m·s` is added half in each of its two lanes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Q81Aux {
+    pub d: f32,
+    pub half_s: f32,
 }
 
 /// A weight matrix in the packed layout: `rows / 8` groups, each `cols / 32` packed blocks.
@@ -267,14 +299,18 @@ fn pack_block<'a>(ty: GgmlType, block: impl Fn(usize) -> &'a [u8], dst: &mut [u8
         GgmlType::Q6_K => return q6_k::pack_block(block, dst),
         _ => {}
     }
-    let (scales, quants) = dst.split_at_mut(16);
+    let (scales, quants) = dst.split_at_mut(quants_at(ty));
+    // d of every row, then (Q4_1) m of every row.
     for r in 0..GROUP_ROWS {
-        scales[2 * r..2 * r + 2].copy_from_slice(&block(r)[..2]);
+        for (f, field) in scales.chunks_exact_mut(16).enumerate() {
+            field[2 * r..2 * r + 2].copy_from_slice(&block(r)[2 * f..2 * f + 2]);
+        }
     }
     for r in 0..GROUP_ROWS {
-        let qs = &block(r)[2..];
+        // The GGUF block has one f16 per packed 16-byte scale field before its quants.
+        let qs = &block(r)[quants_at(ty) / 8..];
         match ty {
-            GgmlType::Q4_0 => {
+            GgmlType::Q4_0 | GgmlType::Q4_1 => {
                 quants[8 * r..8 * r + 8].copy_from_slice(&qs[..8]);
                 quants[64 + 8 * r..64 + 8 * r + 8].copy_from_slice(&qs[8..16]);
             }
@@ -292,10 +328,10 @@ fn pack_block<'a>(ty: GgmlType, block: impl Fn(usize) -> &'a [u8], dst: &mut [u8
 /// Row `r`'s unsigned quants (`q + offset`, element order) and scale in one packed block.
 pub fn unpack_row(ty: GgmlType, block: &[u8], r: usize) -> ([u8; QK], f16) {
     let d = f16::from_le_bytes([block[2 * r], block[2 * r + 1]]);
-    let quants = &block[16..];
+    let quants = &block[quants_at(ty)..];
     let mut u = [0u8; QK];
     match ty {
-        GgmlType::Q4_0 => {
+        GgmlType::Q4_0 | GgmlType::Q4_1 => {
             for j in 0..8 {
                 let (lo, hi) = (quants[8 * r + j], quants[64 + 8 * r + j]);
                 u[j] = lo & 0x0F;
@@ -337,6 +373,27 @@ pub fn packed_gemv_ref(ty: GgmlType, group: &[u8], a: &[u8]) -> [f32; GROUP_ROWS
             };
             for (o, term) in out.iter_mut().zip(terms) {
                 *o += term;
+            }
+        }
+        return out;
+    }
+    if ty == GgmlType::Q4_1 {
+        let a = crate::dispatch::blocks_of::<BlockQ8_1>(a).expect("whole blocks");
+        assert_eq!(
+            group.len(),
+            a.len() * pbb,
+            "packed gemv: block counts differ"
+        );
+        for (block, ab) in group.chunks_exact(pbb).zip(a.iter()) {
+            for (r, o) in out.iter_mut().enumerate() {
+                let (u, d) = unpack_row(ty, block, r);
+                let m = f16::from_le_bytes([block[16 + 2 * r], block[17 + 2 * r]]);
+                let w = BlockQ4_1 {
+                    d,
+                    m,
+                    qs: std::array::from_fn(|j| u[j] | u[16 + j] << 4),
+                };
+                *o += crate::formats::q4_1::vec_dot_q4_1_q8_1_ref(&[w], std::slice::from_ref(ab));
             }
         }
         return out;
@@ -386,8 +443,11 @@ pub fn unpack_group_row(ty: GgmlType, group: &[u8], r: usize) -> Vec<u8> {
         }
         let (u, d) = unpack_row(ty, block, r);
         out.extend_from_slice(&d.to_le_bytes());
+        if ty == GgmlType::Q4_1 {
+            out.extend_from_slice(&block[16 + 2 * r..16 + 2 * r + 2]);
+        }
         match ty {
-            GgmlType::Q4_0 => {
+            GgmlType::Q4_0 | GgmlType::Q4_1 => {
                 let mut b = BlockQ4_0 { d, qs: [0; 16] };
                 for j in 0..16 {
                     b.qs[j] = u[j] | u[16 + j] << 4;

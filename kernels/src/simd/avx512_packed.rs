@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 
 use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
 use crate::packed::{
-    packed_block_bytes, q4_k, q6_k, ActBlockAux, KBlockAux, Q8KAux, GROUP_ROWS, TILE_TOKENS,
+    packed_block_bytes, q4_k, q6_k, ActBlockAux, KBlockAux, Q81Aux, Q8KAux, GROUP_ROWS, TILE_TOKENS,
 };
 use crate::table::GgmlType;
 
@@ -196,6 +196,116 @@ packed_kernels!(
     true,
     unpack_q8_0
 );
+
+// ---------------------------------------------------------------- Q4_1 × Q8_1
+
+/// Q8_1 block bytes: d (f16) at 0, s (f16) at 2, qs at 4.
+const Q81_BYTES: usize = 36;
+const Q41_BYTES: usize = packed_block_bytes(GgmlType::Q4_1).unwrap();
+
+/// Q4_1 packed block: the nibbles after the eight d and eight m.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn unpack_q4_1(block: *const u8) -> [__m512i; 4] {
+    unpack_q4_0(block.add(16))
+}
+
+/// One Q4_1 block against one Q8_1 block: acc + (d·d_a)·Σ q·a + m·s (half of s per lane).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q4_1_block(
+    acc: __m512,
+    w: &[__m512i; 4],
+    dw: __m512,
+    mw: __m512,
+    ab: *const u8,
+    aux: Q81Aux,
+) -> __m512 {
+    let part = |k: usize| act_part(ab.add(2), k); // act_part reads at +2 + 8k; Q8_1 qs is at +4
+    let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], part(0));
+    let s = _mm512_dpbusd_epi32(s, w[1], part(1));
+    let s = _mm512_dpbusd_epi32(s, w[2], part(2));
+    let s = _mm512_dpbusd_epi32(s, w[3], part(3));
+    let acc = _mm512_fmadd_ps(
+        _mm512_cvtepi32_ps(s),
+        _mm512_mul_ps(dw, _mm512_set1_ps(aux.d)),
+        acc,
+    );
+    _mm512_fmadd_ps(mw, _mm512_set1_ps(aux.half_s), acc)
+}
+
+#[inline(always)]
+unsafe fn q81_aux_at(aux: *const u8, b: usize) -> Q81Aux {
+    (aux.add(b * std::mem::size_of::<Q81Aux>()) as *const Q81Aux).read_unaligned()
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q4_1_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
+    let mut acc = _mm512_setzero_ps();
+    for b in 0..nb {
+        let block = g.add(b * Q41_BYTES);
+        let (dw, mw) = (row_scales(block), row_scales(block.add(16)));
+        let w = unpack_q4_1(block);
+        acc = q4_1_block(acc, &w, dw, mw, a.add(b * Q81_BYTES), q81_aux_at(aux, b));
+    }
+    pair_sums(acc)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q4_1_tile_k(
+    g: *const u8,
+    a: [*const u8; TILE_TOKENS],
+    aux: [*const u8; TILE_TOKENS],
+    nb: usize,
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    let mut acc = [_mm512_setzero_ps(); TILE_TOKENS];
+    for b in 0..nb {
+        let block = g.add(b * Q41_BYTES);
+        let (dw, mw) = (row_scales(block), row_scales(block.add(16)));
+        let w = unpack_q4_1(block);
+        for t in 0..TILE_TOKENS {
+            let ab = a[t].add(b * Q81_BYTES);
+            acc[t] = q4_1_block(acc[t], &w, dw, mw, ab, q81_aux_at(aux[t], b));
+        }
+    }
+    acc.map(|v| pair_sums(v))
+}
+
+fn q4_1_gemv(group: &[u8], a: &[u8], aux: &[u8]) -> [f32; GROUP_ROWS] {
+    let nb = a.len() / Q81_BYTES;
+    assert!(
+        group.len() == nb * Q41_BYTES
+            && a.len() == nb * Q81_BYTES
+            && aux.len() == nb * std::mem::size_of::<Q81Aux>(),
+        "packed gemv: block counts differ"
+    );
+    // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
+    unsafe { q4_1_gemv_k(group.as_ptr(), a.as_ptr(), aux.as_ptr(), nb) }
+}
+
+fn q4_1_tile(
+    group: &[u8],
+    a: [&[u8]; TILE_TOKENS],
+    aux: [&[u8]; TILE_TOKENS],
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    let nb = a[0].len() / Q81_BYTES;
+    assert!(
+        group.len() == nb * Q41_BYTES
+            && (0..TILE_TOKENS).all(|t| {
+                a[t].len() == nb * Q81_BYTES && aux[t].len() == nb * std::mem::size_of::<Q81Aux>()
+            }),
+        "packed tile: block counts differ"
+    );
+    // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
+    unsafe {
+        q4_1_tile_k(
+            group.as_ptr(),
+            a.map(|r| r.as_ptr()),
+            aux.map(|r| r.as_ptr()),
+            nb,
+        )
+    }
+}
 
 // ---------------------------------------------------------------- Q4_K × Q8_K
 
@@ -530,6 +640,7 @@ fn q6_k_tile(
 fn packed_gemv(ty: GgmlType) -> Option<PackedGemvFn> {
     match ty {
         GgmlType::Q4_0 => Some(q4_0_gemv),
+        GgmlType::Q4_1 => Some(q4_1_gemv),
         GgmlType::Q8_0 => Some(q8_0_gemv),
         GgmlType::Q4_K => Some(q4_k_gemv),
         GgmlType::Q6_K => Some(q6_k_gemv),
@@ -540,6 +651,7 @@ fn packed_gemv(ty: GgmlType) -> Option<PackedGemvFn> {
 fn packed_tile(ty: GgmlType) -> Option<PackedTileFn> {
     match ty {
         GgmlType::Q4_0 => Some(q4_0_tile),
+        GgmlType::Q4_1 => Some(q4_1_tile),
         GgmlType::Q8_0 => Some(q8_0_tile),
         GgmlType::Q4_K => Some(q4_k_tile),
         GgmlType::Q6_K => Some(q6_k_tile),
