@@ -1,4 +1,5 @@
-//! Load-time interleaved ("packed") weight layouts for Q4_0 and Q8_0.
+//! Load-time interleaved ("packed") weight layouts: Q4_0, Q4_1 and Q8_0 here, Q4_K and Q6_K
+//! in [`q4_k`] and [`q6_k`] (same lane scheme, super-blocks of 256).
 //!
 //! Why: a one-row dot reads one weight row and pays a horizontal sum and per-block scale work
 //! for every 32 elements of every row. Four-row kernels over the GGUF layout read four separate
@@ -13,7 +14,8 @@
 //! Layout of one group of [`GROUP_ROWS`] rows: the blocks of the row group in order; one packed
 //! block (32 elements of each of the 8 rows) is
 //!
-//! * the 8 row scales `d` (f16, row order), 16 bytes; then
+//! * the 8 row scales `d` (f16, row order), 16 bytes (Q4_1: then the 8 mins `m`, 16 bytes);
+//!   then
 //! * the quants as unsigned bytes (`u = q + offset`, offset 8 for Q4_0, 128 for Q8_0) in
 //!   *lane order*: lane `2r + p` of part `k` holds 4 consecutive elements of row `r`. Part `k`
 //!   covers activation elements `8k..8k + 8` (`p` picks the first or second four), so one 64-bit
@@ -22,7 +24,9 @@
 //!   - Q4_0: 2 × 64 bytes; byte `j` of a row's 8-byte slot in the first 64 bytes holds elements
 //!     `j` (low nibble, part 0) and `16 + j` (high nibble, part 2); the second 64 bytes hold
 //!     elements `8 + j` (part 1) and `24 + j` (part 3). This is ggml's own nibble order, only
-//!     regrouped: 16 + 128 = 144 bytes = 8 × 18, no memory overhead.
+//!     regrouped: 16 + 128 = 144 bytes = 8 × 18, no memory overhead. Q4_1 is the same after
+//!     its 32 bytes of scales and mins (160 = 8 × 20); its nibbles are used as they are
+//!     (offset 0) and each row's `m·s` term is added half in each of its two lanes.
 //!
 //! Integer sums use unsigned weights, so each block's sum carries `offset · Σ a` per lane; the
 //! activation side precomputes, per block, the two sums of its elements that fall in even and
