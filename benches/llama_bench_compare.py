@@ -8,8 +8,12 @@ wall clock around llama-cpp-python's eval (its perf
 counters read zero in this version; the Python call overhead is a few µs per token), one warm-up run first. Lumen's numbers
 come from `lumen bench -o json`. Prints both tables and Lumen ÷ llama.cpp ratios.
 
+With `--rounds K` the two engines alternate K times (each round: Lumen `-r R`, then llama.cpp
+R reps), and each engine's figure is the mean ± sd of its K round means. This spreads a shared
+host's slow periods over both engines instead of letting one engine's whole run fall into one.
+
 Usage: python benches/llama_bench_compare.py MODEL.gguf [MODEL2.gguf …] [-p 512] [-n 128]
-                                             [-t 1,2] [-r 3] [--lumen target/release/lumen]
+                                             [-t 1,2] [-r 3] [--rounds 1] [--lumen target/release/lumen]
 """
 import argparse
 import json
@@ -72,6 +76,18 @@ def label(row):
     return f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
 
 
+def combine(rounds):
+    """One row per test from several rounds: a single round as measured, else mean ± sd of
+    the round means."""
+    if len(rounds) == 1:
+        return rounds[0]
+    out = {}
+    for test in rounds[0]:
+        means = [r[test]["avg_ts"] for r in rounds]
+        out[test] = dict(rounds[0][test], avg_ts=statistics.mean(means), stddev_ts=statistics.stdev(means))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("models", nargs="+")
@@ -79,6 +95,7 @@ def main():
     ap.add_argument("-n", type=int, default=128)
     ap.add_argument("-t", default="2")
     ap.add_argument("-r", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--lumen", default="target/release/lumen")
     ap.add_argument("--python", default=sys.executable)
     args = ap.parse_args()
@@ -86,8 +103,11 @@ def main():
     print("|---|---:|---:|---:|---:|---:|")
     for model in args.models:
         for t in [int(x) for x in args.t.split(",")]:
-            ours = {label(r): r for r in lumen(args.lumen, model, t, args.p, args.n, args.r)}
-            theirs = {label(r): r for r in llamacpp(args.python, model, t, args.p, args.n, args.r)}
+            ours_rounds, theirs_rounds = [], []
+            for _ in range(args.rounds):
+                ours_rounds.append({label(r): r for r in lumen(args.lumen, model, t, args.p, args.n, args.r)})
+                theirs_rounds.append({label(r): r for r in llamacpp(args.python, model, t, args.p, args.n, args.r)})
+            ours, theirs = combine(ours_rounds), combine(theirs_rounds)
             for test in ours:
                 o, c = ours[test], theirs[test]
                 print(f"| {os.path.basename(model)} | {t} | {test} | {o['avg_ts']:.2f} ± {o['stddev_ts']:.2f} "
