@@ -14,7 +14,8 @@ use std::arch::x86_64::*;
 
 use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
 use crate::packed::{
-    packed_block_bytes, q4_k, q6_k, ActBlockAux, KBlockAux, Q81Aux, Q8KAux, GROUP_ROWS, TILE_TOKENS,
+    aux_bytes, packed_block_bytes, q4_k, q6_k, ActBlockAux, KBlockAux, Q81Aux, Q8KAux, GROUP_ROWS,
+    TILE_TOKENS,
 };
 use crate::table::GgmlType;
 
@@ -99,7 +100,7 @@ unsafe fn pair_sums(acc: __m512) -> [f32; GROUP_ROWS] {
 }
 
 macro_rules! packed_kernels {
-    ($gemv:ident, $gemv_k:ident, $tile:ident, $tile_k:ident, $ty:expr, $q8:expr, $unpack:ident) => {
+    ($gemv_k:ident, $tile_k:ident, $ty:expr, $q8:expr, $unpack:ident) => {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         unsafe fn $gemv_k(
             g: *const u8,
@@ -141,61 +142,11 @@ macro_rules! packed_kernels {
             }
             acc.map(|v| pair_sums(v))
         }
-
-        fn $gemv(group: &[u8], a: &[u8], aux: &[u8]) -> [f32; GROUP_ROWS] {
-            let nb = a.len() / 34;
-            assert!(
-                group.len() == nb * packed_block_bytes($ty).unwrap()
-                    && a.len() == nb * 34
-                    && aux.len() == nb * AUX,
-                "packed gemv: block counts differ"
-            );
-            // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
-            unsafe { $gemv_k(group.as_ptr(), a.as_ptr(), aux.as_ptr(), nb) }
-        }
-
-        fn $tile(
-            group: &[u8],
-            a: [&[u8]; TILE_TOKENS],
-            aux: [&[u8]; TILE_TOKENS],
-        ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
-            let nb = a[0].len() / 34;
-            assert!(
-                group.len() == nb * packed_block_bytes($ty).unwrap()
-                    && (0..TILE_TOKENS).all(|t| a[t].len() == nb * 34 && aux[t].len() == nb * AUX),
-                "packed tile: block counts differ"
-            );
-            // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
-            unsafe {
-                $tile_k(
-                    group.as_ptr(),
-                    a.map(|r| r.as_ptr()),
-                    aux.map(|r| r.as_ptr()),
-                    nb,
-                )
-            }
-        }
     };
 }
 
-packed_kernels!(
-    q4_0_gemv,
-    q4_0_gemv_k,
-    q4_0_tile,
-    q4_0_tile_k,
-    GgmlType::Q4_0,
-    false,
-    unpack_q4_0
-);
-packed_kernels!(
-    q8_0_gemv,
-    q8_0_gemv_k,
-    q8_0_tile,
-    q8_0_tile_k,
-    GgmlType::Q8_0,
-    true,
-    unpack_q8_0
-);
+packed_kernels!(q4_0_gemv_k, q4_0_tile_k, GgmlType::Q4_0, false, unpack_q4_0);
+packed_kernels!(q8_0_gemv_k, q8_0_tile_k, GgmlType::Q8_0, true, unpack_q8_0);
 
 // ---------------------------------------------------------------- Q4_1 × Q8_1
 
@@ -269,42 +220,6 @@ unsafe fn q4_1_tile_k(
         }
     }
     acc.map(|v| pair_sums(v))
-}
-
-fn q4_1_gemv(group: &[u8], a: &[u8], aux: &[u8]) -> [f32; GROUP_ROWS] {
-    let nb = a.len() / Q81_BYTES;
-    assert!(
-        group.len() == nb * Q41_BYTES
-            && a.len() == nb * Q81_BYTES
-            && aux.len() == nb * std::mem::size_of::<Q81Aux>(),
-        "packed gemv: block counts differ"
-    );
-    // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
-    unsafe { q4_1_gemv_k(group.as_ptr(), a.as_ptr(), aux.as_ptr(), nb) }
-}
-
-fn q4_1_tile(
-    group: &[u8],
-    a: [&[u8]; TILE_TOKENS],
-    aux: [&[u8]; TILE_TOKENS],
-) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
-    let nb = a[0].len() / Q81_BYTES;
-    assert!(
-        group.len() == nb * Q41_BYTES
-            && (0..TILE_TOKENS).all(|t| {
-                a[t].len() == nb * Q81_BYTES && aux[t].len() == nb * std::mem::size_of::<Q81Aux>()
-            }),
-        "packed tile: block counts differ"
-    );
-    // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
-    unsafe {
-        q4_1_tile_k(
-            group.as_ptr(),
-            a.map(|r| r.as_ptr()),
-            aux.map(|r| r.as_ptr()),
-            nb,
-        )
-    }
 }
 
 // ---------------------------------------------------------------- Q4_K × Q8_K
@@ -450,40 +365,6 @@ unsafe fn q4_k_tile_k(
     acc.map(|v| pair_sums(v))
 }
 
-fn q4_k_gemv(group: &[u8], a: &[u8], aux: &[u8]) -> [f32; GROUP_ROWS] {
-    let nb = a.len() / Q8K_BYTES;
-    assert!(
-        group.len() == nb * q4_k::PACKED_BYTES
-            && a.len() == nb * Q8K_BYTES
-            && aux.len() == nb * KAUX,
-        "packed gemv: block counts differ"
-    );
-    // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
-    unsafe { q4_k_gemv_k(group.as_ptr(), a.as_ptr(), aux.as_ptr(), nb) }
-}
-
-fn q4_k_tile(
-    group: &[u8],
-    a: [&[u8]; TILE_TOKENS],
-    aux: [&[u8]; TILE_TOKENS],
-) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
-    let nb = a[0].len() / Q8K_BYTES;
-    assert!(
-        group.len() == nb * q4_k::PACKED_BYTES
-            && (0..TILE_TOKENS).all(|t| a[t].len() == nb * Q8K_BYTES && aux[t].len() == nb * KAUX),
-        "packed tile: block counts differ"
-    );
-    // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
-    unsafe {
-        q4_k_tile_k(
-            group.as_ptr(),
-            a.map(|r| r.as_ptr()),
-            aux.map(|r| r.as_ptr()),
-            nb,
-        )
-    }
-}
-
 // ---------------------------------------------------------------- Q6_K × Q8_K
 
 /// Chunk `c` (elements `64c..64c+64`) of a packed Q6_K super-block: the parts of units `2c`
@@ -603,32 +484,59 @@ unsafe fn q6_k_tile_k(
     acc.map(|v| pair_sums(v))
 }
 
-fn q6_k_gemv(group: &[u8], a: &[u8], aux: &[u8]) -> [f32; GROUP_ROWS] {
-    let nb = a.len() / Q8K_BYTES;
-    assert!(
-        group.len() == nb * q6_k::PACKED_BYTES
-            && a.len() == nb * Q8K_BYTES
-            && aux.len() == nb * KAUX,
-        "packed gemv: block counts differ"
-    );
-    // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
-    unsafe { q6_k_gemv_k(group.as_ptr(), a.as_ptr(), aux.as_ptr(), nb) }
+// ---------------------------------------------------------------- safe entry points
+
+/// A packed kernel's raw form: group, activation row, aux row, block count.
+type GemvKernel = unsafe fn(*const u8, *const u8, *const u8, usize) -> [f32; GROUP_ROWS];
+/// The tile's raw form: group, activation rows, aux rows, block count.
+type TileKernel = unsafe fn(
+    *const u8,
+    [*const u8; TILE_TOKENS],
+    [*const u8; TILE_TOKENS],
+    usize,
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS];
+
+/// Every packed format with its kernels; [`gemv`] / [`tile`] are instantiated per index.
+const KERNELS: [(GgmlType, GemvKernel, TileKernel); 5] = [
+    (GgmlType::Q4_0, q4_0_gemv_k, q4_0_tile_k),
+    (GgmlType::Q4_1, q4_1_gemv_k, q4_1_tile_k),
+    (GgmlType::Q8_0, q8_0_gemv_k, q8_0_tile_k),
+    (GgmlType::Q4_K, q4_k_gemv_k, q4_k_tile_k),
+    (GgmlType::Q6_K, q6_k_gemv_k, q6_k_tile_k),
+];
+
+/// Block counts of one packed group, one activation row and its aux row, if they agree.
+fn block_count(ty: GgmlType, group: &[u8], a: &[u8], aux: &[u8]) -> Option<usize> {
+    let act = ty.vec_dot_type();
+    let nb = a.len() / act.block_bytes();
+    let agree = group.len() == nb * packed_block_bytes(ty)?
+        && a.len() == nb * act.block_bytes()
+        && aux.len() == nb * aux_bytes(act);
+    agree.then_some(nb)
 }
 
-fn q6_k_tile(
+fn gemv<const K: usize>(group: &[u8], a: &[u8], aux: &[u8]) -> [f32; GROUP_ROWS] {
+    let (ty, kernel, _) = KERNELS[K];
+    let nb = block_count(ty, group, a, aux).expect("packed gemv: block counts differ");
+    // SAFETY: every operand holds `nb` whole blocks (checked above); the CPU runs AVX-512
+    // VNNI (simd/mod.rs).
+    unsafe { kernel(group.as_ptr(), a.as_ptr(), aux.as_ptr(), nb) }
+}
+
+fn tile<const K: usize>(
     group: &[u8],
     a: [&[u8]; TILE_TOKENS],
     aux: [&[u8]; TILE_TOKENS],
 ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
-    let nb = a[0].len() / Q8K_BYTES;
-    assert!(
-        group.len() == nb * q6_k::PACKED_BYTES
-            && (0..TILE_TOKENS).all(|t| a[t].len() == nb * Q8K_BYTES && aux[t].len() == nb * KAUX),
-        "packed tile: block counts differ"
-    );
-    // SAFETY: lengths checked above; the CPU runs AVX-512 VNNI (simd/mod.rs).
+    let (ty, _, kernel) = KERNELS[K];
+    let counts: [Option<usize>; TILE_TOKENS] =
+        std::array::from_fn(|t| block_count(ty, group, a[t], aux[t]));
+    let nb = counts[0].filter(|&nb| counts.iter().all(|&c| c == Some(nb)));
+    let nb = nb.expect("packed tile: block counts differ");
+    // SAFETY: every operand holds `nb` whole blocks (checked above); the CPU runs AVX-512
+    // VNNI (simd/mod.rs).
     unsafe {
-        q6_k_tile_k(
+        kernel(
             group.as_ptr(),
             a.map(|r| r.as_ptr()),
             aux.map(|r| r.as_ptr()),
@@ -638,25 +546,15 @@ fn q6_k_tile(
 }
 
 fn packed_gemv(ty: GgmlType) -> Option<PackedGemvFn> {
-    match ty {
-        GgmlType::Q4_0 => Some(q4_0_gemv),
-        GgmlType::Q4_1 => Some(q4_1_gemv),
-        GgmlType::Q8_0 => Some(q8_0_gemv),
-        GgmlType::Q4_K => Some(q4_k_gemv),
-        GgmlType::Q6_K => Some(q6_k_gemv),
-        _ => None,
-    }
+    const FNS: [PackedGemvFn; 5] = [gemv::<0>, gemv::<1>, gemv::<2>, gemv::<3>, gemv::<4>];
+    let k = KERNELS.iter().position(|&(t, _, _)| t == ty)?;
+    Some(FNS[k])
 }
 
 fn packed_tile(ty: GgmlType) -> Option<PackedTileFn> {
-    match ty {
-        GgmlType::Q4_0 => Some(q4_0_tile),
-        GgmlType::Q4_1 => Some(q4_1_tile),
-        GgmlType::Q8_0 => Some(q8_0_tile),
-        GgmlType::Q4_K => Some(q4_k_tile),
-        GgmlType::Q6_K => Some(q6_k_tile),
-        _ => None,
-    }
+    const FNS: [PackedTileFn; 5] = [tile::<0>, tile::<1>, tile::<2>, tile::<3>, tile::<4>];
+    let k = KERNELS.iter().position(|&(t, _, _)| t == ty)?;
+    Some(FNS[k])
 }
 
 pub(crate) static PROVIDER: Provider = Provider {
