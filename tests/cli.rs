@@ -182,19 +182,27 @@ fn default_model_is_fetched_once_then_cached() {
     );
 }
 
+/// `lumen SUBCOMMAND --help` run through the sibling `tool`: its help text, or `None` (after
+/// checking the error says how to build it) when the tools are not built.
+fn forwarded_help(subcommand: &str, tool: &str) -> Option<String> {
+    let lumen_exe = Path::new(env!("CARGO_BIN_EXE_lumen"));
+    let tool = lumen_exe.with_file_name(format!("{tool}{}", std::env::consts::EXE_SUFFIX));
+    let help = lumen(&[subcommand, "--help"], None);
+    if !tool.is_file() {
+        assert_clean_failure(&help, "cargo build --release --workspace");
+        return None;
+    }
+    assert!(help.status.success(), "{}", stderr(&help));
+    Some(String::from_utf8_lossy(&help.stdout).into_owned())
+}
+
 /// `lumen convert` runs the sibling `lumen-convert` (built by `cargo build --workspace`),
 /// passing `--help` and the exit status through; without it, it says how to build it.
 #[test]
 fn convert_forwards_to_the_lumen_convert_tool() {
-    let lumen_exe = Path::new(env!("CARGO_BIN_EXE_lumen"));
-    let tool = lumen_exe.with_file_name(format!("lumen-convert{}", std::env::consts::EXE_SUFFIX));
-    let help = lumen(&["convert", "--help"], None);
-    if !tool.is_file() {
-        assert_clean_failure(&help, "cargo build --release --workspace");
+    let Some(out) = forwarded_help("convert", "lumen-convert") else {
         return;
-    }
-    let out = String::from_utf8_lossy(&help.stdout);
-    assert!(help.status.success(), "{}", stderr(&help));
+    };
     assert!(
         out.contains("--outtype") && out.contains("--force"),
         "{out}"
@@ -202,4 +210,32 @@ fn convert_forwards_to_the_lumen_convert_tool() {
     let dir = tempfile::tempdir().unwrap();
     let o = lumen(&["convert", dir.path().to_str().unwrap()], None);
     assert_clean_failure(&o, "config.json");
+}
+
+/// `lumen quantize` runs the sibling `lumen-quantize` the same way: `--help` passes through,
+/// and a bad TYPE comes back as the tool's named error and exit status.
+#[test]
+fn quantize_forwards_to_the_lumen_quantize_tool() {
+    let Some(out) = forwarded_help("quantize", "lumen-quantize") else {
+        return;
+    };
+    assert!(
+        out.contains("--allow-requantize") && out.contains("--output-tensor-type"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.gguf");
+    std::fs::write(&input, b"not a gguf").unwrap();
+    let output = dir.path().join("out.gguf");
+    let o = lumen(
+        &[
+            "quantize",
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+            "Q4_2",
+        ],
+        None,
+    );
+    assert_clean_failure(&o, "unknown TYPE");
+    assert!(!output.exists());
 }

@@ -124,6 +124,16 @@ pub fn quantize_blocks<B: ActivationFormat>(
     src: &[f32],
     dst: &mut [u8],
 ) -> Result<(), KernelError> {
+    quantize_blocks_with::<B>(src, dst, B::quantize)
+}
+
+/// Quantize `src` into bytes holding blocks of `B` with the block quantizer `quantize`, after
+/// checking that `src` is whole blocks and `dst` exactly their size.
+pub(crate) fn quantize_blocks_with<B: BlockFormat>(
+    src: &[f32],
+    dst: &mut [u8],
+    quantize: fn(&[f32], &mut [B]),
+) -> Result<(), KernelError> {
     if !src.len().is_multiple_of(B::ELEMS) {
         return Err(KernelError::PartialElems {
             ty: B::TYPE,
@@ -141,7 +151,7 @@ pub fn quantize_blocks<B: ActivationFormat>(
             got: dst.len(),
         });
     }
-    with_blocks_mut::<B, ()>(dst, |out| B::quantize(src, out))
+    with_blocks_mut::<B, ()>(dst, |out| quantize(src, out))
 }
 
 /// Dot product of a weight row (blocks of `W`) and an activation row (blocks of `W::Act`).

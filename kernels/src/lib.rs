@@ -5,6 +5,7 @@
 //!   dequantize / quantize / vec_dot kernels matching llama.cpp.
 //! * [`dispatch`]: the type-erased byte-level API ([`dequantize_row`], [`quantize_row`],
 //!   [`vec_dot`]) that returns [`KernelError`] instead of panicking.
+//! * [`quantize`]: [`quantize_weights`], llama.cpp's reference quantizers for every weight type.
 
 pub mod attention;
 pub mod cpu;
@@ -14,6 +15,7 @@ pub mod kernel_set;
 pub mod math;
 pub mod matmul;
 pub mod packed;
+pub mod quantize;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 pub mod table;
@@ -29,4 +31,5 @@ pub use kernel_set::{
     RowDotFn, Rows4DotFn, Tile4x4Fn,
 };
 pub use packed::{ActBlockAux, PackedMatrix};
+pub use quantize::quantize_weights;
 pub use table::{GgmlType, TypeInfo, TYPE_TABLE};

@@ -5,6 +5,7 @@ mod bench;
 mod convert;
 mod forward;
 mod inspect;
+mod quantize;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Convert a Hugging Face checkpoint directory to GGUF (runs lumen-convert; --help for options).
     Convert(forward::ForwardArgs),
+    /// Quantize a GGUF model to another type or llama.cpp mix (runs lumen-quantize; --help for options).
+    Quantize(forward::ForwardArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -38,5 +41,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::inspect(args),
         Command::Bench(args) => bench::bench(args),
         Command::Convert(args) => convert::convert(args),
+        Command::Quantize(args) => quantize::quantize(args),
     }
 }

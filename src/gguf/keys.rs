@@ -11,6 +11,10 @@ pub const GENERAL_TYPE: &str = "general.type";
 pub const GENERAL_QUANTIZATION_VERSION: &str = "general.quantization_version";
 pub const GENERAL_BASENAME: &str = "general.basename";
 pub const GENERAL_SIZE_LABEL: &str = "general.size_label";
+// Split-file bookkeeping (`gguf-split`); a merged or quantized output drops them.
+pub const SPLIT_NO: &str = "split.no";
+pub const SPLIT_COUNT: &str = "split.count";
+pub const SPLIT_TENSORS_COUNT: &str = "split.tensors.count";
 // Sampling defaults from `generation_config.json` (llama.cpp's `general.sampling.*`).
 pub const GENERAL_SAMPLING_TOP_K: &str = "general.sampling.top_k";
 pub const GENERAL_SAMPLING_TOP_P: &str = "general.sampling.top_p";
@@ -26,6 +30,7 @@ pub const FEED_FORWARD_LENGTH: &str = "feed_forward_length";
 pub const VOCAB_SIZE: &str = "vocab_size";
 pub const HEAD_COUNT: &str = "attention.head_count";
 pub const HEAD_COUNT_KV: &str = "attention.head_count_kv";
+pub const EXPERT_COUNT: &str = "expert_count";
 pub const KEY_LENGTH: &str = "attention.key_length";
 pub const VALUE_LENGTH: &str = "attention.value_length";
 pub const RMS_EPS: &str = "attention.layer_norm_rms_epsilon";

@@ -1,6 +1,7 @@
 //! GGUF files: reading (validated, memory-mapped), key and tensor names, writing.
 
 pub mod keys;
+pub mod kv;
 mod metadata;
 pub mod names;
 mod reader;

@@ -1,5 +1,9 @@
 //! Lumen's tools as a library: the Hugging Face → GGUF converter (`lumen-convert`, also
-//! `lumen convert`) and the terminal progress display the tool binaries share.
+//! `lumen convert`), the quantizer (`lumen-quantize`, also `lumen quantize`), the output-file
+//! rules they share and the terminal progress display of the tool binaries.
 
+pub mod cli;
 pub mod convert;
+pub mod output;
 pub mod progress;
+pub mod quantize;

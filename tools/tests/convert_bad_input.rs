@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use lumen_tools::convert::{ConvertError, ConvertOptions, FileType, OutType, TestHooks};
+use lumen_tools::output::OutputError;
 use serde_json::Value;
 
 const SHARD1: &str = "model-00001-of-00002.safetensors";
@@ -216,7 +217,10 @@ fn too_little_free_space_is_refused_up_front() {
         ..Default::default()
     };
     let err = b.fails_with(opts, &["not enough free space"]);
-    assert!(matches!(err, ConvertError::NoSpace { .. }), "{err:?}");
+    assert!(
+        matches!(err, ConvertError::Output(OutputError::NoSpace { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -225,14 +229,20 @@ fn existing_output_needs_force_and_inputs_are_never_overwritten() {
     let out = b.out.join("model.gguf");
     std::fs::write(&out, b"keep me").unwrap();
     let err = convert_with(b.options()).unwrap_err();
-    assert!(matches!(err, ConvertError::OutputExists(_)), "{err:?}");
+    assert!(
+        matches!(err, ConvertError::Output(OutputError::Exists(_))),
+        "{err:?}"
+    );
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
 
     let mut opts = b.options();
     opts.output = Some(b.input.join(SHARD1));
     opts.force = true;
     let err = convert_with(opts).unwrap_err();
-    assert!(matches!(err, ConvertError::OutputIsInput(_)), "{err:?}");
+    assert!(
+        matches!(err, ConvertError::Output(OutputError::IsInput(_))),
+        "{err:?}"
+    );
 
     let mut opts = b.options();
     opts.force = true;
@@ -325,7 +335,10 @@ fn full_disk_is_refused_up_front_and_a_failed_write_leaves_nothing() {
     let mut opts = b.options();
     opts.output = Some(mnt.join("model.gguf"));
     let err = convert_with(opts.clone()).unwrap_err();
-    assert!(matches!(err, ConvertError::NoSpace { .. }), "{err:?}");
+    assert!(
+        matches!(err, ConvertError::Output(OutputError::NoSpace { .. })),
+        "{err:?}"
+    );
     opts.hooks.free_bytes = Some(u64::MAX);
     let err = convert_with(opts).unwrap_err();
     println!("{err}");

@@ -10,6 +10,7 @@ use crate::table::GgmlType;
 pub mod bf16;
 pub mod f16;
 pub mod f32;
+mod k_search;
 pub mod q2_k;
 pub mod q3_k;
 pub mod q4_0;
@@ -242,6 +243,79 @@ pub(crate) fn quantize_q8_32(x: &[f32]) -> (f32, [i8; 32]) {
         *qi = (v * id).round() as i8; // f32::round == C roundf
     }
     (d, q)
+}
+
+/// Legacy symmetric block quantization (`quantize_row_q4_0_ref` with `nmax = 8`,
+/// `quantize_row_q5_0_ref` with `nmax = 16`): d = max/−nmax where max is the value of largest
+/// magnitude, q = min(2·nmax − 1, trunc(x/d + nmax + 0.5)). Returns the f32 `d` and the quants.
+#[inline]
+pub(crate) fn quantize_sym32(x: &[f32], nmax: i32) -> (f32, [u8; 32]) {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -(nmax as f32);
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let bias = nmax as f32 + 0.5;
+    let mut q = [0u8; 32];
+    for (qi, &v) in q.iter_mut().zip(x) {
+        // C's (int8_t) cast truncates toward zero; the value is within 0..=16.5 here.
+        *qi = ((v * id + bias) as i8).min(2 * nmax as i8 - 1) as u8;
+    }
+    (d, q)
+}
+
+/// Legacy block quantization with a min (`quantize_row_q4_1_ref` with `levels = 15`,
+/// `quantize_row_q5_1_ref` with `levels = 31`): d = (max − min)/levels,
+/// q = min(levels, trunc((x − min)/d + 0.5)). Returns `d`, `min` and the quants.
+#[inline]
+pub(crate) fn quantize_min32(x: &[f32], levels: u8) -> (f32, f32, [u8; 32]) {
+    let (mut min, mut max) = (f32::MAX, -f32::MAX);
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    let d = (max - min) / levels as f32;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut q = [0u8; 32];
+    for (qi, &v) in q.iter_mut().zip(x) {
+        // Q5_1's reference has no clamp, but (max − min)·id + 0.5 < 32 so min() never bites.
+        *qi = (((v - min) * id + 0.5) as i8 as u8).min(levels);
+    }
+    (d, min, q)
+}
+
+/// Inverse of [`unpack_nibbles`]: element j in the low nibble of byte j, element j+16 high.
+#[inline(always)]
+pub(crate) fn pack_nibbles(q: &[u8; 32]) -> [u8; 16] {
+    std::array::from_fn(|j| (q[j] & 0x0F) | ((q[j + 16] & 0x0F) << 4))
+}
+
+/// Inverse of [`unpack_5bit`]: nibbles as [`pack_nibbles`], the 5th bits in a little-endian u32.
+#[inline(always)]
+pub(crate) fn pack_5bit(q: &[u8; 32]) -> ([u8; 4], [u8; 16]) {
+    let qh = q
+        .iter()
+        .enumerate()
+        .fold(0u32, |h, (j, &v)| h | (((v as u32 >> 4) & 1) << j));
+    (qh.to_le_bytes(), pack_nibbles(q))
+}
+
+/// Q2_K/Q3_K layout of 2-bit values: per half of 128, byte l holds elements l, l+32, l+64, l+96
+/// at shifts 0, 2, 4, 6 (inverse of the unpacking in `q2_k.rs`).
+#[inline]
+pub(crate) fn pack_2bit_planes(l: &[u8; QK_K]) -> [u8; QK_K / 4] {
+    std::array::from_fn(|i| {
+        let (j, b) = (128 * (i / 32), i % 32);
+        (0..4).fold(0u8, |acc, p| acc | ((l[j + b + 32 * p] & 3) << (2 * p)))
+    })
 }
 
 /// f64-accumulated dot of float rows (llama.cpp's `ggml_vec_dot_f32/f16/bf16` accumulate the

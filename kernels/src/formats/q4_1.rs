@@ -1,7 +1,8 @@
 //! Q4_1: 32 elements, d:f16, m:f16 + 16 bytes of nibbles; value = nibble * d + m.
 
 use super::{
-    check_dot, dequant_each, dequant_min32, dot_min32, impl_block, unpack_nibbles, BlockQ8_1,
+    check_dot, dequant_each, dequant_min32, dot_min32, impl_block, pack_nibbles, quant_each,
+    quantize_min32, unpack_nibbles, BlockQ8_1,
 };
 use half::f16;
 
@@ -17,6 +18,18 @@ const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 pub fn dequantize_row_q4_1_ref(x: &[BlockQ4_1], y: &mut [f32]) {
     dequant_each(x, y, |b, out| {
         dequant_min32(b.d, b.m, unpack_nibbles(&b.qs), out)
+    });
+}
+
+/// `quantize_row_q4_1_ref`: d = (max − min)/15, m = min, q = min(15, trunc((x − min)/d + 0.5)).
+pub fn quantize_row_q4_1_ref(x: &[f32], y: &mut [BlockQ4_1]) {
+    quant_each(x, y, |xb| {
+        let (d, m, q) = quantize_min32(xb, 15);
+        BlockQ4_1 {
+            d: f16::from_f32(d),
+            m: f16::from_f32(m),
+            qs: pack_nibbles(&q),
+        }
     });
 }
 

@@ -2,7 +2,8 @@
 //! value = (q5 - 16) * d.
 
 use super::{
-    check_dot, dequant_each, dequant_sym32, fp16, impl_block, isum_offset, unpack_5bit, BlockQ8_0,
+    check_dot, dequant_each, dequant_sym32, fp16, impl_block, isum_offset, pack_5bit, quant_each,
+    quantize_sym32, unpack_5bit, BlockQ8_0,
 };
 use half::f16;
 
@@ -18,6 +19,19 @@ const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
 pub fn dequantize_row_q5_0_ref(x: &[BlockQ5_0], y: &mut [f32]) {
     dequant_each(x, y, |b, out| {
         dequant_sym32(b.d, unpack_5bit(&b.qh, &b.qs), 16, out)
+    });
+}
+
+/// `quantize_row_q5_0_ref`: d = max/−16, q = min(31, trunc(x/d + 16.5)).
+pub fn quantize_row_q5_0_ref(x: &[f32], y: &mut [BlockQ5_0]) {
+    quant_each(x, y, |xb| {
+        let (d, q) = quantize_sym32(xb, 16);
+        let (qh, qs) = pack_5bit(&q);
+        BlockQ5_0 {
+            d: f16::from_f32(d),
+            qh,
+            qs,
+        }
     });
 }
 

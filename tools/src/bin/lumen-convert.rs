@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lumen_tools::convert::{self, ConvertOptions, Event, OutType};
-use lumen_tools::progress::Progress;
+use lumen_tools::cli;
+use lumen_tools::convert::{self, ConvertOptions, OutType};
+use lumen_tools::progress;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,21 +40,11 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::exit_with(run(Args::parse()))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(t) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global()?;
-    }
+    cli::set_threads(args.threads)?;
     let outtype: OutType = args.outtype.parse()?;
     let opts = ConvertOptions {
         input: args.input,
@@ -65,32 +56,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         force: args.force,
         hooks: Default::default(),
     };
-    let mut progress: Option<Progress> = None;
-    let summary = convert::convert(&opts, &mut |event| match event {
-        Event::Start {
-            output,
-            file_type,
-            n_tensors,
-            total_bytes,
-        } => {
-            eprintln!(
-                "writing {} ({}, {n_tensors} tensors, {:.1} MiB)",
-                output.display(),
-                file_type.name(),
-                total_bytes as f64 / (1u64 << 20) as f64
-            );
-            progress = Some(Progress::new(total_bytes, n_tensors));
-        }
-        Event::Tensor { index, tensor } => {
-            if let Some(p) = &progress {
-                let label = format!("{} {} {:?}", tensor.name, tensor.ty.name(), tensor.shape);
-                p.step(index, tensor.n_bytes() as u64, &label);
-            }
-        }
-    })?;
-    if let Some(p) = &progress {
-        p.finish();
-    }
+    let summary = progress::track(
+        |on_event| convert::convert(&opts, on_event),
+        |ft| ft.name(),
+        |p, index, tensor| {
+            let label = format!("{} {} {:?}", tensor.name, tensor.ty.name(), tensor.shape);
+            p.step(index, tensor.n_bytes() as u64, &label);
+        },
+    )?;
     eprintln!(
         "wrote {} ({}, {} tensors, {:.1} MiB)",
         summary.output.display(),

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 use lumen::kernels::GgmlType;
 
+pub use crate::output::{free_space, TestHooks};
 pub use hf::{HfConfig, SamplingDefaults};
 pub use llama::TensorPlan;
-pub use write::free_space;
 
 /// Everything that can stop a conversion. Each variant names the file and, where there is
 /// one, the key or tensor.
@@ -95,20 +95,10 @@ pub enum ConvertError {
     UnknownOutType(String),
     #[error("--outtype {name}: the converter writes f32, f16, bf16 or q8_0; for {upper} run two commands:\n  lumen convert {dir} --outtype auto -o model.gguf\n  lumen quantize model.gguf model-{upper}.gguf {upper}", upper = name.to_ascii_uppercase(), dir = "HF_DIR")]
     NeedsQuantize { name: String },
-    #[error("{0} already exists (pass --force to overwrite it)")]
-    OutputExists(PathBuf),
-    #[error("{0} is one of the input files; choose another output path")]
-    OutputIsInput(PathBuf),
-    #[error("{0} is a directory; give a file name with -o")]
-    OutputIsDir(PathBuf),
-    #[error(
-        "{dir}: not enough free space: the output needs {needed} bytes, {available} are available"
-    )]
-    NoSpace {
-        dir: PathBuf,
-        needed: u64,
-        available: u64,
-    },
+    /// The output path is refused (an input, a directory, an existing file without `--force`)
+    /// or its file system lacks the space.
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
     #[error("writing {path}: {source} (nothing was left behind)")]
     Write {
         path: PathBuf,
@@ -197,31 +187,8 @@ pub struct ConvertOptions {
     pub hooks: TestHooks,
 }
 
-/// Test-only fault injection.
-#[derive(Clone, Debug, Default)]
-pub struct TestHooks {
-    /// Pretend the output file system has this many bytes free.
-    pub free_bytes: Option<u64>,
-    /// Fail with an I/O error when tensor `n` is about to be written.
-    pub fail_at_tensor: Option<usize>,
-}
-
 /// Progress reports.
-#[derive(Debug)]
-pub enum Event<'a> {
-    /// Inputs checked; writing starts.
-    Start {
-        output: &'a Path,
-        file_type: FileType,
-        n_tensors: usize,
-        total_bytes: u64,
-    },
-    /// Tensor `index` was written.
-    Tensor {
-        index: usize,
-        tensor: &'a TensorPlan,
-    },
-}
+pub type Event<'a> = crate::output::Event<'a, FileType, TensorPlan>;
 
 /// What was written.
 #[derive(Debug)]
@@ -259,7 +226,7 @@ pub fn convert(
         Some(p) => p.clone(),
         None => dir.join(format!("{}-{}.gguf", dir_name(dir), ft.name())),
     };
-    write::check_output(&output, &input_files(dir, &ckpt), opts.force)?;
+    crate::output::check_output(&output, &input_files(dir, &ckpt), opts.force)?;
     write::write(&output, &metadata, &plan, &ckpt, ft, &opts.hooks, on_event)
 }
 

@@ -1,25 +1,20 @@
-//! The output side: `general.*` metadata, output-path checks, free space, and streaming the
-//! tensors through Lumen's GGUF writer (temporary file + fsync + rename).
+//! The output side: `general.*` metadata and streaming the tensors through the tools' shared
+//! writer (see [`crate::output`]: path checks, free space, temporary file + rename).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use lumen::gguf::keys;
-use lumen::gguf::writer::{encode_header, write_streaming, MetaValue, TensorHeader};
-use lumen::kernels::{dequantize_row, quantize_row, GgmlType, KernelError};
-use rayon::prelude::*;
+use lumen::gguf::writer::{MetaValue, TensorHeader};
+use lumen::kernels::GgmlType;
+
+use crate::output::{self, RowSource};
 
 use super::hf::{HfConfig, SamplingDefaults};
 use super::llama::{self, Source, TensorPlan};
 use super::safetensors::Checkpoint;
 use super::vocab::Vocab;
 use super::{ConvertError, Event, FileType, Summary, TestHooks};
-
-/// ggml's `GGML_QNT_VERSION`, which llama.cpp's converter writes.
-const QUANTIZATION_VERSION: u32 = 2;
-/// Rows are converted in parallel in chunks of about this many output bytes, so memory stays
-/// bounded whatever the tensor size.
-const CHUNK_BYTES: usize = 32 << 20;
 
 /// All metadata in llama.cpp's order: architecture, type, sampling defaults, naming,
 /// hyper-parameters, quantization version, vocabulary.
@@ -50,7 +45,7 @@ pub fn metadata(
     md.extend(llama::hparams_metadata(cfg, ft));
     md.push((
         keys::GENERAL_QUANTIZATION_VERSION.into(),
-        MetaValue::U32(QUANTIZATION_VERSION),
+        MetaValue::U32(output::QUANTIZATION_VERSION),
     ));
     md.extend(vocab.metadata());
     md
@@ -126,59 +121,6 @@ fn size_label(n: u64) -> String {
     format!("{scaled:.decimals$}{suffix}")
 }
 
-/// Refuses a directory, an input file (even with `--force`) and an existing file without
-/// `--force`.
-pub fn check_output(output: &Path, inputs: &[PathBuf], force: bool) -> Result<(), ConvertError> {
-    if output.is_dir() {
-        return Err(ConvertError::OutputIsDir(output.to_path_buf()));
-    }
-    let parent = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let canon_parent = parent.canonicalize().map_err(|source| ConvertError::Io {
-        path: parent.to_path_buf(),
-        source,
-    })?;
-    let target = match output.canonicalize() {
-        Ok(p) => p,
-        Err(_) => canon_parent.join(output.file_name().unwrap_or_default()),
-    };
-    let is_input = inputs
-        .iter()
-        .filter_map(|p| p.canonicalize().ok())
-        .any(|p| p == target);
-    if is_input {
-        return Err(ConvertError::OutputIsInput(output.to_path_buf()));
-    }
-    if output.exists() && !force {
-        return Err(ConvertError::OutputExists(output.to_path_buf()));
-    }
-    Ok(())
-}
-
-/// Bytes available to us on the file system holding `dir`.
-#[cfg(unix)]
-pub fn free_space(dir: &Path) -> std::io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs buffer.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: statvfs returned 0, so it filled `st`.
-    let st = unsafe { st.assume_init() };
-    #[allow(clippy::unnecessary_cast)] // the field widths differ between platforms
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
-#[cfg(not(unix))]
-pub fn free_space(_dir: &Path) -> std::io::Result<u64> {
-    Ok(u64::MAX)
-}
-
 /// Checks free space, then streams header and tensors into `output`.
 pub fn write(
     output: &Path,
@@ -198,18 +140,15 @@ pub fn write(
             n_bytes: t.n_bytes(),
         })
         .collect();
-    let total = file_size(metadata, &headers);
-    check_space(output, total, hooks)?;
+    let total = output::file_size(metadata, &headers);
+    output::check_space(output, total, hooks)?;
     on_event(Event::Start {
         output,
         file_type: ft,
         n_tensors: plan.len(),
         total_bytes: total,
     });
-    let result = write_streaming(output, metadata, &headers, |i, w| {
-        if hooks.fail_at_tensor == Some(i) {
-            return Err(std::io::Error::other("injected write failure (test hook)"));
-        }
+    let result = output::write_gguf(output, metadata, &headers, hooks, |i, w| {
         write_tensor(ckpt, &plan[i], w)?;
         on_event(Event::Tensor {
             index: i,
@@ -229,44 +168,20 @@ pub fn write(
     })
 }
 
-fn file_size(metadata: &[(String, MetaValue)], headers: &[TensorHeader]) -> u64 {
-    let (header, offsets) = encode_header(metadata, headers);
-    let data_end = offsets
-        .last()
-        .zip(headers.last())
-        .map_or(0, |(off, h)| off + h.n_bytes);
-    (header.len() + data_end.next_multiple_of(lumen::gguf::writer::ALIGNMENT)) as u64
-}
-
-fn check_space(output: &Path, needed: u64, hooks: &TestHooks) -> Result<(), ConvertError> {
-    let dir = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let available = match hooks.free_bytes {
-        Some(b) => b,
-        None => free_space(dir).map_err(|source| ConvertError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?,
-    };
-    if available < needed {
-        return Err(ConvertError::NoSpace {
-            dir: dir.to_path_buf(),
-            needed,
-            available,
-        });
-    }
-    Ok(())
-}
-
-/// Writes one tensor's bytes: source rows (permuted for Q/K) converted to the output type,
-/// a chunk of rows at a time, the rows of a chunk in parallel.
+/// Writes one tensor's bytes: source rows (permuted for Q/K) converted to the output type.
 fn write_tensor(ckpt: &Checkpoint, t: &TensorPlan, out: &mut dyn Write) -> std::io::Result<()> {
+    let (cols, rows) = t.cols_rows();
     match &t.source {
         Source::Generated(values) => {
             let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            write_rows(&bytes, GgmlType::F32, t, None, out)
+            let src = RowSource {
+                name: &t.name,
+                src: &bytes,
+                src_ty: GgmlType::F32,
+                cols,
+                rows,
+            };
+            output::write_rows(&src, t.ty, |r| r, out)
         }
         Source::Checkpoint {
             tensor,
@@ -274,73 +189,27 @@ fn write_tensor(ckpt: &Checkpoint, t: &TensorPlan, out: &mut dyn Write) -> std::
             ..
         } => {
             // The plan only admits readable dtypes; this guards the invariant.
-            let ty = tensor
+            let src_ty = tensor
                 .dtype
                 .as_ref()
                 .map_err(|d| std::io::Error::other(format!("unsupported dtype {d}")))?
                 .ggml();
-            write_rows(ckpt.bytes(tensor), ty, t, *permute_heads, out)
+            let src = RowSource {
+                name: &t.name,
+                src: ckpt.bytes(tensor),
+                src_ty,
+                cols,
+                rows,
+            };
+            let heads = *permute_heads;
+            output::write_rows(
+                &src,
+                t.ty,
+                |r| heads.map_or(r, |h| llama::permuted_source_row(r, rows, h)),
+                out,
+            )
         }
     }
-}
-
-fn write_rows(
-    src: &[u8],
-    src_ty: GgmlType,
-    t: &TensorPlan,
-    permute_heads: Option<usize>,
-    out: &mut dyn Write,
-) -> std::io::Result<()> {
-    let (cols, rows) = t.cols_rows();
-    let src_row = cols * src_ty.block_bytes();
-    let dst_row = t.ty.row_bytes(cols).unwrap_or(0);
-    if src.len() != rows * src_row || dst_row == 0 {
-        return Err(std::io::Error::other(format!(
-            "tensor '{}': {} source bytes for {rows} rows of {cols} {src_ty}",
-            t.name,
-            src.len()
-        )));
-    }
-    let chunk_rows = (CHUNK_BYTES / dst_row).clamp(1, rows.max(1));
-    let mut buf = vec![0u8; chunk_rows * dst_row];
-    for start in (0..rows).step_by(chunk_rows) {
-        let n = chunk_rows.min(rows - start);
-        let dst = &mut buf[..n * dst_row];
-        dst.par_chunks_mut(dst_row)
-            .enumerate()
-            .try_for_each_init(Vec::new, |f32_row, (i, d)| {
-                let r = start + i;
-                let sr = permute_heads.map_or(r, |h| llama::permuted_source_row(r, rows, h));
-                convert_row(
-                    src_ty,
-                    &src[sr * src_row..(sr + 1) * src_row],
-                    t.ty,
-                    d,
-                    f32_row,
-                )
-            })
-            .map_err(std::io::Error::other)?;
-        out.write_all(dst)?;
-    }
-    Ok(())
-}
-
-/// One row from `src_ty` to `dst_ty`: a byte copy when they agree, else through f32 with
-/// Lumen's kernels (ggml's rounding).
-fn convert_row(
-    src_ty: GgmlType,
-    src: &[u8],
-    dst_ty: GgmlType,
-    dst: &mut [u8],
-    f32_row: &mut Vec<f32>,
-) -> Result<(), KernelError> {
-    if src_ty == dst_ty {
-        dst.copy_from_slice(src);
-        return Ok(());
-    }
-    f32_row.resize(src.len() / src_ty.block_bytes(), 0.0);
-    dequantize_row(src_ty, src, f32_row)?;
-    quantize_row(dst_ty, f32_row, dst)
 }
 
 #[cfg(test)]

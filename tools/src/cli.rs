@@ -1,0 +1,25 @@
+//! What the tool binaries share around their work: the worker-thread count and how an error
+//! ends the process.
+
+use std::process::ExitCode;
+
+/// Sizes rayon's global pool (`None`: one thread per core, rayon's default).
+pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if let Some(t) = threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()?;
+    }
+    Ok(())
+}
+
+/// Success, or the error with its causes on stderr and exit status 1.
+pub fn exit_with(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
