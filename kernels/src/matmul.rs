@@ -95,7 +95,7 @@ impl QuantizedRows {
             len: cols,
             block_elems: ty.block_elems(),
         })?;
-        if cols == 0 || x.len() % cols != 0 {
+        if cols == 0 || !x.len().is_multiple_of(cols) {
             return Err(KernelError::PartialElems {
                 ty,
                 what: "activations",

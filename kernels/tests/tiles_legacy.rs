@@ -394,10 +394,9 @@ fn tile_speed() {
                 time(&mut || {
                     let mut s = 0.0;
                     for r in (0..ROWS).step_by(4) {
-                        let wr = [&w[r][..], &w[r + 1][..], &w[r + 2][..], &w[r + 3][..]];
+                        let wr = [w[r], w[r + 1], w[r + 2], w[r + 3]];
                         for t in (0..TOKS).step_by(4) {
-                            let o =
-                                tile(wr, [&a[t][..], &a[t + 1][..], &a[t + 2][..], &a[t + 3][..]]);
+                            let o = tile(wr, [a[t], a[t + 1], a[t + 2], a[t + 3]]);
                             s += o[0][0] + o[3][3];
                         }
                     }
@@ -408,10 +407,7 @@ fn tile_speed() {
                 let mut s = 0.0;
                 for r in 0..ROWS {
                     for t in (0..TOKS).step_by(4) {
-                        let o = dot4(
-                            &w[r],
-                            [&a[t][..], &a[t + 1][..], &a[t + 2][..], &a[t + 3][..]],
-                        );
+                        let o = dot4(w[r], [a[t], a[t + 1], a[t + 2], a[t + 3]]);
                         s += o[0] + o[3];
                     }
                 }
@@ -433,10 +429,7 @@ fn tile_speed() {
                 time_mv(&mut || {
                     let mut s = 0.0;
                     for r in (0..ROWS).step_by(4) {
-                        let o = rows4(
-                            [&w[r][..], &w[r + 1][..], &w[r + 2][..], &w[r + 3][..]],
-                            &a[0],
-                        );
+                        let o = rows4([w[r], w[r + 1], w[r + 2], w[r + 3]], a[0]);
                         s += o[0] + o[3];
                     }
                     s
@@ -445,7 +438,7 @@ fn tile_speed() {
             let g_dot = time_mv(&mut || {
                 let mut s = 0.0;
                 for r in 0..ROWS {
-                    s += dot(&w[r], &a[0]);
+                    s += dot(w[r], a[0]);
                 }
                 s
             });

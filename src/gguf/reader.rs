@@ -368,7 +368,7 @@ fn validate_tensor(
             .ok_or_else(|| bad(format!("shape {:?} overflows", t.shape)))?;
     }
     let row = t.shape[0] as usize;
-    if (t.shape[0] as usize) % ty.block_elems() != 0 {
+    if !(t.shape[0] as usize).is_multiple_of(ty.block_elems()) {
         return Err(bad(format!(
             "row length {row} is not a multiple of the {} block size {}",
             ty.name(),
@@ -378,7 +378,7 @@ fn validate_tensor(
     let n_bytes = (n_elements / ty.block_elems() as u64)
         .checked_mul(ty.block_bytes() as u64)
         .ok_or_else(|| bad(format!("byte size of shape {:?} overflows", t.shape)))?;
-    if t.offset % alignment != 0 {
+    if !t.offset.is_multiple_of(alignment) {
         return Err(bad(format!(
             "data offset {} is not aligned to {alignment}",
             t.offset

@@ -114,13 +114,13 @@ impl LlamaConfig {
             path: file.path().to_path_buf(),
             message,
         };
-        if self.n_head % self.n_head_kv != 0 {
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
             return Err(bad(format!(
                 "{} heads are not a multiple of {} KV heads",
                 self.n_head, self.n_head_kv
             )));
         }
-        if self.n_rot > self.head_dim || self.n_rot % 2 != 0 || self.n_rot > 512 {
+        if self.n_rot > self.head_dim || !self.n_rot.is_multiple_of(2) || self.n_rot > 512 {
             return Err(bad(format!(
                 "rope dimension {} does not fit head size {}",
                 self.n_rot, self.head_dim

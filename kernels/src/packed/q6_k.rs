@@ -48,17 +48,9 @@ pub const fn low_at(c: usize, k: usize) -> usize {
 /// sums of its quants that meet the even and odd lanes of a part (elements `8k..8k+4` and
 /// `8k+4..8k+8` of its two parts).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Q6Aux {
     pub neg_offset_sums: [[i32; 2]; 16],
-}
-
-impl Default for Q6Aux {
-    fn default() -> Self {
-        Self {
-            neg_offset_sums: [[0; 2]; 16],
-        }
-    }
 }
 
 /// The Q6_K aux record of one Q8_K block.

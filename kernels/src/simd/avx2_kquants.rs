@@ -523,7 +523,7 @@ unsafe fn quantize_q8k_avx2(x: &[f32], out: &mut [u8]) {
 
 fn quantize_q8k(x: &[f32], out: &mut [u8]) {
     assert!(
-        x.len() % 256 == 0 && out.len() >= x.len() / 256 * Q8K_BYTES,
+        x.len().is_multiple_of(256) && out.len() >= x.len() / 256 * Q8K_BYTES,
         "quantize Q8_K: lengths"
     );
     // SAFETY: reachable only through `kernels_for(Isa::Avx2 or higher)`, which checked the CPU;
