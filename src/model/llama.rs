@@ -281,6 +281,11 @@ impl Llama {
     /// [`Self::packed_bytes`]); the mapped originals stay for embedding lookups and fallbacks.
     fn pack_weights(&mut self) -> Result<(), ModelError> {
         let ks = self.kernels;
+        // The scalar level's packed kernels are references for tests; on a scalar-only CPU
+        // packing would only double the memory.
+        if ks.isa == lumen_kernels::Isa::Scalar {
+            return Ok(());
+        }
         let file = self.file.clone();
         let pack = |m: &mut Matrix| -> Result<(), ModelError> {
             if ks.packed_gemv(m.ty).is_none() || !PackedMatrix::supports(m.ty, m.rows, m.cols) {
