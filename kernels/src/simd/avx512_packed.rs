@@ -487,26 +487,17 @@ unsafe fn q6_k_tile_k(
 // ---------------------------------------------------------------- safe entry points
 
 /// A packed kernel's raw form: group, activation row, aux row, block count.
-type GemvKernel = unsafe fn(*const u8, *const u8, *const u8, usize) -> [f32; GROUP_ROWS];
+pub(super) type GemvKernel = unsafe fn(*const u8, *const u8, *const u8, usize) -> [f32; GROUP_ROWS];
 /// The tile's raw form: group, activation rows, aux rows, block count.
-type TileKernel = unsafe fn(
+pub(super) type TileKernel = unsafe fn(
     *const u8,
     [*const u8; TILE_TOKENS],
     [*const u8; TILE_TOKENS],
     usize,
 ) -> [[f32; GROUP_ROWS]; TILE_TOKENS];
 
-/// Every packed format with its kernels; [`gemv`] / [`tile`] are instantiated per index.
-const KERNELS: [(GgmlType, GemvKernel, TileKernel); 5] = [
-    (GgmlType::Q4_0, q4_0_gemv_k, q4_0_tile_k),
-    (GgmlType::Q4_1, q4_1_gemv_k, q4_1_tile_k),
-    (GgmlType::Q8_0, q8_0_gemv_k, q8_0_tile_k),
-    (GgmlType::Q4_K, q4_k_gemv_k, q4_k_tile_k),
-    (GgmlType::Q6_K, q6_k_gemv_k, q6_k_tile_k),
-];
-
 /// Block counts of one packed group, one activation row and its aux row, if they agree.
-fn block_count(ty: GgmlType, group: &[u8], a: &[u8], aux: &[u8]) -> Option<usize> {
+pub(super) fn block_count(ty: GgmlType, group: &[u8], a: &[u8], aux: &[u8]) -> Option<usize> {
     let act = ty.vec_dot_type();
     let nb = a.len() / act.block_bytes();
     let agree = group.len() == nb * packed_block_bytes(ty)?
@@ -515,50 +506,75 @@ fn block_count(ty: GgmlType, group: &[u8], a: &[u8], aux: &[u8]) -> Option<usize
     agree.then_some(nb)
 }
 
-fn gemv<const K: usize>(group: &[u8], a: &[u8], aux: &[u8]) -> [f32; GROUP_ROWS] {
-    let (ty, kernel, _) = KERNELS[K];
-    let nb = block_count(ty, group, a, aux).expect("packed gemv: block counts differ");
-    // SAFETY: every operand holds `nb` whole blocks (checked above); the CPU runs AVX-512
-    // VNNI (simd/mod.rs).
-    unsafe { kernel(group.as_ptr(), a.as_ptr(), aux.as_ptr(), nb) }
-}
+/// The safe entry points and the [`Provider`] of a file of packed kernels: one table of
+/// `(type, gemv kernel, tile kernel)` and one length-checked `gemv`/`tile` per table index.
+/// The kernels must be `#[target_feature]` functions of a level the caller only reaches once
+/// `Isa::is_available` confirmed it (simd/mod.rs).
+macro_rules! packed_entry_points {
+    ($(($ty:expr, $gemv_k:ident, $tile_k:ident)),+ $(,)?) => {
+        const KERNELS: &[(
+            GgmlType,
+            $crate::simd::avx512_packed::GemvKernel,
+            $crate::simd::avx512_packed::TileKernel,
+        )] = &[$(($ty, $gemv_k, $tile_k)),+];
 
-fn tile<const K: usize>(
-    group: &[u8],
-    a: [&[u8]; TILE_TOKENS],
-    aux: [&[u8]; TILE_TOKENS],
-) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
-    let (ty, _, kernel) = KERNELS[K];
-    let counts: [Option<usize>; TILE_TOKENS] =
-        std::array::from_fn(|t| block_count(ty, group, a[t], aux[t]));
-    let nb = counts[0].filter(|&nb| counts.iter().all(|&c| c == Some(nb)));
-    let nb = nb.expect("packed tile: block counts differ");
-    // SAFETY: every operand holds `nb` whole blocks (checked above); the CPU runs AVX-512
-    // VNNI (simd/mod.rs).
-    unsafe {
-        kernel(
-            group.as_ptr(),
-            a.map(|r| r.as_ptr()),
-            aux.map(|r| r.as_ptr()),
-            nb,
-        )
-    }
-}
+        fn gemv<const K: usize>(group: &[u8], a: &[u8], aux: &[u8]) -> [f32; GROUP_ROWS] {
+            let (ty, kernel, _) = KERNELS[K];
+            let nb = $crate::simd::avx512_packed::block_count(ty, group, a, aux)
+                .expect("packed gemv: block counts differ");
+            // SAFETY: every operand holds `nb` whole blocks (checked above); the CPU runs the
+            // kernel's level (simd/mod.rs).
+            unsafe { kernel(group.as_ptr(), a.as_ptr(), aux.as_ptr(), nb) }
+        }
 
-fn packed_gemv(ty: GgmlType) -> Option<PackedGemvFn> {
-    const FNS: [PackedGemvFn; 5] = [gemv::<0>, gemv::<1>, gemv::<2>, gemv::<3>, gemv::<4>];
-    let k = KERNELS.iter().position(|&(t, _, _)| t == ty)?;
-    Some(FNS[k])
-}
+        fn tile<const K: usize>(
+            group: &[u8],
+            a: [&[u8]; TILE_TOKENS],
+            aux: [&[u8]; TILE_TOKENS],
+        ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+            let (ty, _, kernel) = KERNELS[K];
+            let counts: [Option<usize>; TILE_TOKENS] = std::array::from_fn(|t| {
+                $crate::simd::avx512_packed::block_count(ty, group, a[t], aux[t])
+            });
+            let nb = counts[0].filter(|&nb| counts.iter().all(|&c| c == Some(nb)));
+            let nb = nb.expect("packed tile: block counts differ");
+            // SAFETY: every operand holds `nb` whole blocks (checked above); the CPU runs the
+            // kernel's level (simd/mod.rs).
+            unsafe {
+                kernel(
+                    group.as_ptr(),
+                    a.map(|r| r.as_ptr()),
+                    aux.map(|r| r.as_ptr()),
+                    nb,
+                )
+            }
+        }
 
-fn packed_tile(ty: GgmlType) -> Option<PackedTileFn> {
-    const FNS: [PackedTileFn; 5] = [tile::<0>, tile::<1>, tile::<2>, tile::<3>, tile::<4>];
-    let k = KERNELS.iter().position(|&(t, _, _)| t == ty)?;
-    Some(FNS[k])
-}
+        fn packed_gemv(ty: GgmlType) -> Option<PackedGemvFn> {
+            const FNS: [PackedGemvFn; 5] = [gemv::<0>, gemv::<1>, gemv::<2>, gemv::<3>, gemv::<4>];
+            let k = KERNELS.iter().position(|&(t, _, _)| t == ty)?;
+            Some(FNS[k])
+        }
 
-pub(crate) static PROVIDER: Provider = Provider {
-    packed_gemv,
-    packed_tile,
-    ..Provider::NONE
-};
+        fn packed_tile(ty: GgmlType) -> Option<PackedTileFn> {
+            const FNS: [PackedTileFn; 5] = [tile::<0>, tile::<1>, tile::<2>, tile::<3>, tile::<4>];
+            let k = KERNELS.iter().position(|&(t, _, _)| t == ty)?;
+            Some(FNS[k])
+        }
+
+        pub(crate) static PROVIDER: Provider = Provider {
+            packed_gemv,
+            packed_tile,
+            ..Provider::NONE
+        };
+    };
+}
+pub(crate) use packed_entry_points;
+
+packed_entry_points!(
+    (GgmlType::Q4_0, q4_0_gemv_k, q4_0_tile_k),
+    (GgmlType::Q4_1, q4_1_gemv_k, q4_1_tile_k),
+    (GgmlType::Q8_0, q8_0_gemv_k, q8_0_tile_k),
+    (GgmlType::Q4_K, q4_k_gemv_k, q4_k_tile_k),
+    (GgmlType::Q6_K, q6_k_gemv_k, q6_k_tile_k),
+);

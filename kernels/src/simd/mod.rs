@@ -11,6 +11,7 @@ mod avx2_kquant_tiles;
 mod avx2_kquants;
 mod avx2_legacy;
 mod avx2_legacy_tiles;
+mod avx2_packed;
 mod avx512_kquant_tiles;
 mod avx512_kquants;
 mod avx512_legacy;
@@ -23,6 +24,7 @@ pub(crate) fn avx2_providers() -> Vec<&'static Provider> {
         &avx2_kquants::PROVIDER,
         &avx2_legacy_tiles::PROVIDER,
         &avx2_kquant_tiles::PROVIDER,
+        &avx2_packed::PROVIDER,
     ]
 }
 

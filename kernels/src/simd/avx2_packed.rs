@@ -1,0 +1,225 @@
+//! avx2_packed: AVX2 + FMA kernels for the packed Q4_0 and Q4_1 layouts of [`crate::packed`].
+//!
+//! Same layout as the AVX-512 kernels. Each 64-byte part splits into two 256-bit halves: rows
+//! 0..4 and rows 4..8, lane `2r' + p`. A half is processed at a time, so four 8-lane
+//! accumulators (eight in the tile) fit AVX2's sixteen registers. The u8 × i8 sums use
+//! `vpmaddubsw` + `vpmaddwd`. That is exact here because the weights are nibbles (≤ 15), so a
+//! pair sum stays within ±3840. Q8_0 (unsigned weights up to 255 would saturate `vpmaddubsw`)
+//! and the K-quants have no AVX2 packed kernels yet; they keep the row kernels.
+
+use std::arch::x86_64::*;
+
+use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
+use crate::packed::{aux_bytes, packed_block_bytes, ActBlockAux, Q81Aux, GROUP_ROWS, TILE_TOKENS};
+use crate::table::GgmlType;
+
+/// Half `h`'s four row scales (f16 at `at`), each in its two lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn half_scales(at: *const u8) -> __m256 {
+    let d4 = _mm_cvtph_ps(_mm_loadl_epi64(at as *const __m128i));
+    _mm256_permutevar8x32_ps(
+        _mm256_castps128_ps256(d4),
+        _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3),
+    )
+}
+
+/// Half `h` of a Q4_0-style nibble area at `q` (2 × 64 bytes): parts 0..4, unsigned.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn half_nibbles(q: *const u8, h: usize) -> [__m256i; 4] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let v0 = _mm256_loadu_si256(q.add(32 * h) as *const __m256i);
+    let v1 = _mm256_loadu_si256(q.add(64 + 32 * h) as *const __m256i);
+    [
+        _mm256_and_si256(v0, m4),
+        _mm256_and_si256(v1, m4),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(v0), m4),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(v1), m4),
+    ]
+}
+
+/// Σ over the four parts of u·a (activation quants at `qa`), plus `start` (i32 lanes).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn half_isums(w: &[__m256i; 4], qa: *const u8, start: __m256i) -> __m256i {
+    let ones = _mm256_set1_epi16(1);
+    let part = |k: usize| {
+        let a = _mm256_set1_epi64x((qa.add(8 * k) as *const i64).read_unaligned());
+        _mm256_madd_epi16(_mm256_maddubs_epi16(w[k], a), ones)
+    };
+    let s = _mm256_add_epi32(part(0), part(1));
+    _mm256_add_epi32(
+        _mm256_add_epi32(s, part(2)),
+        _mm256_add_epi32(part(3), start),
+    )
+}
+
+/// Lane pairs of one half summed → its four rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn half_pair_sums(acc: __m256) -> [f32; 4] {
+    let mut lanes = [0.0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+    std::array::from_fn(|r| lanes[2 * r] + lanes[2 * r + 1])
+}
+
+/// Format-specific parts of one block for half `h`: (acc update for one token).
+trait Half {
+    const TY: GgmlType;
+    /// acc + this block's contribution for rows `4h..4h+4` against one activation block.
+    unsafe fn block(
+        acc: __m256,
+        block: *const u8,
+        w: &[__m256i; 4],
+        h: usize,
+        ab: *const u8,
+        aux: *const u8,
+    ) -> __m256;
+    /// Where the nibbles start in a packed block.
+    const QUANTS_AT: usize;
+}
+
+struct Q40;
+struct Q41;
+
+impl Half for Q40 {
+    const TY: GgmlType = GgmlType::Q4_0;
+    const QUANTS_AT: usize = 16;
+    #[inline(always)]
+    unsafe fn block(
+        acc: __m256,
+        block: *const u8,
+        w: &[__m256i; 4],
+        h: usize,
+        ab: *const u8,
+        aux: *const u8,
+    ) -> __m256 {
+        let ax = (aux as *const ActBlockAux).read_unaligned();
+        let start =
+            _mm256_set1_epi64x((ax.neg_offset_sums_q4.as_ptr() as *const i64).read_unaligned());
+        let s = half_isums(w, ab.add(2), start);
+        let d = _mm256_mul_ps(half_scales(block.add(8 * h)), _mm256_set1_ps(ax.d));
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc)
+    }
+}
+
+impl Half for Q41 {
+    const TY: GgmlType = GgmlType::Q4_1;
+    const QUANTS_AT: usize = 32;
+    #[inline(always)]
+    unsafe fn block(
+        acc: __m256,
+        block: *const u8,
+        w: &[__m256i; 4],
+        h: usize,
+        ab: *const u8,
+        aux: *const u8,
+    ) -> __m256 {
+        let ax = (aux as *const Q81Aux).read_unaligned();
+        let s = half_isums(w, ab.add(4), _mm256_setzero_si256());
+        let d = _mm256_mul_ps(half_scales(block.add(8 * h)), _mm256_set1_ps(ax.d));
+        let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
+        _mm256_fmadd_ps(
+            half_scales(block.add(16 + 8 * h)),
+            _mm256_set1_ps(ax.half_s),
+            acc,
+        )
+    }
+}
+
+#[inline(always)]
+unsafe fn gemv_k<F: Half>(
+    g: *const u8,
+    a: *const u8,
+    aux: *const u8,
+    nb: usize,
+) -> [f32; GROUP_ROWS] {
+    let pbb = packed_block_bytes(F::TY).unwrap_or(0);
+    let (ab_bytes, aux_b) = (
+        F::TY.vec_dot_type().block_bytes(),
+        aux_bytes(F::TY.vec_dot_type()),
+    );
+    let mut out = [0.0f32; GROUP_ROWS];
+    for h in 0..2 {
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            let block = g.add(b * pbb);
+            let w = half_nibbles(block.add(F::QUANTS_AT), h);
+            acc = F::block(acc, block, &w, h, a.add(b * ab_bytes), aux.add(b * aux_b));
+        }
+        out[4 * h..4 * h + 4].copy_from_slice(&half_pair_sums(acc));
+    }
+    out
+}
+
+#[inline(always)]
+unsafe fn tile_k<F: Half>(
+    g: *const u8,
+    a: [*const u8; TILE_TOKENS],
+    aux: [*const u8; TILE_TOKENS],
+    nb: usize,
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    let pbb = packed_block_bytes(F::TY).unwrap_or(0);
+    let (ab_bytes, aux_b) = (
+        F::TY.vec_dot_type().block_bytes(),
+        aux_bytes(F::TY.vec_dot_type()),
+    );
+    let mut out = [[0.0f32; GROUP_ROWS]; TILE_TOKENS];
+    for h in 0..2 {
+        let mut acc = [_mm256_setzero_ps(); TILE_TOKENS];
+        for b in 0..nb {
+            let block = g.add(b * pbb);
+            let w = half_nibbles(block.add(F::QUANTS_AT), h);
+            for t in 0..TILE_TOKENS {
+                acc[t] = F::block(
+                    acc[t],
+                    block,
+                    &w,
+                    h,
+                    a[t].add(b * ab_bytes),
+                    aux[t].add(b * aux_b),
+                );
+            }
+        }
+        for t in 0..TILE_TOKENS {
+            out[t][4 * h..4 * h + 4].copy_from_slice(&half_pair_sums(acc[t]));
+        }
+    }
+    out
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
+    gemv_k::<Q40>(g, a, aux, nb)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
+    gemv_k::<Q41>(g, a, aux, nb)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_tile_k(
+    g: *const u8,
+    a: [*const u8; TILE_TOKENS],
+    aux: [*const u8; TILE_TOKENS],
+    nb: usize,
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    tile_k::<Q40>(g, a, aux, nb)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_tile_k(
+    g: *const u8,
+    a: [*const u8; TILE_TOKENS],
+    aux: [*const u8; TILE_TOKENS],
+    nb: usize,
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    tile_k::<Q41>(g, a, aux, nb)
+}
+
+super::avx512_packed::packed_entry_points!(
+    (GgmlType::Q4_0, q4_0_gemv_k, q4_0_tile_k),
+    (GgmlType::Q4_1, q4_1_gemv_k, q4_1_tile_k),
+);
