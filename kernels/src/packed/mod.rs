@@ -36,7 +36,7 @@
 use half::f16;
 use rayon::prelude::*;
 
-use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK};
+use crate::formats::{BlockFormat, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK};
 use crate::table::GgmlType;
 use crate::KernelError;
 
@@ -75,19 +75,17 @@ pub struct ActBlockAux {
     pad: [u32; 3],
 }
 
-/// The aux record of each Q8_0 block of `a` (`aux.len()` blocks).
-pub fn act_aux(a: &[BlockQ8_0], aux: &mut [ActBlockAux]) {
-    for (b, x) in a.iter().zip(aux.iter_mut()) {
-        let mut sums = [0i32; 2];
-        for (c, chunk) in b.qs.chunks_exact(4).enumerate() {
-            sums[c % 2] += chunk.iter().map(|&q| q as i32).sum::<i32>();
-        }
-        *x = ActBlockAux {
-            neg_offset_sums_q4: sums.map(|s| -packed_offset(GgmlType::Q4_0) * s),
-            neg_offset_sums_q8: sums.map(|s| -packed_offset(GgmlType::Q8_0) * s),
-            d: b.d.to_f32(),
-            pad: [0; 3],
-        };
+/// The aux record of one Q8_0 block.
+pub fn act_aux(b: &BlockQ8_0) -> ActBlockAux {
+    let mut sums = [0i32; 2];
+    for (c, chunk) in b.qs.chunks_exact(4).enumerate() {
+        sums[c % 2] += chunk.iter().map(|&q| q as i32).sum::<i32>();
+    }
+    ActBlockAux {
+        neg_offset_sums_q4: sums.map(|s| -packed_offset(GgmlType::Q4_0) * s),
+        neg_offset_sums_q8: sums.map(|s| -packed_offset(GgmlType::Q8_0) * s),
+        d: b.d.to_f32(),
+        pad: [0; 3],
     }
 }
 
@@ -119,38 +117,32 @@ pub const fn aux_bytes(act: GgmlType) -> usize {
 /// (`aux_bytes(act)` per block); nothing for other types.
 pub fn fill_aux(act: GgmlType, row: &[u8], aux: &mut [u8]) {
     match act {
-        GgmlType::Q8_0 => {
-            let blocks = crate::dispatch::blocks_of::<BlockQ8_0>(row).expect("whole blocks");
-            let mut recs = vec![ActBlockAux::default(); blocks.len()];
-            act_aux(&blocks, &mut recs);
-            aux.copy_from_slice(bytemuck::cast_slice(&recs));
-        }
-        GgmlType::Q8_K => {
-            let blocks = crate::dispatch::blocks_of::<BlockQ8_K>(row).expect("whole blocks");
-            let mut mins = vec![KBlockAux::default(); blocks.len()];
-            q4_k::act_aux_k(&blocks, &mut mins);
-            let recs: Vec<Q8KAux> = blocks
-                .iter()
-                .zip(mins)
-                .map(|(b, q4_k)| Q8KAux {
-                    q4_k,
-                    q6_k: q6_k::q6_aux(b),
-                })
-                .collect();
-            aux.copy_from_slice(bytemuck::cast_slice(&recs));
-        }
-        GgmlType::Q8_1 => {
-            let blocks = crate::dispatch::blocks_of::<BlockQ8_1>(row).expect("whole blocks");
-            let recs: Vec<Q81Aux> = blocks
-                .iter()
-                .map(|b| Q81Aux {
-                    d: b.d.to_f32(),
-                    half_s: 0.5 * b.s.to_f32(),
-                })
-                .collect();
-            aux.copy_from_slice(bytemuck::cast_slice(&recs));
-        }
+        GgmlType::Q8_0 => write_records(row, aux, act_aux),
+        GgmlType::Q8_K => write_records(row, aux, |b: &BlockQ8_K| Q8KAux {
+            q4_k: q4_k::act_aux_k(b),
+            q6_k: q6_k::q6_aux(b),
+        }),
+        GgmlType::Q8_1 => write_records(row, aux, |b: &BlockQ8_1| Q81Aux {
+            d: b.d.to_f32(),
+            half_s: 0.5 * b.s.to_f32(),
+        }),
         _ => {}
+    }
+}
+
+/// `record(block)` of every block of `row`, written straight into `aux` (this runs per token
+/// per matmul, so no temporary vector).
+fn write_records<B: BlockFormat, R: bytemuck::Pod>(
+    row: &[u8],
+    aux: &mut [u8],
+    record: impl Fn(&B) -> R,
+) {
+    let blocks = crate::dispatch::blocks_of::<B>(row).expect("whole blocks");
+    for (b, out) in blocks
+        .iter()
+        .zip(aux.chunks_exact_mut(std::mem::size_of::<R>()))
+    {
+        out.copy_from_slice(bytemuck::bytes_of(&record(b)));
     }
 }
 

@@ -42,15 +42,13 @@ pub struct KBlockAux {
     pub odd: [i16; 4],
 }
 
-/// The aux record of each Q8_K block of `a`.
-pub fn act_aux_k(a: &[BlockQ8_K], aux: &mut [KBlockAux]) {
-    for (b, x) in a.iter().zip(aux.iter_mut()) {
-        // bsums are per 16 elements; a 32-element sub-block sum fits i16 (|Σ| ≤ 32·128).
-        let sub = |j: usize| b.bsums[2 * j] + b.bsums[2 * j + 1];
-        *x = KBlockAux {
-            even: [sub(0), sub(2), sub(4), sub(6)],
-            odd: [sub(1), sub(3), sub(5), sub(7)],
-        };
+/// The Q4_K aux record of one Q8_K block.
+pub fn act_aux_k(b: &BlockQ8_K) -> KBlockAux {
+    // bsums are per 16 elements; a 32-element sub-block sum fits i16 (|Σ| ≤ 32·128).
+    let sub = |j: usize| b.bsums[2 * j] + b.bsums[2 * j + 1];
+    KBlockAux {
+        even: [sub(0), sub(2), sub(4), sub(6)],
+        odd: [sub(1), sub(3), sub(5), sub(7)],
     }
 }
 

@@ -55,6 +55,14 @@ unsafe fn half_isums(w: &[__m256i; 4], qa: *const u8, start: __m256i) -> __m256i
     )
 }
 
+/// acc + (d_w·d_a)·isum for one half, with the four row scales (f16) at `scales`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn add_scaled(acc: __m256, isum: __m256i, scales: *const u8, da: f32) -> __m256 {
+    let d = _mm256_mul_ps(half_scales(scales), _mm256_set1_ps(da));
+    _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc)
+}
+
 /// Lane pairs of one half summed → its four rows.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -96,11 +104,9 @@ impl Half for Q40 {
         aux: *const u8,
     ) -> __m256 {
         let ax = (aux as *const ActBlockAux).read_unaligned();
-        let start =
-            _mm256_set1_epi64x((ax.neg_offset_sums_q4.as_ptr() as *const i64).read_unaligned());
-        let s = half_isums(w, ab.add(2), start);
-        let d = _mm256_mul_ps(half_scales(block.add(8 * h)), _mm256_set1_ps(ax.d));
-        _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc)
+        let start = (ax.neg_offset_sums_q4.as_ptr() as *const i64).read_unaligned();
+        let s = half_isums(w, ab.add(2), _mm256_set1_epi64x(start));
+        add_scaled(acc, s, block.add(8 * h), ax.d)
     }
 }
 
@@ -118,8 +124,7 @@ impl Half for Q41 {
     ) -> __m256 {
         let ax = (aux as *const Q81Aux).read_unaligned();
         let s = half_isums(w, ab.add(4), _mm256_setzero_si256());
-        let d = _mm256_mul_ps(half_scales(block.add(8 * h)), _mm256_set1_ps(ax.d));
-        let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
+        let acc = add_scaled(acc, s, block.add(8 * h), ax.d);
         _mm256_fmadd_ps(
             half_scales(block.add(16 + 8 * h)),
             _mm256_set1_ps(ax.half_s),
@@ -220,6 +225,6 @@ unsafe fn q4_1_tile_k(
 }
 
 super::avx512_packed::packed_entry_points!(
-    (GgmlType::Q4_0, q4_0_gemv_k, q4_0_tile_k),
-    (GgmlType::Q4_1, q4_1_gemv_k, q4_1_tile_k),
+    0 => (GgmlType::Q4_0, q4_0_gemv_k, q4_0_tile_k),
+    1 => (GgmlType::Q4_1, q4_1_gemv_k, q4_1_tile_k),
 );

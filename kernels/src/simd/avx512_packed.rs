@@ -507,11 +507,12 @@ pub(super) fn block_count(ty: GgmlType, group: &[u8], a: &[u8], aux: &[u8]) -> O
 }
 
 /// The safe entry points and the [`Provider`] of a file of packed kernels: one table of
-/// `(type, gemv kernel, tile kernel)` and one length-checked `gemv`/`tile` per table index.
+/// `index => (type, gemv kernel, tile kernel)` (indices 0, 1, … in order) and one
+/// length-checked `gemv`/`tile` per table index.
 /// The kernels must be `#[target_feature]` functions of a level the caller only reaches once
 /// `Isa::is_available` confirmed it (simd/mod.rs).
 macro_rules! packed_entry_points {
-    ($(($ty:expr, $gemv_k:ident, $tile_k:ident)),+ $(,)?) => {
+    ($($i:literal => ($ty:expr, $gemv_k:ident, $tile_k:ident)),+ $(,)?) => {
         const KERNELS: &[(
             GgmlType,
             $crate::simd::avx512_packed::GemvKernel,
@@ -551,15 +552,17 @@ macro_rules! packed_entry_points {
         }
 
         fn packed_gemv(ty: GgmlType) -> Option<PackedGemvFn> {
-            const FNS: [PackedGemvFn; 5] = [gemv::<0>, gemv::<1>, gemv::<2>, gemv::<3>, gemv::<4>];
-            let k = KERNELS.iter().position(|&(t, _, _)| t == ty)?;
-            Some(FNS[k])
+            $(if ty == $ty {
+                return Some(gemv::<$i>);
+            })+
+            None
         }
 
         fn packed_tile(ty: GgmlType) -> Option<PackedTileFn> {
-            const FNS: [PackedTileFn; 5] = [tile::<0>, tile::<1>, tile::<2>, tile::<3>, tile::<4>];
-            let k = KERNELS.iter().position(|&(t, _, _)| t == ty)?;
-            Some(FNS[k])
+            $(if ty == $ty {
+                return Some(tile::<$i>);
+            })+
+            None
         }
 
         pub(crate) static PROVIDER: Provider = Provider {
@@ -572,9 +575,9 @@ macro_rules! packed_entry_points {
 pub(crate) use packed_entry_points;
 
 packed_entry_points!(
-    (GgmlType::Q4_0, q4_0_gemv_k, q4_0_tile_k),
-    (GgmlType::Q4_1, q4_1_gemv_k, q4_1_tile_k),
-    (GgmlType::Q8_0, q8_0_gemv_k, q8_0_tile_k),
-    (GgmlType::Q4_K, q4_k_gemv_k, q4_k_tile_k),
-    (GgmlType::Q6_K, q6_k_gemv_k, q6_k_tile_k),
+    0 => (GgmlType::Q4_0, q4_0_gemv_k, q4_0_tile_k),
+    1 => (GgmlType::Q4_1, q4_1_gemv_k, q4_1_tile_k),
+    2 => (GgmlType::Q8_0, q8_0_gemv_k, q8_0_tile_k),
+    3 => (GgmlType::Q4_K, q4_k_gemv_k, q4_k_tile_k),
+    4 => (GgmlType::Q6_K, q6_k_gemv_k, q6_k_tile_k),
 );
