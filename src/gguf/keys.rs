@@ -39,6 +39,26 @@ pub const ROPE_FREQ_BASE: &str = "rope.freq_base";
 pub const ROPE_SCALING_TYPE: &str = "rope.scaling.type";
 pub const ROPE_SCALING_FACTOR: &str = "rope.scaling.factor";
 
+// Llama 3.2 Vision (`mllama.*`, Ollama's keys). Text keys are the llama ones under `mllama.`.
+/// i32 array: indices (in the merged layer list) of the cross-attention layers.
+pub const CROSS_ATTENTION_LAYERS: &str = "attention.cross_attention_layers";
+pub const VISION_BLOCK_COUNT: &str = "vision.block_count";
+pub const VISION_GLOBAL_BLOCK_COUNT: &str = "vision.global.block_count";
+/// i32 array: local layers whose *inputs* feed the intermediate features (Meta semantics).
+pub const VISION_INTERMEDIATE_LAYERS: &str = "vision.intermediate_layers_indices";
+pub const VISION_EMBEDDING_LENGTH: &str = "vision.embedding_length";
+pub const VISION_FEED_FORWARD_LENGTH: &str = "vision.feed_forward_length";
+pub const VISION_HEAD_COUNT: &str = "vision.attention.head_count";
+pub const VISION_LAYER_NORM_EPS: &str = "vision.attention.layer_norm_epsilon";
+pub const VISION_IMAGE_SIZE: &str = "vision.image_size";
+pub const VISION_PATCH_SIZE: &str = "vision.patch_size";
+pub const VISION_MAX_NUM_TILES: &str = "vision.max_num_tiles";
+pub const VISION_NUM_CHANNELS: &str = "vision.num_channels";
+/// f32 arrays of 3 (Lumen's addition from `preprocessor_config.json`; CLIP values when absent,
+/// as in Ollama's files).
+pub const VISION_IMAGE_MEAN: &str = "vision.image_mean";
+pub const VISION_IMAGE_STD: &str = "vision.image_std";
+
 pub const TOKENIZER_MODEL: &str = "tokenizer.ggml.model";
 pub const TOKENIZER_PRE: &str = "tokenizer.ggml.pre";
 pub const TOKENIZER_TOKENS: &str = "tokenizer.ggml.tokens";
