@@ -10,5 +10,6 @@ pub mod registry;
 pub mod sampling;
 pub mod tensor;
 pub mod tokenizer;
+pub mod vision;
 
 pub use lumen_kernels as kernels;

@@ -5,15 +5,14 @@
 
 use std::sync::Arc;
 
-use lumen_kernels::GgmlType;
-
 use super::kv_cache::KvCache;
+use super::weights::{matrix, repack_enabled, vector, Matrix, Weights};
 use super::ModelError;
 use crate::gguf::{keys, names, GgufFile};
 use crate::tensor::ops::{self, Rope};
 use lumen_kernels::attention::{self, AttentionShape};
-use lumen_kernels::matmul::{matmul_many, matmul_reference, QuantizedRows, WeightView};
-use lumen_kernels::{KernelSet, PackedMatrix};
+use lumen_kernels::matmul::WeightView;
+use lumen_kernels::KernelSet;
 
 /// Architectures this module runs (the `general.architecture` value).
 pub const ARCHITECTURES: &[&str] = &["llama"];
@@ -141,18 +140,6 @@ impl LlamaConfig {
     pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
     }
-}
-
-/// A matrix inside the GGUF file, checked at load: `rows` outputs of `cols` inputs.
-#[derive(Clone, Debug)]
-struct Matrix {
-    ty: GgmlType,
-    rows: usize,
-    cols: usize,
-    offset: usize,
-    n_bytes: usize,
-    /// An interleaved copy for the packed kernels (`lumen_kernels::packed`), made at load.
-    packed: Option<Arc<PackedMatrix>>,
 }
 
 impl Layer {
@@ -287,14 +274,7 @@ impl Llama {
             return Ok(());
         }
         let file = self.file.clone();
-        let pack = |m: &mut Matrix| -> Result<(), ModelError> {
-            if ks.packed_gemv(m.ty).is_none() || !PackedMatrix::supports(m.ty, m.rows, m.cols) {
-                return Ok(());
-            }
-            let bytes = file.bytes_at(m.offset, m.n_bytes);
-            m.packed = Some(Arc::new(PackedMatrix::pack(m.ty, m.rows, m.cols, bytes)?));
-            Ok(())
-        };
+        let pack = |m: &mut Matrix| m.pack(&file, ks);
         for l in &mut self.layers {
             for m in l.matrices_mut() {
                 pack(m)?;
@@ -308,8 +288,7 @@ impl Llama {
         let per_layer = self.layers.iter().flat_map(|l| l.matrices());
         per_layer
             .chain([&self.output])
-            .filter_map(|m| m.packed.as_ref())
-            .map(|p| p.heap_bytes())
+            .map(Matrix::packed_bytes)
             .sum()
     }
 
@@ -343,13 +322,14 @@ impl Llama {
     }
 
     fn view<'a>(&'a self, m: &'a Matrix) -> WeightView<'a> {
-        let bytes = self.file.bytes_at(m.offset, m.n_bytes);
-        WeightView {
-            ty: m.ty,
-            rows: m.rows,
-            cols: m.cols,
-            bytes,
-            packed: m.packed.as_deref(),
+        m.view(&self.file)
+    }
+
+    fn weights(&self) -> Weights<'_> {
+        Weights {
+            file: &self.file,
+            kernels: self.kernels,
+            reference_matmul: self.reference_matmul,
         }
     }
 
@@ -463,83 +443,7 @@ impl Llama {
         Ok(logits)
     }
 
-    /// Applies several weight matrices to the same activations, quantizing the activations once
-    /// per distinct vec-dot type.
     fn matmuls(&self, x: &[f32], targets: &mut [(&Matrix, &mut [f32])]) -> Result<(), ModelError> {
-        if self.reference_matmul {
-            for (m, out) in targets.iter_mut() {
-                matmul_reference(&self.view(m), x, out)?;
-            }
-            return Ok(());
-        }
-        // Matrices reading the same activations share one quantization and one parallel region
-        // (in practice every matrix of a layer has the same vec-dot type).
-        let mut rest: Vec<(&Matrix, &mut [f32])> = targets
-            .iter_mut()
-            .map(|(m, out)| (*m, &mut **out))
-            .collect();
-        while let Some((first, _)) = rest.first() {
-            let act_ty = first.ty.vec_dot_type();
-            let (group, others): (Vec<_>, Vec<_>) = rest
-                .into_iter()
-                .partition(|(m, _)| m.ty.vec_dot_type() == act_ty);
-            rest = others;
-            let qr = QuantizedRows::quantize(self.kernels, act_ty, x, group[0].0.cols)?;
-            let views: Vec<WeightView> = group.iter().map(|(m, _)| self.view(m)).collect();
-            let mut outs: Vec<&mut [f32]> = group.into_iter().map(|(_, out)| out).collect();
-            matmul_many(self.kernels, &views, &qr, &mut outs)?;
-        }
-        Ok(())
+        self.weights().matmuls(x, targets)
     }
-}
-
-fn matrix(file: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<Matrix, ModelError> {
-    let t = file.require(name)?;
-    let expected = [cols, rows];
-    let found: Vec<usize> = t.shape.iter().copied().filter(|&d| d != 1).collect();
-    if t.shape.len() > 2 && found.len() > 2 || t.shape[0] != cols || t.n_elements() != cols * rows {
-        return Err(ModelError::BadShape {
-            path: file.path().to_path_buf(),
-            tensor: name.to_string(),
-            expected: expected.to_vec(),
-            found: t.shape.clone(),
-        });
-    }
-    if matches!(t.ty, GgmlType::Q8_1 | GgmlType::Q8_K) {
-        return Err(ModelError::BadShape {
-            path: file.path().to_path_buf(),
-            tensor: format!("{name} (type {} is an activation-only format)", t.ty.name()),
-            expected: expected.to_vec(),
-            found: t.shape.clone(),
-        });
-    }
-    Ok(Matrix {
-        ty: t.ty,
-        rows,
-        cols,
-        offset: t.offset,
-        n_bytes: t.n_bytes,
-        packed: None,
-    })
-}
-
-/// `LUMEN_REPACK=0` keeps every weight in the GGUF layout (A/B measurements).
-fn repack_enabled() -> bool {
-    std::env::var("LUMEN_REPACK").map_or(true, |v| v != "0")
-}
-
-/// A 1-D tensor (norm weight, rope factors) dequantized to f32.
-fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
-    let t = file.require(name)?;
-    if t.n_elements() != len {
-        return Err(ModelError::BadShape {
-            path: file.path().to_path_buf(),
-            tensor: name.to_string(),
-            expected: vec![len],
-            found: t.shape.clone(),
-        });
-    }
-    let mut out = vec![0.0f32; len];
-    lumen_kernels::dequantize_row(t.ty, file.tensor_bytes(t), &mut out)?;
-    Ok(out)
 }

@@ -1,0 +1,1 @@
+//! The mllama vision encoder and projector.

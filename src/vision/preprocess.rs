@@ -1,0 +1,1 @@
+//! Image preprocessing as the reference `MllamaImageProcessor` does it.
