@@ -10,6 +10,5 @@ pub mod registry;
 pub mod sampling;
 pub mod tensor;
 pub mod tokenizer;
-pub mod vision;
 
 pub use lumen_kernels as kernels;

@@ -2,6 +2,7 @@
 
 pub mod kv_cache;
 pub mod llama;
+pub mod mllama;
 pub mod weights;
 
 use std::path::PathBuf;

@@ -1,0 +1,1 @@
+//! The mllama text decoder with cross-attention.
