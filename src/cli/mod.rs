@@ -5,6 +5,8 @@ mod bench;
 mod convert;
 mod forward;
 mod inspect;
+mod perplexity;
+mod pull;
 mod quantize;
 mod run;
 
@@ -33,6 +35,12 @@ enum Command {
     Convert(forward::ForwardArgs),
     /// Quantize a GGUF model to another type or llama.cpp mix (runs lumen-quantize; --help for options).
     Quantize(forward::ForwardArgs),
+    /// Perplexity of a model on a text file, computed the way llama.cpp's `llama-perplexity` does.
+    Perplexity(perplexity::PerplexityArgs),
+    /// Download a model from models.toml into the cache.
+    Pull(pull::PullArgs),
+    /// List the models in models.toml and which are in the cache.
+    Models(pull::ModelsArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -42,5 +50,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::bench(args),
         Command::Convert(args) => convert::convert(args),
         Command::Quantize(args) => quantize::quantize(args),
+        Command::Perplexity(args) => perplexity::perplexity(args),
+        Command::Pull(args) => pull::pull(args),
+        Command::Models(args) => pull::models(args),
     }
 }
