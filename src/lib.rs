@@ -3,6 +3,7 @@
 //! The library never prints; the `lumen` binary (src/main.rs, src/cli/) is a thin layer over it.
 
 pub mod bench;
+pub mod chat;
 pub mod generate;
 pub mod gguf;
 pub mod model;
