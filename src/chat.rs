@@ -177,6 +177,84 @@ impl ChatTemplate {
     }
 }
 
+/// A chat's history: an optional system prompt and the user/assistant turns so far.
+#[derive(Clone, Debug, Default)]
+pub struct Conversation {
+    pub system: Option<String>,
+    pub turns: Vec<ChatMessage>,
+}
+
+/// The prompt for the next answer, after dropping whatever history did not fit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FittedPrompt {
+    pub ids: Vec<u32>,
+    /// Oldest user turns (with their answers) removed to fit.
+    pub dropped_turns: usize,
+}
+
+impl Conversation {
+    /// Every message in template order: system (if any) first.
+    pub fn messages(&self) -> Vec<ChatMessage> {
+        let system = self.system.iter().map(|s| ChatMessage::text("system", s));
+        system.chain(self.turns.iter().cloned()).collect()
+    }
+
+    /// Forgets the turns, keeps the system prompt.
+    pub fn clear(&mut self) {
+        self.turns.clear();
+    }
+
+    /// Removes the oldest user message and everything up to the next user message (its
+    /// answer). False when there is no earlier turn to drop (only the newest user message).
+    fn drop_oldest_turn(&mut self) -> bool {
+        let next_user = self
+            .turns
+            .iter()
+            .enumerate()
+            .skip(1)
+            .find(|(_, m)| m.role == "user")
+            .map(|(i, _)| i);
+        match next_user {
+            Some(i) => {
+                self.turns.drain(..i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Renders the conversation with the generation prompt and tokenizes it, dropping the
+    /// oldest turns until it leaves room for `reserve` new tokens in a context of `n_ctx`.
+    /// `encode` turns rendered text into ids (special tokens parsed, no BOS added: the
+    /// template writes its own, so a second one would be the classic double-BOS bug).
+    pub fn fit(
+        &mut self,
+        template: &ChatTemplate,
+        opts: &RenderOptions,
+        n_ctx: usize,
+        reserve: usize,
+        encode: &mut dyn FnMut(&str) -> anyhow::Result<Vec<u32>>,
+    ) -> anyhow::Result<FittedPrompt> {
+        let budget = n_ctx.saturating_sub(reserve);
+        let mut dropped_turns = 0;
+        loop {
+            let text = template.render(&self.messages(), opts)?;
+            let ids = encode(&text)?;
+            if ids.len() <= budget {
+                return Ok(FittedPrompt { ids, dropped_turns });
+            }
+            if !self.drop_oldest_turn() {
+                anyhow::bail!(
+                    "the message needs {} tokens but the context of {n_ctx} leaves {budget} \
+                     for the prompt (raise -c or shorten the message)",
+                    ids.len()
+                );
+            }
+            dropped_turns += 1;
+        }
+    }
+}
+
 fn template_error(origin: &str, e: &Error) -> ChatTemplateError {
     // minijinja's Display carries the kind and detail; the line is in `line()`.
     let mut message = e.to_string();
@@ -364,6 +442,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, r#"{"a": 1, "b": [true, null, "x<y"], "c": 1.5}"#);
+    }
+
+    #[test]
+    fn oldest_turns_are_dropped_until_the_prompt_fits() {
+        let tmpl = ChatTemplate::new(
+            "t",
+            "{% for m in messages %}[{{ m.role }}:{{ m.content }}]{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let mut conv = Conversation {
+            system: Some("S".into()),
+            turns: vec![
+                ChatMessage::text("user", "aaaa"),
+                ChatMessage::text("assistant", "bbbb"),
+                ChatMessage::text("user", "cccc"),
+                ChatMessage::text("assistant", "dddd"),
+                ChatMessage::text("user", "eeee"),
+            ],
+        };
+        // One "token" per byte.
+        let mut encode = |t: &str| Ok(t.bytes().map(u32::from).collect());
+        let opts = RenderOptions::default();
+        let full = conv.fit(&tmpl, &opts, 1000, 0, &mut encode).unwrap();
+        assert_eq!(full.dropped_turns, 0);
+        let fitted = conv.fit(&tmpl, &opts, 50, 10, &mut encode).unwrap();
+        assert_eq!(fitted.dropped_turns, 2);
+        assert_eq!(
+            String::from_utf8(fitted.ids.iter().map(|&b| b as u8).collect()).unwrap(),
+            "[system:S][user:eeee]"
+        );
+        assert!(conv.fit(&tmpl, &opts, 15, 0, &mut encode).is_err());
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! llama.cpp's flag names where a user would look for them.
 
 mod bench;
+mod chat;
 mod convert;
 mod forward;
 mod inspect;
+mod load;
 mod perplexity;
 mod pull;
 mod quantize;
@@ -27,6 +29,8 @@ pub struct Cli {
 enum Command {
     /// Generate text from a prompt, streaming it to stdout.
     Run(run::RunArgs),
+    /// Chat with a model in the terminal (its chat template, streamed answers, /? for help).
+    Chat(chat::ChatArgs),
     /// Show a GGUF file's metadata and tensors.
     Inspect(inspect::InspectArgs),
     /// Measure prompt and generation speed (llama-bench's method and table).
@@ -46,6 +50,7 @@ enum Command {
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Chat(args) => chat::chat(args),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Bench(args) => bench::bench(args),
         Command::Convert(args) => convert::convert(args),

@@ -1,0 +1,428 @@
+//! `lumen chat`: an interactive conversation in the terminal, in the manner of `ollama run`.
+//!
+//! Each answer streams as it is generated; Ctrl-C stops the answer, not the session. History is
+//! kept while it fits the context; the oldest turns are dropped (with a notice) when it does not.
+//! The KV cache keeps the part of the prompt that did not change, so a new turn only evaluates
+//! the last answer and the new message.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use lumen::chat::{ChatMessage, Conversation, RenderOptions};
+use lumen::generate::{generate, Flow, GenerateParams, GenerateStats};
+use lumen::model::KvCache;
+use lumen::sampling::SamplingParams;
+use rustyline::error::ReadlineError;
+
+use super::load::{load_model, thread_pool, LoadedModel};
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    /// GGUF model file.
+    #[arg(short = 'm', long = "model", env = "LUMEN_MODEL")]
+    model: PathBuf,
+    /// System prompt.
+    #[arg(long = "system", env = "LUMEN_SYSTEM")]
+    system: Option<String>,
+    /// Jinja chat template to use instead of the model's.
+    #[arg(long = "chat-template-file", env = "LUMEN_CHAT_TEMPLATE_FILE")]
+    chat_template_file: Option<PathBuf>,
+    /// Context size in tokens.
+    #[arg(
+        short = 'c',
+        long = "ctx-size",
+        env = "LUMEN_CTX_SIZE",
+        default_value_t = 4096
+    )]
+    ctx_size: usize,
+    /// Most tokens per answer (-1 = until the end of the turn).
+    #[arg(short = 'n', long = "n-predict", env = "LUMEN_N_PREDICT", default_value_t = -1, allow_negative_numbers = true)]
+    n_predict: i64,
+    /// Threads (default: all cores).
+    #[arg(short = 't', long = "threads", env = "LUMEN_THREADS")]
+    threads: Option<usize>,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long = "temp", env = "LUMEN_TEMP", default_value_t = 0.8)]
+    temp: f32,
+    #[arg(long = "top-k", env = "LUMEN_TOP_K", default_value_t = 40)]
+    top_k: usize,
+    #[arg(long = "top-p", env = "LUMEN_TOP_P", default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long = "min-p", env = "LUMEN_MIN_P", default_value_t = 0.05)]
+    min_p: f32,
+    #[arg(
+        long = "repeat-penalty",
+        env = "LUMEN_REPEAT_PENALTY",
+        default_value_t = 1.0
+    )]
+    repeat_penalty: f32,
+    /// Random seed (-1 = random).
+    #[arg(short = 's', long = "seed", env = "LUMEN_SEED", default_value_t = -1, allow_negative_numbers = true)]
+    seed: i64,
+    /// Timing statistics after each answer, in Ollama's wording.
+    #[arg(long = "verbose", env = "LUMEN_VERBOSE")]
+    verbose: bool,
+    /// Print each rendered prompt before answering.
+    #[arg(long = "verbose-prompt", env = "LUMEN_VERBOSE_PROMPT")]
+    verbose_prompt: bool,
+}
+
+const HELP: &str = "\
+Available commands:
+  /set system <text>     set the system prompt (clears the history)
+  /set temp <value>      sampling temperature (also: /set parameter temperature <value>)
+  /set parameter <name> <value>
+                         temperature, top_k, top_p, min_p, repeat_penalty, seed, num_predict
+  /set verbose | quiet   show or hide timing statistics
+  /show system | parameters
+  /clear                 forget the conversation (keeps the system prompt)
+  /bye                   leave (also /exit, Ctrl-D)
+  /help, /?              this help
+Start and end a message with \"\"\" to write several lines.
+Ctrl-C stops an answer.";
+
+/// What the user's line asked for.
+enum Input {
+    Message(String),
+    Handled,
+    Quit,
+}
+
+struct Session {
+    loaded: LoadedModel,
+    template: lumen::chat::ChatTemplate,
+    conv: Conversation,
+    params: GenerateParams,
+    n_ctx: usize,
+    verbose: bool,
+    verbose_prompt: bool,
+    cache: KvCache,
+    /// Tokens whose keys and values are in `cache`.
+    cached: Vec<u32>,
+}
+
+pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
+    let (pool, threads) = thread_pool(args.threads)?;
+    let loaded = load_model(&args.model, true)?;
+    let template = loaded.chat_template(args.chat_template_file.as_deref())?;
+    eprintln!("{}", loaded.summary(threads));
+    let n_ctx = args.ctx_size.max(16);
+    let cache = loaded.model.new_cache(n_ctx);
+    let mut session = Session {
+        template,
+        conv: Conversation {
+            system: args.system.clone(),
+            turns: Vec::new(),
+        },
+        params: GenerateParams {
+            n_predict: usize::try_from(args.n_predict).ok(),
+            sampling: SamplingParams {
+                temperature: args.temp,
+                top_k: args.top_k,
+                top_p: args.top_p,
+                min_p: args.min_p,
+                repeat_penalty: args.repeat_penalty,
+                repeat_last_n: 64,
+                seed: u64::try_from(args.seed).unwrap_or_else(|_| rand::random()),
+            },
+        },
+        n_ctx,
+        verbose: args.verbose,
+        verbose_prompt: args.verbose_prompt,
+        cache,
+        cached: Vec::new(),
+        loaded,
+    };
+
+    // Ctrl-C while an answer streams stops that answer; at the prompt the line editor sees it
+    // as a key (raw mode), so the session goes on.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+
+    let mut editor = rustyline::DefaultEditor::new()?;
+    eprintln!("Type a message, /? for help, /bye to leave.");
+    loop {
+        let input = match read_input(&mut editor)? {
+            Some(text) => handle_line(&mut session, text.trim()),
+            None => Input::Quit,
+        };
+        match input {
+            Input::Quit => break,
+            Input::Handled => continue,
+            Input::Message(text) => {
+                interrupted.store(false, Ordering::SeqCst);
+                if let Err(e) = pool.install(|| session.answer(&text, &interrupted)) {
+                    eprintln!("error: {e:#}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads one message: a line, or several between `"""` markers. None at end of input.
+fn read_input(editor: &mut rustyline::DefaultEditor) -> anyhow::Result<Option<String>> {
+    let first = loop {
+        match editor.readline(">>> ") {
+            Ok(line) => break line,
+            Err(ReadlineError::Interrupted) => {
+                eprintln!("Use Ctrl + d or /bye to exit.");
+            }
+            Err(ReadlineError::Eof) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let Some(rest) = first.trim_start().strip_prefix("\"\"\"") else {
+        let _ = editor.add_history_entry(first.as_str());
+        return Ok(Some(first));
+    };
+    if let Some(one_line) = rest.strip_suffix("\"\"\"") {
+        return Ok(Some(one_line.to_string()));
+    }
+    let mut lines = vec![rest.to_string()];
+    loop {
+        match editor.readline("... ") {
+            Ok(line) => match line.strip_suffix("\"\"\"") {
+                Some(last) => {
+                    lines.push(last.to_string());
+                    break;
+                }
+                None => lines.push(line),
+            },
+            Err(ReadlineError::Interrupted) => return Ok(Some(String::new())),
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some(lines.join("\n").trim_start_matches('\n').to_string()))
+}
+
+fn handle_line(s: &mut Session, line: &str) -> Input {
+    if line.is_empty() {
+        return Input::Handled;
+    }
+    if !line.starts_with('/') {
+        return Input::Message(line.to_string());
+    }
+    let mut words = line.splitn(3, char::is_whitespace);
+    let command = words.next().unwrap_or_default();
+    let arg1 = words.next().unwrap_or_default();
+    let rest = words.next().unwrap_or_default().trim();
+    match command {
+        "/bye" | "/exit" => return Input::Quit,
+        "/help" | "/?" => println!("{HELP}"),
+        "/clear" => {
+            s.conv.clear();
+            println!("Cleared session context");
+        }
+        "/show" => match arg1 {
+            "system" => println!(
+                "{}",
+                s.conv.system.as_deref().unwrap_or("(no system prompt)")
+            ),
+            "parameters" => println!("{}", describe(&s.params)),
+            _ => println!("Usage: /show system | parameters"),
+        },
+        "/set" => set(s, arg1, rest),
+        _ => println!("Unknown command '{command}'. Type /? for help"),
+    }
+    Input::Handled
+}
+
+fn set(s: &mut Session, what: &str, rest: &str) {
+    match what {
+        "system" => {
+            s.conv.system = (!rest.is_empty()).then(|| rest.to_string());
+            s.conv.clear();
+            println!("Set system message.");
+        }
+        "verbose" => {
+            s.verbose = true;
+            println!("Set 'verbose' mode.");
+        }
+        "quiet" => {
+            s.verbose = false;
+            println!("Set 'quiet' mode.");
+        }
+        "parameter" => {
+            let mut it = rest.splitn(2, char::is_whitespace);
+            let (name, value) = (
+                it.next().unwrap_or_default(),
+                it.next().unwrap_or("").trim(),
+            );
+            set_parameter(s, name, value);
+        }
+        // Short forms: `/set temp 0.7`, `/set top_k 20`.
+        name => set_parameter(s, name, rest),
+    }
+}
+
+fn set_parameter(s: &mut Session, name: &str, value: &str) {
+    let p = &mut s.params.sampling;
+    let ok = match name {
+        "temp" | "temperature" => value.parse().map(|v| p.temperature = v).is_ok(),
+        "top_k" | "top-k" => value.parse().map(|v| p.top_k = v).is_ok(),
+        "top_p" | "top-p" => value.parse().map(|v| p.top_p = v).is_ok(),
+        "min_p" | "min-p" => value.parse().map(|v| p.min_p = v).is_ok(),
+        "repeat_penalty" => value.parse().map(|v| p.repeat_penalty = v).is_ok(),
+        "seed" => value.parse().map(|v| p.seed = v).is_ok(),
+        "num_predict" => value
+            .parse::<i64>()
+            .map(|v| s.params.n_predict = usize::try_from(v).ok())
+            .is_ok(),
+        _ => {
+            println!("Unknown parameter '{name}'. Type /? for help");
+            return;
+        }
+    };
+    if ok {
+        println!("Set parameter '{name}' to '{value}'");
+    } else {
+        println!("Couldn't set parameter '{name}': '{value}' is not a valid value");
+    }
+}
+
+fn describe(params: &GenerateParams) -> String {
+    let p = &params.sampling;
+    format!(
+        "temperature {}\ntop_k {}\ntop_p {}\nmin_p {}\nrepeat_penalty {}\nseed {}\nnum_predict {}",
+        p.temperature,
+        p.top_k,
+        p.top_p,
+        p.min_p,
+        p.repeat_penalty,
+        p.seed,
+        params.n_predict.map_or(-1, |n| n as i64)
+    )
+}
+
+impl Session {
+    /// Adds the user's message, streams the answer to stdout and keeps it in the history.
+    fn answer(&mut self, text: &str, interrupted: &AtomicBool) -> anyhow::Result<()> {
+        let start = Instant::now();
+        self.conv.turns.push(ChatMessage::text("user", text));
+        let reserve = self
+            .params
+            .n_predict
+            .unwrap_or(self.n_ctx / 4)
+            .min(self.n_ctx / 2);
+        let tokenizer = &self.loaded.tokenizer;
+        let fitted = self.conv.fit(
+            &self.template,
+            &RenderOptions {
+                add_generation_prompt: true,
+                date_string: None,
+            },
+            self.n_ctx,
+            reserve,
+            &mut |t| Ok(tokenizer.encode(t, false)?),
+        );
+        let fitted = match fitted {
+            Ok(f) => f,
+            Err(e) => {
+                self.conv.turns.pop();
+                return Err(e);
+            }
+        };
+        if fitted.dropped_turns > 0 {
+            eprintln!(
+                "(dropped the {} oldest turn(s) to fit the context of {} tokens)",
+                fitted.dropped_turns, self.n_ctx
+            );
+        }
+        if self.verbose_prompt {
+            eprintln!("{}", tokenizer.decode(&fitted.ids));
+        }
+        let new_tokens = reuse_cache(&mut self.cache, &self.cached, &fitted.ids);
+
+        let mut answer = String::new();
+        let mut stdout = std::io::stdout();
+        let stats = generate(
+            &self.loaded.model,
+            tokenizer,
+            &mut self.cache,
+            new_tokens,
+            &self.params,
+            &mut |piece| {
+                answer.push_str(piece);
+                let _ = stdout
+                    .write_all(piece.as_bytes())
+                    .and_then(|_| stdout.flush());
+                if interrupted.load(Ordering::SeqCst) {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            },
+        );
+        println!();
+        // The cache now also holds the answer's tokens; keep only the prompt, whose tokens we
+        // know: the next turn re-reads the answer as the template renders it.
+        self.cache.truncate(fitted.ids.len().min(self.cache.len()));
+        self.cached = fitted.ids;
+        let stats = match stats {
+            Ok(stats) => stats,
+            Err(e) => {
+                self.conv.turns.pop();
+                return Err(e.into());
+            }
+        };
+        self.conv
+            .turns
+            .push(ChatMessage::text("assistant", answer.trim_end()));
+        if self.verbose {
+            eprintln!(
+                "{}",
+                ollama_stats(&stats, start.elapsed(), self.loaded.load_time)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the part of `cache` (holding `cached`) that `ids` start with, and returns the tokens
+/// still to evaluate (at least one, so there are logits to sample from).
+fn reuse_cache<'a>(cache: &mut KvCache, cached: &[u32], ids: &'a [u32]) -> &'a [u32] {
+    let common = cached
+        .iter()
+        .zip(ids)
+        .take_while(|(a, b)| a == b)
+        .count()
+        .min(ids.len().saturating_sub(1))
+        .min(cache.len());
+    cache.truncate(common);
+    &ids[common..]
+}
+
+/// Ollama's `--verbose` block.
+fn ollama_stats(
+    stats: &GenerateStats,
+    total: std::time::Duration,
+    load: std::time::Duration,
+) -> String {
+    format!(
+        "total duration:       {:.2?}\n\
+         load duration:        {:.2?}\n\
+         prompt eval count:    {} token(s)\n\
+         prompt eval duration: {:.2?}\n\
+         prompt eval rate:     {:.2} tokens/s\n\
+         eval count:           {} token(s)\n\
+         eval duration:        {:.2?}\n\
+         eval rate:            {:.2} tokens/s",
+        total,
+        load,
+        stats.n_prompt,
+        stats.prompt_time,
+        stats.prompt_tokens_per_second(),
+        stats.n_generated,
+        stats.generation_time,
+        stats.generation_tokens_per_second(),
+    )
+}

@@ -1,0 +1,91 @@
+//! Loading a model for an interactive command: the file, the model, its tokenizer and chat
+//! template, with the one-line start-up summary.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use lumen::chat::ChatTemplate;
+use lumen::gguf::{GgufFile, OpenOptions};
+use lumen::model::Llama;
+use lumen::tokenizer::{Tokenizer, VocabSpec};
+
+pub struct LoadedModel {
+    pub path: PathBuf,
+    pub file: Arc<GgufFile>,
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+    pub load_time: Duration,
+}
+
+pub fn load_model(path: &Path, mmap: bool) -> anyhow::Result<LoadedModel> {
+    let start = Instant::now();
+    let file = Arc::new(GgufFile::open_with(path, OpenOptions { mmap })?);
+    let model = Llama::load(file.clone())?;
+    let tokenizer = Tokenizer::from_spec(VocabSpec::from_gguf(file.metadata())?)
+        .with_context(|| format!("{}: cannot build the tokenizer", path.display()))?;
+    Ok(LoadedModel {
+        path: path.to_path_buf(),
+        file,
+        model,
+        tokenizer,
+        load_time: start.elapsed(),
+    })
+}
+
+impl LoadedModel {
+    /// The chat template: `override_file` if given, else the GGUF's. No silent fallback: a
+    /// model without a template is an error that says how to supply one.
+    pub fn chat_template(&self, override_file: Option<&Path>) -> anyhow::Result<ChatTemplate> {
+        let tok = &self.tokenizer;
+        let text = |id: Option<u32>| {
+            id.map(|i| String::from_utf8_lossy(&tok.token_bytes(i)).into_owned())
+                .unwrap_or_default()
+        };
+        let (bos, eos) = (text(tok.bos()), text(tok.eos()));
+        if let Some(path) = override_file {
+            let source = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read chat template {}", path.display()))?;
+            return Ok(ChatTemplate::new(
+                &path.display().to_string(),
+                &source,
+                &bos,
+                &eos,
+            )?);
+        }
+        ChatTemplate::from_gguf(&self.file, &bos, &eos)?.with_context(|| {
+            format!(
+                "{} has no chat template (tokenizer.chat_template); pass --chat-template-file FILE",
+                self.path.display()
+            )
+        })
+    }
+
+    /// The start-up summary line.
+    pub fn summary(&self, threads: usize) -> String {
+        let cfg = &self.model.config;
+        format!(
+            "lumen: {} | {}, {} layers, {} embd, {} heads ({} kv), vocab {} | {:.1} MiB {} | kernels {} | {} threads | loaded in {:.0} ms",
+            self.path.display(),
+            self.file.architecture().unwrap_or("?"),
+            cfg.n_layer,
+            cfg.n_embd,
+            cfg.n_head,
+            cfg.n_head_kv,
+            cfg.n_vocab,
+            self.file.file_len() as f64 / (1 << 20) as f64,
+            if self.file.is_mapped() { "mapped" } else { "read" },
+            self.model.kernels().isa.name(),
+            threads,
+            self.load_time.as_secs_f64() * 1e3,
+        )
+    }
+}
+
+/// A rayon pool of `threads` (default: every core).
+pub fn thread_pool(threads: Option<usize>) -> anyhow::Result<(rayon::ThreadPool, usize)> {
+    let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    anyhow::ensure!(n > 0, "-t must be at least 1");
+    Ok((rayon::ThreadPoolBuilder::new().num_threads(n).build()?, n))
+}
