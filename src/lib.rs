@@ -4,9 +4,11 @@
 
 pub mod bench;
 pub mod chat;
+pub mod download;
 pub mod generate;
 pub mod gguf;
 pub mod model;
+pub mod perplexity;
 pub mod registry;
 pub mod sampling;
 pub mod tensor;

