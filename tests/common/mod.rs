@@ -87,3 +87,54 @@ pub fn argmax(x: &[f32]) -> usize {
         .enumerate()
         .fold(0, |best, (i, &v)| if v > x[best] { i } else { best })
 }
+
+/// A little-endian `.npy` array held in memory (e.g. a member of an `.npz` zip), any of the
+/// float, signed/unsigned integer or bool dtypes, returned as f64 (exact for f32 and for
+/// integers below 2^53) with its shape. `name` labels panics.
+pub fn read_npy_bytes(bytes: &[u8], name: &str) -> (Vec<usize>, Vec<f64>) {
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{name}: not an npy file");
+    let (header_len, header_start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
+    };
+    let header = std::str::from_utf8(&bytes[header_start..header_start + header_len]).unwrap();
+    assert!(
+        header.contains("'fortran_order': False"),
+        "{name}: {header}"
+    );
+    let shape: Vec<usize> = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap_or_else(|| panic!("{name}: no shape in {header}"))
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let descr = header
+        .split("'descr': '")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .unwrap_or_else(|| panic!("{name}: no descr in {header}"));
+    let data = &bytes[header_start + header_len..];
+    fn convert<const N: usize>(data: &[u8], f: impl Fn([u8; N]) -> f64) -> Vec<f64> {
+        data.chunks_exact(N)
+            .map(|c| f(c.try_into().unwrap()))
+            .collect()
+    }
+    let values = match descr {
+        "<f4" => convert(data, |b| f32::from_le_bytes(b) as f64),
+        "<f8" => convert(data, f64::from_le_bytes),
+        "<i8" => convert(data, |b| i64::from_le_bytes(b) as f64),
+        "<i4" => convert(data, |b| i32::from_le_bytes(b) as f64),
+        "<u2" => convert(data, |b| u16::from_le_bytes(b) as f64),
+        "|u1" | "|b1" => convert(data, |b: [u8; 1]| b[0] as f64),
+        "|i1" => convert(data, |b: [u8; 1]| b[0] as i8 as f64),
+        other => panic!("{name}: unsupported dtype {other}"),
+    };
+    let count: usize = shape.iter().product();
+    assert_eq!(values.len(), count, "{name}: {header}");
+    (shape, values)
+}
