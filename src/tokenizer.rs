@@ -40,6 +40,9 @@ use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 
+/// The image placeholder token of Llama 3.2 Vision: each one stands for one image.
+pub const IMAGE_TOKEN: &str = "<|image|>";
+
 /// `tokenizer.ggml.token_type` values (llama.cpp `llama_token_type`).
 pub mod token_type {
     pub const NORMAL: i32 = 1;
@@ -592,6 +595,20 @@ impl Tokenizer {
     /// The token's `tokenizer.ggml.token_type` (1 when the vocabulary had none).
     pub fn token_type(&self, id: u32) -> Option<i32> {
         self.types.get(id as usize).copied()
+    }
+
+    /// The id of the token whose vocabulary text is exactly `text` (special tokens such as
+    /// `<|eot_id|>`; searched from the end, where added tokens live).
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.tokens
+            .iter()
+            .rposition(|t| t == text)
+            .map(|i| i as u32)
+    }
+
+    /// `<|image|>` (Llama 3.2 Vision), if the vocabulary has it.
+    pub fn image_token(&self) -> Option<u32> {
+        self.token_id(IMAGE_TOKEN)
     }
 
     /// Whether the token is a control token (BOS, EOS, chat markers, ...).

@@ -239,3 +239,155 @@ fn quantize_forwards_to_the_lumen_quantize_tool() {
     assert_clean_failure(&o, "unknown TYPE");
     assert!(!output.exists());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Llama 3.2 Vision (`lumen run --image`), on tiny-mllama converted by the sibling lumen-convert.
+
+const MLLAMA_PROMPT: &str = "<|image|>If I had to write a haiku for this one";
+
+/// tiny-mllama converted to F32 once per test process by `lumen-convert` (built beside `lumen`
+/// by `cargo build --workspace` / `cargo test --workspace`).
+fn tiny_mllama_gguf() -> &'static Path {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let convert = Path::new(env!("CARGO_BIN_EXE_lumen")).with_file_name(format!(
+            "lumen-convert{}",
+            std::env::consts::EXE_SUFFIX
+        ));
+        assert!(
+            convert.is_file(),
+            "{} is missing: the mllama CLI tests convert the fixture with it; run `cargo build --workspace` first",
+            convert.display()
+        );
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-tiny-mllama-f32.gguf");
+        let o = Command::new(convert)
+            .arg(shared_dir().join("fixtures/tiny-mllama"))
+            .args(["--outtype", "f32", "--force", "-o"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "lumen-convert: {}", stderr(&o));
+        out
+    })
+}
+
+fn mllama_refs() -> std::path::PathBuf {
+    refs_dir().join("tiny-mllama")
+}
+
+/// `lumen run -m tiny-mllama --image … -p PROMPT --temp 0` plus `extra` arguments (`-n 16`
+/// unless they say otherwise).
+fn run_mllama(prompt: &str, images: &[&Path], extra: &[&str]) -> Output {
+    let mut args: Vec<String> = ["run", "-m", tiny_mllama_gguf().to_str().unwrap()]
+        .map(String::from)
+        .to_vec();
+    for image in images {
+        args.extend(["--image".to_string(), image.to_str().unwrap().to_string()]);
+    }
+    args.extend(["-p", prompt, "--temp", "0"].map(String::from));
+    if !extra.contains(&"-n") {
+        args.extend(["-n", "16"].map(String::from));
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    lumen(&args, None)
+}
+
+#[test]
+fn run_with_an_image_prints_the_reference_greedy_text() {
+    let index: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(mllama_refs().join("meta_ref/index.json")).unwrap(),
+    )
+    .unwrap();
+    let want = format!("{}\n", index["greedy_text"].as_str().unwrap());
+    let image = mllama_refs().join("test.png");
+    let o = run_mllama(MLLAMA_PROMPT, &[&image], &["--verbose-prompt"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), want);
+    // The reference processor's ids: [BOS, <|image|>, BOS, text…].
+    assert!(
+        err.contains("prompt: 14 tokens: [128000, 128256, 128000, 2746,"),
+        "{err}"
+    );
+    assert!(
+        err.contains("vision encoder 1 image(s), tiles [4]"),
+        "{err}"
+    );
+    // Without `<|image|>` in the prompt, one is prepended per image (same ids, same text).
+    let plain = MLLAMA_PROMPT.trim_start_matches("<|image|>");
+    let o = run_mllama(plain, &[&image], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), want);
+
+    // A text-only prompt: the processor's ids ([BOS, BOS, text…]) and greedy continuation.
+    let text_only = &index["text_only"];
+    let o = run_mllama(
+        text_only["prompt"].as_str().unwrap(),
+        &[],
+        &["-n", "8", "--verbose-prompt"],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let prompt_ids = ids(&text_only["input_ids"]);
+    assert!(
+        err.contains(&format!(
+            "prompt: {} tokens: {prompt_ids:?}",
+            prompt_ids.len()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("vision encoder: no image"), "{err}");
+    let file = lumen::gguf::GgufFile::open(tiny_mllama_gguf()).unwrap();
+    let spec = lumen::tokenizer::VocabSpec::from_gguf(file.metadata()).unwrap();
+    let tokenizer = lumen::tokenizer::Tokenizer::from_spec(spec).unwrap();
+    let want = tokenizer.decode(&ids(&text_only["greedy8_ids"]));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{want}\n"));
+}
+
+#[test]
+fn image_and_image_token_counts_must_match() {
+    let image = mllama_refs().join("test.png");
+    assert_clean_failure(
+        &run_mllama("<|image|><|image|>Two?", &[&image], &[]),
+        "the prompt has 2 <|image|> token(s) but 1 image(s) were given",
+    );
+    assert_clean_failure(
+        &run_mllama(MLLAMA_PROMPT, &[&image, &image], &[]),
+        "the prompt has 1 <|image|> token(s) but 2 image(s) were given",
+    );
+    assert_clean_failure(
+        &run_mllama(MLLAMA_PROMPT, &[], &[]),
+        "the prompt has 1 <|image|> token(s) but 0 image(s) were given",
+    );
+    let missing = mllama_refs().join("no-such-image.png");
+    assert_clean_failure(
+        &run_mllama(MLLAMA_PROMPT, &[&missing], &[]),
+        "no-such-image.png",
+    );
+}
+
+#[test]
+fn image_on_a_text_only_model_is_a_clear_error() {
+    let image = mllama_refs().join("test.png");
+    let o = lumen(
+        &[
+            "run",
+            "-m",
+            smollm2_path().to_str().unwrap(),
+            "--image",
+            image.to_str().unwrap(),
+            "-p",
+            "hi",
+        ],
+        None,
+    );
+    assert_clean_failure(&o, "is a text-only model (llama)");
+}

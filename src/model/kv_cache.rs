@@ -16,8 +16,10 @@ impl KvCache {
         let per_layer = shape.n_head_kv * shape.head_dim * shape.n_ctx;
         Self {
             // Zeroed allocations are lazily backed by the OS: a large -c costs nothing until used.
-            keys: vec![vec![0.0; per_layer]; n_layer],
-            values: vec![vec![0.0; per_layer]; n_layer],
+            // One allocation per layer (`vec![v; n]` would clone, i.e. write, every copy), so
+            // slots a model never stores into (mllama's cross-attention layers) stay untouched.
+            keys: (0..n_layer).map(|_| vec![0.0; per_layer]).collect(),
+            values: (0..n_layer).map(|_| vec![0.0; per_layer]).collect(),
             shape,
             len: 0,
         }

@@ -9,7 +9,7 @@ use super::kv_cache::KvCache;
 use super::weights::{matrix, repack_enabled, vector, Matrix, Weights};
 use super::ModelError;
 use crate::gguf::{keys, names, GgufFile};
-use crate::tensor::ops::{self, Rope};
+use crate::tensor::ops::{self, Rope, RopeAngles};
 use lumen_kernels::attention::{self, AttentionShape};
 use lumen_kernels::matmul::WeightView;
 use lumen_kernels::KernelSet;
@@ -142,8 +142,38 @@ impl LlamaConfig {
     }
 }
 
+/// One self-attention decoder layer (Llama 3.x; also the self layers of mllama).
+pub(crate) struct Layer {
+    attn_norm: Vec<f32>,
+    attn_q: Matrix,
+    attn_k: Matrix,
+    attn_v: Matrix,
+    attn_output: Matrix,
+    ffn_norm: Vec<f32>,
+    ffn_gate: Matrix,
+    ffn_up: Matrix,
+    ffn_down: Matrix,
+}
+
 impl Layer {
-    fn matrices(&self) -> [&Matrix; 7] {
+    /// Layer `i`'s tensors (`blk.{i}.*`), shapes checked against `cfg`.
+    pub(crate) fn load(f: &GgufFile, i: usize, cfg: &LlamaConfig) -> Result<Self, ModelError> {
+        let (e, q, kv, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+        let m = |suffix, cols, rows| matrix(f, &names::blk(i, suffix), cols, rows);
+        Ok(Layer {
+            attn_norm: vector(f, &names::blk(i, names::ATTN_NORM), e)?,
+            attn_q: m(names::ATTN_Q, e, q)?,
+            attn_k: m(names::ATTN_K, e, kv)?,
+            attn_v: m(names::ATTN_V, e, kv)?,
+            attn_output: m(names::ATTN_OUTPUT, q, e)?,
+            ffn_norm: vector(f, &names::blk(i, names::FFN_NORM), e)?,
+            ffn_gate: m(names::FFN_GATE, e, ff)?,
+            ffn_up: m(names::FFN_UP, e, ff)?,
+            ffn_down: m(names::FFN_DOWN, ff, e)?,
+        })
+    }
+
+    pub(crate) fn matrices(&self) -> [&Matrix; 7] {
         [
             &self.attn_q,
             &self.attn_k,
@@ -156,7 +186,7 @@ impl Layer {
     }
 
     /// The layer's seven weight matrices.
-    fn matrices_mut(&mut self) -> [&mut Matrix; 7] {
+    pub(crate) fn matrices_mut(&mut self) -> [&mut Matrix; 7] {
         [
             &mut self.attn_q,
             &mut self.attn_k,
@@ -167,18 +197,122 @@ impl Layer {
             &mut self.ffn_down,
         ]
     }
+
+    /// Runs the layer on the residual stream `x` (`[n][n_embd]`, positions `pos0..`), storing
+    /// its K/V in `cache` slot `il`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward(
+        &self,
+        w: &Weights,
+        cfg: &LlamaConfig,
+        il: usize,
+        angles: &RopeAngles,
+        cache: &mut KvCache,
+        pos0: usize,
+        x: &mut [f32],
+        s: &mut Scratch,
+    ) -> Result<(), ModelError> {
+        // Attention block.
+        ops::rms_norm_rows(x, &self.attn_norm, cfg.rms_eps, &mut s.xn);
+        w.matmuls(
+            &s.xn,
+            &mut [
+                (&self.attn_q, &mut s.q),
+                (&self.attn_k, &mut s.k),
+                (&self.attn_v, &mut s.v),
+            ],
+        )?;
+        angles.apply_qk(&mut s.q, &mut s.k, cfg.head_dim);
+        cache.store(il, pos0, &s.k, &s.v);
+        attention::attend(
+            w.kernels.isa,
+            cache.shape(),
+            &cache.layer(il),
+            &s.q,
+            pos0,
+            &mut s.attn,
+        );
+        w.matmuls(&s.attn, &mut [(&self.attn_output, &mut s.proj)])?;
+        ops::add_in_place(x, &s.proj);
+
+        // Feed-forward block (SwiGLU).
+        ops::rms_norm_rows(x, &self.ffn_norm, cfg.rms_eps, &mut s.xn);
+        w.matmuls(
+            &s.xn,
+            &mut [(&self.ffn_gate, &mut s.gate), (&self.ffn_up, &mut s.up)],
+        )?;
+        ops::swiglu_in_place(&mut s.gate, &s.up);
+        w.matmuls(&s.gate, &mut [(&self.ffn_down, &mut s.proj)])?;
+        ops::add_in_place(x, &s.proj);
+        Ok(())
+    }
 }
 
-struct Layer {
-    attn_norm: Vec<f32>,
-    attn_q: Matrix,
-    attn_k: Matrix,
-    attn_v: Matrix,
-    attn_output: Matrix,
-    ffn_norm: Vec<f32>,
-    ffn_gate: Matrix,
-    ffn_up: Matrix,
-    ffn_down: Matrix,
+/// Activation buffers of one forward pass over `n` tokens, reused by every layer.
+pub(crate) struct Scratch {
+    pub(crate) xn: Vec<f32>,
+    pub(crate) q: Vec<f32>,
+    pub(crate) k: Vec<f32>,
+    pub(crate) v: Vec<f32>,
+    pub(crate) attn: Vec<f32>,
+    pub(crate) proj: Vec<f32>,
+    pub(crate) gate: Vec<f32>,
+    pub(crate) up: Vec<f32>,
+}
+
+impl Scratch {
+    pub(crate) fn new(cfg: &LlamaConfig, n: usize) -> Self {
+        Self {
+            xn: vec![0.0; n * cfg.n_embd],
+            q: vec![0.0; n * cfg.q_dim()],
+            k: vec![0.0; n * cfg.kv_dim()],
+            v: vec![0.0; n * cfg.kv_dim()],
+            attn: vec![0.0; n * cfg.q_dim()],
+            proj: vec![0.0; n * cfg.n_embd],
+            gate: vec![0.0; n * cfg.n_ff],
+            up: vec![0.0; n * cfg.n_ff],
+        }
+    }
+}
+
+/// Final norm and output head over the rows `which` asks for of the residual stream `x`;
+/// `trace(n_layer, normed)` when all rows are asked for (Hugging Face's last hidden state).
+pub(crate) fn output_head(
+    w: &Weights,
+    cfg: &LlamaConfig,
+    output_norm: &[f32],
+    output: &Matrix,
+    x: &[f32],
+    which: Logits,
+    trace: &mut dyn FnMut(usize, &[f32]),
+) -> Result<Vec<f32>, ModelError> {
+    let e = cfg.n_embd;
+    let rows = match which {
+        Logits::Last => &x[x.len() - e..],
+        Logits::All => x,
+    };
+    let mut normed = vec![0.0f32; rows.len()];
+    ops::rms_norm_rows(rows, output_norm, cfg.rms_eps, &mut normed);
+    if which == Logits::All {
+        trace(cfg.n_layer, &normed);
+    }
+    let mut logits = vec![0.0f32; rows.len() / e * cfg.n_vocab];
+    w.matmuls(&normed, &mut [(output, &mut logits)])?;
+    Ok(logits)
+}
+
+/// The embedding rows of `tokens` (`[n][n_embd]`), dequantized; ids must be checked by the caller.
+pub(crate) fn embed(
+    embd: &WeightView,
+    tokens: &[u32],
+    n_embd: usize,
+) -> Result<Vec<f32>, ModelError> {
+    let mut x = vec![0.0f32; tokens.len() * n_embd];
+    for (row, &tok) in x.chunks_exact_mut(n_embd).zip(tokens) {
+        let r = tok as usize * embd.row_bytes();
+        lumen_kernels::dequantize_row(embd.ty, &embd.bytes[r..r + embd.row_bytes()], row)?;
+    }
+    Ok(x)
 }
 
 /// Which positions' logits a forward pass returns.
@@ -209,27 +343,15 @@ impl Llama {
             return Err(ModelError::UnsupportedArchitecture {
                 path: file.path().to_path_buf(),
                 arch: arch.to_string(),
+                expected: ARCHITECTURES.join(", "),
             });
         }
         let cfg = LlamaConfig::from_gguf(&file)?;
         let f = &*file;
-        let (e, q, kv, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+        let e = cfg.n_embd;
         let token_embd = matrix(f, names::TOKEN_EMBD, e, cfg.n_vocab)?;
         let layers = (0..cfg.n_layer)
-            .map(|i| {
-                let m = |suffix, cols, rows| matrix(f, &names::blk(i, suffix), cols, rows);
-                Ok(Layer {
-                    attn_norm: vector(f, &names::blk(i, names::ATTN_NORM), e)?,
-                    attn_q: m(names::ATTN_Q, e, q)?,
-                    attn_k: m(names::ATTN_K, e, kv)?,
-                    attn_v: m(names::ATTN_V, e, kv)?,
-                    attn_output: m(names::ATTN_OUTPUT, q, e)?,
-                    ffn_norm: vector(f, &names::blk(i, names::FFN_NORM), e)?,
-                    ffn_gate: m(names::FFN_GATE, e, ff)?,
-                    ffn_up: m(names::FFN_UP, e, ff)?,
-                    ffn_down: m(names::FFN_DOWN, ff, e)?,
-                })
-            })
+            .map(|i| Layer::load(f, i, &cfg))
             .collect::<Result<Vec<_>, ModelError>>()?;
         let output = match f.tensor_info(names::OUTPUT) {
             Some(_) => matrix(f, names::OUTPUT, e, cfg.n_vocab)?,
@@ -374,76 +496,16 @@ impl Llama {
         let e = cfg.n_embd;
 
         // x: [n, n_embd] — the residual stream.
-        let mut x = vec![0.0f32; n * e];
-        let embd = self.view(&self.token_embd);
-        for (row, &tok) in x.chunks_exact_mut(e).zip(tokens) {
-            let r = tok as usize * embd.row_bytes();
-            lumen_kernels::dequantize_row(embd.ty, &embd.bytes[r..r + embd.row_bytes()], row)?;
-        }
-
-        let mut xn = vec![0.0f32; n * e];
-        let mut q = vec![0.0f32; n * cfg.q_dim()];
-        let mut k = vec![0.0f32; n * cfg.kv_dim()];
-        let mut v = vec![0.0f32; n * cfg.kv_dim()];
-        let mut attn = vec![0.0f32; n * cfg.q_dim()];
-        let mut proj = vec![0.0f32; n * e];
-        let mut gate = vec![0.0f32; n * cfg.n_ff];
-        let mut up = vec![0.0f32; n * cfg.n_ff];
-
+        let mut x = embed(&self.view(&self.token_embd), tokens, e)?;
+        let mut scratch = Scratch::new(cfg, n);
         let angles = self.rope.angles(pos0, n);
+        let w = self.weights();
         for (il, layer) in self.layers.iter().enumerate() {
             trace(il, &x);
-            // Attention block.
-            ops::rms_norm_rows(&x, &layer.attn_norm, cfg.rms_eps, &mut xn);
-            self.matmuls(
-                &xn,
-                &mut [
-                    (&layer.attn_q, &mut q),
-                    (&layer.attn_k, &mut k),
-                    (&layer.attn_v, &mut v),
-                ],
-            )?;
-            angles.apply_qk(&mut q, &mut k, cfg.head_dim);
-            cache.store(il, pos0, &k, &v);
-            attention::attend(
-                self.kernels.isa,
-                cache.shape(),
-                &cache.layer(il),
-                &q,
-                pos0,
-                &mut attn,
-            );
-            self.matmuls(&attn, &mut [(&layer.attn_output, &mut proj)])?;
-            ops::add_in_place(&mut x, &proj);
-
-            // Feed-forward block (SwiGLU).
-            ops::rms_norm_rows(&x, &layer.ffn_norm, cfg.rms_eps, &mut xn);
-            self.matmuls(
-                &xn,
-                &mut [(&layer.ffn_gate, &mut gate), (&layer.ffn_up, &mut up)],
-            )?;
-            ops::swiglu_in_place(&mut gate, &up);
-            self.matmuls(&gate, &mut [(&layer.ffn_down, &mut proj)])?;
-            ops::add_in_place(&mut x, &proj);
+            layer.forward(&w, cfg, il, &angles, cache, pos0, &mut x, &mut scratch)?;
         }
         cache.advance(n);
 
-        // Final norm and output head, only for the rows asked for.
-        let rows = match which {
-            Logits::Last => &x[(n - 1) * e..],
-            Logits::All => &x[..],
-        };
-        let mut normed = vec![0.0f32; rows.len()];
-        ops::rms_norm_rows(rows, &self.output_norm, cfg.rms_eps, &mut normed);
-        if which == Logits::All {
-            trace(cfg.n_layer, &normed);
-        }
-        let mut logits = vec![0.0f32; rows.len() / e * cfg.n_vocab];
-        self.matmuls(&normed, &mut [(&self.output, &mut logits)])?;
-        Ok(logits)
-    }
-
-    fn matmuls(&self, x: &[f32], targets: &mut [(&Matrix, &mut [f32])]) -> Result<(), ModelError> {
-        self.weights().matmuls(x, targets)
+        output_head(&w, cfg, &self.output_norm, &self.output, &x, which, trace)
     }
 }

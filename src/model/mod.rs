@@ -16,8 +16,13 @@ use crate::gguf::GgufError;
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("{path}: architecture '{arch}' is not supported (supported: {supported})", supported = llama::ARCHITECTURES.join(", "))]
-    UnsupportedArchitecture { path: PathBuf, arch: String },
+    #[error("{path}: architecture '{arch}' is not supported (supported: {expected})")]
+    UnsupportedArchitecture {
+        path: PathBuf,
+        arch: String,
+        /// The architectures the loader that refused the file runs.
+        expected: String,
+    },
     #[error("{path}: tensor '{tensor}' has shape {found:?}, expected {expected:?}")]
     BadShape {
         path: PathBuf,
@@ -31,6 +36,10 @@ pub enum ModelError {
     ContextFull { needed: usize, n_ctx: usize },
     #[error("token id {id} is outside the vocabulary of {n_vocab}")]
     BadToken { id: u32, n_vocab: usize },
+    #[error("<|image|> token at position {position} has no image: {attached} image(s) attached")]
+    UnboundImageToken { position: usize, attached: usize },
+    #[error("vision states: {0}")]
+    BadVisionStates(String),
     #[error(transparent)]
     Kernel(#[from] lumen_kernels::KernelError),
 }
