@@ -12,6 +12,8 @@ use lumen::gguf::writer::{write_streaming, MetaValue, TensorHeader};
 use lumen::gguf::{keys, names};
 use lumen::kernels::GgmlType;
 use lumen::registry::SyntheticShape;
+use lumen_tools::convert::mllama;
+use lumen_tools::quantize::presets;
 
 /// Weight types for a synthetic file: one type for every matrix, or llama.cpp's Q4_K_M mix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,15 +161,7 @@ fn byte_level_char(b: u8) -> char {
 
 fn metadata(shape: &SyntheticShape, mix: WeightMix) -> Vec<(String, MetaValue)> {
     let arch = "llama";
-    let k = |s| keys::arch_key(arch, s);
-    let u32v = |v: usize| MetaValue::U32(v as u32);
-    let mut tokens: Vec<MetaValue> = (0..=255u8)
-        .map(|b| MetaValue::Str(byte_level_char(b).to_string()))
-        .collect();
-    // Token 256 is the one merge's result, so the vocabulary is a valid byte-level BPE.
-    tokens.push(MetaValue::Str("ĠĠ".into()));
-    tokens.extend((257..shape.n_vocab).map(|i| MetaValue::Str(format!("<synth_{i}>"))));
-    vec![
+    let mut md = vec![
         (
             keys::GENERAL_ARCHITECTURE.into(),
             MetaValue::Str(arch.into()),
@@ -176,6 +170,17 @@ fn metadata(shape: &SyntheticShape, mix: WeightMix) -> Vec<(String, MetaValue)> 
             keys::GENERAL_NAME.into(),
             MetaValue::Str(format!("synthetic {} {}", shape.id, mix.file_type_name())),
         ),
+    ];
+    md.extend(text_hparams(arch, shape));
+    md.extend(vocab_metadata(shape.n_vocab, &[]));
+    md
+}
+
+/// The Llama hyper-parameter keys under `arch`.
+fn text_hparams(arch: &str, shape: &SyntheticShape) -> Vec<(String, MetaValue)> {
+    let k = |s| keys::arch_key(arch, s);
+    let u32v = |v: usize| MetaValue::U32(v as u32);
+    vec![
         (k(keys::VOCAB_SIZE), u32v(shape.n_vocab)),
         (k(keys::CONTEXT_LENGTH), u32v(shape.context_length)),
         (k(keys::EMBEDDING_LENGTH), u32v(shape.n_embd)),
@@ -186,13 +191,25 @@ fn metadata(shape: &SyntheticShape, mix: WeightMix) -> Vec<(String, MetaValue)> 
         (k(keys::ROPE_DIMENSION_COUNT), u32v(shape.head_dim)),
         (k(keys::ROPE_FREQ_BASE), MetaValue::F32(shape.rope_theta)),
         (k(keys::RMS_EPS), MetaValue::F32(1e-5)),
+    ]
+}
+
+/// A byte-level BPE vocabulary of `n_vocab` tokens followed by the control tokens `extra`.
+fn vocab_metadata(n_vocab: usize, extra: &[&str]) -> Vec<(String, MetaValue)> {
+    let mut tokens: Vec<MetaValue> = (0..=255u8)
+        .map(|b| MetaValue::Str(byte_level_char(b).to_string()))
+        .collect();
+    // Token 256 is the one merge's result, so the vocabulary is a valid byte-level BPE.
+    tokens.push(MetaValue::Str("ĠĠ".into()));
+    tokens.extend((257..n_vocab).map(|i| MetaValue::Str(format!("<synth_{i}>"))));
+    tokens.extend(extra.iter().map(|t| MetaValue::Str(t.to_string())));
+    let mut types = vec![MetaValue::I32(1); n_vocab];
+    types.extend(extra.iter().map(|_| MetaValue::I32(3)));
+    vec![
         (keys::TOKENIZER_MODEL.into(), MetaValue::Str("gpt2".into())),
         (keys::TOKENIZER_PRE.into(), MetaValue::Str("default".into())),
         (keys::TOKENIZER_TOKENS.into(), MetaValue::Array(tokens)),
-        (
-            keys::TOKENIZER_TOKEN_TYPE.into(),
-            MetaValue::Array(vec![MetaValue::I32(1); shape.n_vocab]),
-        ),
+        (keys::TOKENIZER_TOKEN_TYPE.into(), MetaValue::Array(types)),
         (
             keys::TOKENIZER_MERGES.into(),
             MetaValue::Array(vec![MetaValue::Str("Ġ Ġ".into())]),
@@ -200,6 +217,299 @@ fn metadata(shape: &SyntheticShape, mix: WeightMix) -> Vec<(String, MetaValue)> 
         (keys::TOKENIZER_BOS_ID.into(), MetaValue::U32(0)),
         (keys::TOKENIZER_EOS_ID.into(), MetaValue::U32(1)),
     ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Llama 3.2 Vision (`mllama`): the text decoder with cross-attention layers, the vision tower
+// and the projector, in the converter's layout (same names, shapes and F16/F32 choices), with
+// the text types picked by the quantizer's own rules.
+
+/// What a Llama 3.2 Vision shape adds to the text shape of its `[[synthetic]]` entry.
+#[derive(Clone, Debug)]
+pub struct VisionShape {
+    /// Decoder layers that are cross-attention layers.
+    pub cross_attention_layers: Vec<usize>,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    /// Local and global (gated) encoder layers.
+    pub n_layer: usize,
+    pub n_global_layer: usize,
+    pub intermediate_layers: Vec<usize>,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub max_num_tiles: usize,
+    pub n_channels: usize,
+}
+
+impl VisionShape {
+    fn tokens_per_tile(&self) -> usize {
+        let side = self.image_size / self.patch_size;
+        side * side + 1
+    }
+
+    /// One row per supported aspect ratio (rows × cols ≤ max tiles) plus the padding row.
+    fn n_ratio_rows(&self) -> usize {
+        let m = self.max_num_tiles;
+        (1..=m).map(|r| m / r).sum::<usize>() + 1
+    }
+
+    fn output_dim(&self) -> usize {
+        self.n_embd * (self.intermediate_layers.len() + 1)
+    }
+}
+
+/// The vision part of the `[[synthetic]]` shapes that have one, by id. The registry's
+/// `SyntheticShape` has no vision fields, so they live here (models.toml says so).
+pub fn vision_shape(id: &str) -> Option<VisionShape> {
+    match id {
+        // Meta's Llama 3.2 11B Vision (HF config): the vision tower is the same for 90B.
+        "llama-3.2-11b-vision" => Some(VisionShape {
+            cross_attention_layers: (3..40).step_by(5).collect(),
+            n_embd: 1280,
+            n_ff: 5120,
+            n_head: 16,
+            n_layer: 32,
+            n_global_layer: 8,
+            intermediate_layers: vec![3, 7, 15, 23, 30],
+            image_size: 560,
+            patch_size: 14,
+            max_num_tiles: 4,
+            n_channels: 3,
+        }),
+        _ => None,
+    }
+}
+
+/// Extra embedding rows after the vocabulary (Meta's learnable image rows; `<|image|>` is the
+/// first).
+const MLLAMA_EXTRA_EMBEDDING_ROWS: usize = 8;
+
+/// Every tensor as the converter writes it to an F16 file: (name, GGUF shape, type).
+fn mllama_tensors(shape: &SyntheticShape, v: &VisionShape) -> Vec<(String, Vec<usize>, GgmlType)> {
+    use GgmlType::{F16, F32};
+    let (e, ff) = (shape.n_embd, shape.n_ff);
+    let hd = shape.head_dim;
+    let (q, kv) = (shape.n_head * hd, shape.n_head_kv * hd);
+    let mut t: Vec<(String, Vec<usize>, GgmlType)> = Vec::new();
+    let mut add = |name: String, dims: Vec<usize>, ty| t.push((name, dims, ty));
+    if shape.llama3_rope_factor.is_some() {
+        add(names::ROPE_FREQS.into(), vec![hd / 2], F32);
+    }
+    add(
+        names::TOKEN_EMBD.into(),
+        vec![e, shape.n_vocab + MLLAMA_EXTRA_EMBEDDING_ROWS],
+        F16,
+    );
+    add(names::OUTPUT_NORM.into(), vec![e], F32);
+    add(names::OUTPUT.into(), vec![e, shape.n_vocab], F16);
+    for i in 0..shape.n_layer {
+        let mut layer = vec![
+            (names::ATTN_NORM, vec![e], F32),
+            (names::FFN_NORM, vec![e], F32),
+            (names::FFN_GATE, vec![e, ff], F16),
+            (names::FFN_UP, vec![e, ff], F16),
+            (names::FFN_DOWN, vec![ff, e], F16),
+        ];
+        if v.cross_attention_layers.contains(&i) {
+            layer.extend([
+                (names::CROSS_ATTN_Q, vec![e, q], F16),
+                (names::CROSS_ATTN_K, vec![e, kv], F16),
+                (names::CROSS_ATTN_V, vec![e, kv], F16),
+                (names::CROSS_ATTN_O, vec![q, e], F16),
+                (names::CROSS_ATTN_Q_NORM, vec![hd], F32),
+                (names::CROSS_ATTN_K_NORM, vec![hd], F32),
+                (names::CROSS_ATTN_ATTN_GATE, vec![1], F32),
+                (names::CROSS_ATTN_MLP_GATE, vec![1], F32),
+            ]);
+        } else {
+            layer.extend([
+                (names::ATTN_Q, vec![e, q], F16),
+                (names::ATTN_K, vec![e, kv], F16),
+                (names::ATTN_V, vec![e, kv], F16),
+                (names::ATTN_OUTPUT, vec![q, e], F16),
+            ]);
+        }
+        for (suffix, dims, ty) in layer {
+            add(names::blk(i, suffix), dims, ty);
+        }
+    }
+    let (h, vff) = (v.n_embd, v.n_ff);
+    let (tokens, rows, tiles) = (v.tokens_per_tile(), v.n_ratio_rows(), v.max_num_tiles);
+    add(
+        names::V_PATCH_EMBD.into(),
+        vec![v.patch_size, v.patch_size, v.n_channels, h],
+        F16,
+    );
+    add(names::V_CLASS_EMBD.into(), vec![h], F32);
+    add(names::V_POSITION_EMBD.into(), vec![h, tokens], F32);
+    add(names::V_POSITION_EMBD_GATE.into(), vec![1], F32);
+    add(
+        names::V_TILE_POSITION_EMBD.into(),
+        vec![tiles * tokens * h, rows],
+        F32,
+    );
+    add(names::V_TILE_POSITION_EMBD_GATE.into(), vec![1], F32);
+    for (table, gate) in [
+        (
+            names::V_PRE_TILE_POSITION_EMBD,
+            names::V_PRE_TILE_POSITION_EMBD_GATE,
+        ),
+        (
+            names::V_POST_TILE_POSITION_EMBD,
+            names::V_POST_TILE_POSITION_EMBD_GATE,
+        ),
+    ] {
+        add(table.into(), vec![tiles * h, rows], F32);
+        add(gate.into(), vec![1], F32);
+    }
+    for name in [
+        names::V_PRE_LN_WEIGHT,
+        names::V_PRE_LN_BIAS,
+        names::V_POST_LN_WEIGHT,
+        names::V_POST_LN_BIAS,
+    ] {
+        add(name.into(), vec![h], F32);
+    }
+    let layers = (0..v.n_layer)
+        .map(|i| (names::v_blk(i, ""), false))
+        .chain((0..v.n_global_layer).map(|i| (names::v_global_blk(i, ""), true)));
+    for (prefix, gated) in layers {
+        let mut layer = vec![
+            (names::V_ATTN_Q, vec![h, h], F16),
+            (names::V_ATTN_K, vec![h, h], F16),
+            (names::V_ATTN_V, vec![h, h], F16),
+            (names::V_ATTN_OUTPUT, vec![h, h], F16),
+            (names::V_ATTN_NORM_WEIGHT, vec![h], F32),
+            (names::V_ATTN_NORM_BIAS, vec![h], F32),
+            (names::V_FFN_NORM_WEIGHT, vec![h], F32),
+            (names::V_FFN_NORM_BIAS, vec![h], F32),
+            (names::V_FFN_UP_WEIGHT, vec![h, vff], F16),
+            (names::V_FFN_UP_BIAS, vec![vff], F32),
+            (names::V_FFN_DOWN_WEIGHT, vec![vff, h], F16),
+            (names::V_FFN_DOWN_BIAS, vec![h], F32),
+        ];
+        if gated {
+            layer.push((names::V_ATTN_GATE, vec![1], F32));
+            layer.push((names::V_FFN_GATE, vec![1], F32));
+        }
+        for (suffix, dims, ty) in layer {
+            add(format!("{prefix}{suffix}"), dims, ty);
+        }
+    }
+    add(names::MM_PROJ_WEIGHT.into(), vec![v.output_dim(), e], F16);
+    add(names::MM_PROJ_BIAS.into(), vec![e], F32);
+    t
+}
+
+/// The quantizer's file type for a mix, and whether it is `--pure`.
+fn quantize_file_type(mix: WeightMix) -> anyhow::Result<(presets::FileType, bool)> {
+    match mix {
+        WeightMix::Q4KM => Ok((presets::FileType::Q4_K_M, false)),
+        WeightMix::Pure(t) => presets::FileType::parse(t.name())
+            .map(|ft| (ft, true))
+            .with_context(|| format!("{} is not a file type lumen quantize writes", t.name())),
+    }
+}
+
+/// The tensors in llama.cpp's order with the types `lumen quantize` would give an F16
+/// conversion of the model (text matrices by the mix, vision tower and projector left at
+/// F16, vectors and positional tables F32).
+fn mllama_plan(
+    shape: &SyntheticShape,
+    v: &VisionShape,
+    mix: WeightMix,
+) -> anyhow::Result<Vec<Planned>> {
+    let tensors = mllama_tensors(shape, v);
+    let names: Vec<&str> = tensors.iter().map(|t| t.0.as_str()).collect();
+    let order = lumen_tools::quantize::llama_order(&names);
+    let descs: Vec<presets::TensorDesc> = order
+        .iter()
+        .map(|&i| presets::TensorDesc {
+            name: &tensors[i].0,
+            ty: tensors[i].2,
+            shape: &tensors[i].1,
+        })
+        .collect();
+    let (ft, pure) = quantize_file_type(mix)?;
+    let model = presets::ModelInfo {
+        arch: "mllama".into(),
+        n_layer: shape.n_layer,
+        n_head: shape.n_head,
+        n_head_kv: shape.n_head_kv,
+        n_expert: 0,
+    };
+    let opts = presets::TypeOptions {
+        pure,
+        ..Default::default()
+    };
+    let types = presets::choose_types(&descs, ft, &model, &opts)?;
+    descs
+        .iter()
+        .zip(types)
+        .map(|(d, ty)| {
+            let n_bytes = ty
+                .row_bytes(d.shape[0])
+                .with_context(|| format!("{}: row of {} in {ty}", d.name, d.shape[0]))?
+                * d.shape[1..].iter().product::<usize>();
+            Ok(Planned {
+                name: d.name.to_string(),
+                ty,
+                shape: d.shape.to_vec(),
+                n_bytes,
+            })
+        })
+        .collect()
+}
+
+/// The converter's `mllama.*` keys (CLIP normalisation) and a byte-level vocabulary whose
+/// `<|image|>` sits right after the `n_vocab` tokens, as in Llama 3.2 Vision.
+fn mllama_metadata(
+    shape: &SyntheticShape,
+    v: &VisionShape,
+    mix: WeightMix,
+) -> Vec<(String, MetaValue)> {
+    let arch = "mllama";
+    let k = |s| keys::arch_key(arch, s);
+    let u32v = |x: usize| MetaValue::U32(x as u32);
+    let i32s =
+        |l: &[usize]| MetaValue::Array(l.iter().map(|&i| MetaValue::I32(i as i32)).collect());
+    let f32s = |l: [f32; 3]| MetaValue::Array(l.iter().map(|&x| MetaValue::F32(x)).collect());
+    let mut md = vec![
+        (
+            keys::GENERAL_ARCHITECTURE.into(),
+            MetaValue::Str(arch.into()),
+        ),
+        (
+            keys::GENERAL_NAME.into(),
+            MetaValue::Str(format!("synthetic {} {}", shape.id, mix.file_type_name())),
+        ),
+    ];
+    md.extend(text_hparams(arch, shape));
+    md.extend([
+        (
+            k(keys::CROSS_ATTENTION_LAYERS),
+            i32s(&v.cross_attention_layers),
+        ),
+        (k(keys::VISION_BLOCK_COUNT), u32v(v.n_layer)),
+        (k(keys::VISION_GLOBAL_BLOCK_COUNT), u32v(v.n_global_layer)),
+        (
+            k(keys::VISION_INTERMEDIATE_LAYERS),
+            i32s(&v.intermediate_layers),
+        ),
+        (k(keys::VISION_EMBEDDING_LENGTH), u32v(v.n_embd)),
+        (k(keys::VISION_FEED_FORWARD_LENGTH), u32v(v.n_ff)),
+        (k(keys::VISION_HEAD_COUNT), u32v(v.n_head)),
+        (k(keys::VISION_LAYER_NORM_EPS), MetaValue::F32(1e-5)),
+        (k(keys::VISION_IMAGE_SIZE), u32v(v.image_size)),
+        (k(keys::VISION_PATCH_SIZE), u32v(v.patch_size)),
+        (k(keys::VISION_MAX_NUM_TILES), u32v(v.max_num_tiles)),
+        (k(keys::VISION_NUM_CHANNELS), u32v(v.n_channels)),
+        (k(keys::VISION_IMAGE_MEAN), f32s(mllama::CLIP_MEAN)),
+        (k(keys::VISION_IMAGE_STD), f32s(mllama::CLIP_STD)),
+    ]);
+    md.extend(vocab_metadata(shape.n_vocab, &["<|image|>"]));
+    md
 }
 
 /// Fast deterministic bytes (xorshift64*), so multi-gigabyte files write at disk speed.
@@ -255,7 +565,8 @@ fn tensor_bytes(
                 .collect::<Vec<_>>(),
         );
     }
-    let is_norm = t.shape.len() == 1;
+    // Norm weights are ones; other vectors (biases, gates, embeddings) small random values.
+    let is_norm = t.shape.len() == 1 && (t.name.contains("norm") || t.name.contains("_ln."));
     let block_bytes = t.ty.block_bytes();
     let mut buf = vec![0u8; (1 << 20) / block_bytes * block_bytes];
     let mut left = t.n_bytes;
@@ -324,7 +635,24 @@ pub fn synth(
     path: &Path,
     seed: u64,
 ) -> anyhow::Result<u64> {
-    let planned = plan(shape, mix)?;
+    let (planned, metadata) = match vision_shape(&shape.id) {
+        Some(vision) => (
+            mllama_plan(shape, &vision, mix)?,
+            mllama_metadata(shape, &vision, mix),
+        ),
+        None => (plan(shape, mix)?, metadata(shape, mix)),
+    };
+    write_planned(shape, &planned, &metadata, path, seed)
+}
+
+/// Streams the planned tensors' random bytes after `metadata`.
+fn write_planned(
+    shape: &SyntheticShape,
+    planned: &[Planned],
+    metadata: &[(String, MetaValue)],
+    path: &Path,
+    seed: u64,
+) -> anyhow::Result<u64> {
     let headers: Vec<TensorHeader> = planned
         .iter()
         .map(|t| TensorHeader {
@@ -336,7 +664,7 @@ pub fn synth(
         .collect();
     let rope_freqs = llama3_rope_freqs(shape);
     let mut rng = Rng(seed | 1);
-    write_streaming(path, &metadata(shape, mix), &headers, |i, out| {
+    write_streaming(path, metadata, &headers, |i, out| {
         tensor_bytes(&planned[i], &mut rng, &rope_freqs, out)
     })
     .with_context(|| format!("cannot write {}", path.display()))?;
@@ -420,6 +748,150 @@ mod tests {
             }
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The text and vision shape of `../shared/fixtures/tiny-mllama`.
+    fn tiny_mllama_shape() -> (SyntheticShape, VisionShape) {
+        let text = SyntheticShape {
+            id: "tiny-mllama".into(),
+            n_vocab: 128256,
+            n_embd: 64,
+            n_layer: 5,
+            n_ff: 128,
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: 16,
+            rope_theta: 500000.0,
+            llama3_rope_factor: Some(8.0),
+            context_length: 131072,
+            tied_embeddings: false,
+        };
+        let vision = VisionShape {
+            cross_attention_layers: vec![1, 3],
+            n_embd: 32,
+            n_ff: 64,
+            n_head: 2,
+            n_layer: 4,
+            n_global_layer: 2,
+            intermediate_layers: vec![1, 3],
+            image_size: 56,
+            patch_size: 14,
+            max_num_tiles: 4,
+            n_channels: 3,
+        };
+        (text, vision)
+    }
+
+    fn write_mllama(text: &SyntheticShape, vision: &VisionShape, mix: &str, path: &Path) {
+        let mix = WeightMix::parse(mix).unwrap();
+        let planned = mllama_plan(text, vision, mix).unwrap();
+        let md = mllama_metadata(text, vision, mix);
+        write_planned(text, &planned, &md, path, 7).unwrap();
+    }
+
+    /// (name, type, shape) in file order.
+    fn layout(file: &GgufFile) -> Vec<(String, GgmlType, Vec<usize>)> {
+        file.tensors()
+            .iter()
+            .map(|t| (t.name.clone(), t.ty, t.shape.clone()))
+            .collect()
+    }
+
+    fn mllama_keys(file: &GgufFile) -> Vec<(String, MetaValue)> {
+        let mut kv = lumen::gguf::kv::read_kv(file).unwrap();
+        kv.retain(|(k, _)| {
+            k.starts_with("mllama.") && k != "mllama.attention.layer_norm_rms_epsilon"
+        });
+        kv.sort_by(|a, b| a.0.cmp(&b.0));
+        kv
+    }
+
+    /// The synthetic mllama layout is the converter's (itself checked against an independent
+    /// expectation in tools/tests/convert_mllama.rs), and its Q4_K_M types are exactly what
+    /// `lumen quantize` chooses for the converted file.
+    #[test]
+    fn mllama_synth_matches_the_converter_and_the_quantizer() {
+        use lumen_tools::convert::{self, ConvertOptions, FileType};
+        use lumen_tools::quantize::{self, QuantizeOptions};
+        let tmp = tempfile::tempdir().unwrap();
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/tiny-mllama");
+        let converted = tmp.path().join("converted-f16.gguf");
+        let opts = ConvertOptions {
+            input: fixture,
+            output: Some(converted.clone()),
+            outtype: Some(FileType::F16),
+            ..Default::default()
+        };
+        convert::convert(&opts, &mut |_| {}).unwrap();
+        let quantized = tmp.path().join("converted-q4km.gguf");
+        let q = QuantizeOptions::new(&converted, &quantized, quantize::FileType::Q4_K_M);
+        quantize::quantize(&q, &mut |_| {}).unwrap();
+
+        let (text, vision) = tiny_mllama_shape();
+        let by_name = |f: &GgufFile| {
+            let mut l = layout(f);
+            l.sort_by(|a, b| a.0.cmp(&b.0));
+            l
+        };
+        let synth_f16 = tmp.path().join("synth-f16.gguf");
+        write_mllama(&text, &vision, "F16", &synth_f16);
+        let (a, b) = (
+            GgufFile::open(&synth_f16).unwrap(),
+            GgufFile::open(&converted).unwrap(),
+        );
+        assert_eq!(by_name(&a), by_name(&b));
+        assert_eq!(mllama_keys(&a), mllama_keys(&b));
+        let tokens = a.metadata().get_str_array(keys::TOKENIZER_TOKENS).unwrap();
+        assert_eq!(tokens.len(), 128257);
+        assert_eq!(tokens[128256], "<|image|>");
+
+        let synth_q = tmp.path().join("synth-q4km.gguf");
+        write_mllama(&text, &vision, "Q4_K_M", &synth_q);
+        let (a, b) = (
+            GgufFile::open(&synth_q).unwrap(),
+            GgufFile::open(&quantized).unwrap(),
+        );
+        assert_eq!(layout(&a), layout(&b), "same types and llama.cpp order");
+    }
+
+    #[test]
+    fn llama_3_2_11b_vision_q4_k_m_plan() {
+        let registry = lumen::registry::Registry::builtin();
+        let text = registry
+            .synthetic
+            .iter()
+            .find(|s| s.id == "llama-3.2-11b-vision")
+            .expect("models.toml has the shape");
+        let vision = vision_shape(&text.id).unwrap();
+        assert_eq!(
+            vision.cross_attention_layers,
+            [3, 8, 13, 18, 23, 28, 33, 38]
+        );
+        let plan = mllama_plan(text, &vision, WeightMix::Q4KM).unwrap();
+        let ty = |name: &str| plan.iter().find(|t| t.name == name).unwrap().ty;
+        let shape = |name: &str| plan.iter().find(|t| t.name == name).unwrap().shape.clone();
+        assert_eq!(shape("token_embd.weight"), [4096, 128264]);
+        assert_eq!(shape("v.tile_position_embd.weight"), [8_197_120, 9]);
+        assert_eq!(shape("mm.0.weight"), [7680, 4096]);
+        assert_eq!(ty("output.weight"), GgmlType::Q6_K);
+        assert_eq!(ty("token_embd.weight"), GgmlType::Q4_K);
+        assert_eq!(ty("blk.3.cross_attn_q_proj.weight"), GgmlType::Q4_K);
+        assert_eq!(ty("blk.3.cross_attn_v_proj.weight"), GgmlType::Q4_K);
+        // use_more_bits over the 40 ffn_down (layer 0: first eighth) and the 32 attn_v.
+        assert_eq!(ty("blk.0.ffn_down.weight"), GgmlType::Q6_K);
+        assert_eq!(ty("blk.5.ffn_down.weight"), GgmlType::Q4_K);
+        assert_eq!(ty("blk.0.attn_v.weight"), GgmlType::Q6_K);
+        assert_eq!(ty("v.blk.0.attn_q.weight"), GgmlType::F16);
+        assert_eq!(ty("v.global.blk.7.ffn_down.weight"), GgmlType::F16);
+        assert_eq!(ty("v.position_embd.weight"), GgmlType::F32);
+        assert_eq!(ty("blk.3.cross_attn_attn_gate"), GgmlType::F32);
+        // rope_freqs, embeddings/head; 32 self + 8 cross layers; patch, class, position and
+        // tile tables with their gates, pre/post LN; 32 local + 8 global layers; projector.
+        let n_tensors = 1 + 3 + 32 * 9 + 8 * 13 + (2 + 2 + 2 + 2 + 2 + 4) + 32 * 12 + 8 * 14 + 2;
+        assert_eq!(plan.len(), n_tensors);
+        let gib = plan.iter().map(|t| t.n_bytes).sum::<usize>() as f64 / (1u64 << 30) as f64;
+        assert!((6.0..8.0).contains(&gib), "{gib:.2} GiB");
     }
 
     #[test]

@@ -10,9 +10,9 @@ use super::ConvertError;
 
 /// Caps on sizes read from `config.json`: far above any real model, low enough that a hostile
 /// value cannot make us plan absurd allocations before a shape check fails.
-const MAX_DIM: u64 = 1 << 20;
-const MAX_LAYERS: u64 = 1 << 12;
-const MAX_VOCAB: u64 = 1 << 24;
+pub(crate) const MAX_DIM: u64 = 1 << 20;
+pub(crate) const MAX_LAYERS: u64 = 1 << 12;
+pub(crate) const MAX_VOCAB: u64 = 1 << 24;
 
 /// A JSON file read into a map, remembering its path for error messages.
 #[derive(Clone, Debug)]
@@ -153,13 +153,7 @@ impl HfConfig {
 
     /// Reads `dir/config.json`.
     pub fn read(dir: &Path) -> Result<Self, ConvertError> {
-        let path = dir.join("config.json");
-        if !path.is_file() {
-            return Err(ConvertError::MissingConfig {
-                dir: dir.to_path_buf(),
-            });
-        }
-        Self::from_json(JsonFile::read(&path)?)
+        Self::from_json(read_config_json(dir)?)
     }
 
     pub fn from_json(json: JsonFile) -> Result<Self, ConvertError> {
@@ -218,8 +212,19 @@ impl HfConfig {
     }
 }
 
+/// `dir/config.json` as JSON; a directory without one is not a Hugging Face model directory.
+pub fn read_config_json(dir: &Path) -> Result<JsonFile, ConvertError> {
+    let path = dir.join("config.json");
+    if !path.is_file() {
+        return Err(ConvertError::MissingConfig {
+            dir: dir.to_path_buf(),
+        });
+    }
+    JsonFile::read(&path)
+}
+
 /// `architectures[0]`, the Hugging Face class name (`LlamaForCausalLM`).
-fn architecture(json: &JsonFile) -> Result<String, ConvertError> {
+pub fn architecture(json: &JsonFile) -> Result<String, ConvertError> {
     json.get("architectures")
         .and_then(Value::as_array)
         .and_then(|a| a.first())

@@ -6,6 +6,7 @@
 
 mod hf;
 pub mod llama;
+pub mod mllama;
 pub mod safetensors;
 mod vocab;
 mod write;
@@ -79,7 +80,7 @@ pub enum ConvertError {
         found: Vec<usize>,
         expected: Vec<usize>,
     },
-    #[error("{path}: tensor '{tensor}' is not part of a LlamaForCausalLM checkpoint as config.json describes it")]
+    #[error("{path}: tensor '{tensor}' is not part of the model config.json describes")]
     UnexpectedTensor { path: PathBuf, tensor: String },
     #[error("{dir}: tensor '{tensor}' is missing from the checkpoint")]
     MissingTensor { dir: PathBuf, tensor: String },
@@ -206,14 +207,24 @@ pub fn convert(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary, ConvertError> {
     let dir = &opts.input;
-    let cfg = HfConfig::read(dir)?;
-    if !llama::HF_ARCHITECTURES.contains(&cfg.architecture.as_str()) {
+    let json = hf::read_config_json(dir)?;
+    let architecture = hf::architecture(&json)?;
+    if mllama::HF_ARCHITECTURES.contains(&architecture.as_str()) {
+        return mllama::convert(opts, json, on_event);
+    }
+    if !llama::HF_ARCHITECTURES.contains(&architecture.as_str()) {
+        let supported: Vec<&str> = llama::HF_ARCHITECTURES
+            .iter()
+            .chain(mllama::HF_ARCHITECTURES)
+            .copied()
+            .collect();
         return Err(ConvertError::UnsupportedArchitecture {
-            path: cfg.path.clone(),
-            found: cfg.architecture.clone(),
-            supported: llama::HF_ARCHITECTURES.join(", "),
+            path: json.path.clone(),
+            found: architecture,
+            supported: supported.join(", "),
         });
     }
+    let cfg = HfConfig::from_json(json)?;
     let ckpt = safetensors::Checkpoint::open(dir)?;
     let ft = match opts.outtype {
         Some(ft) => ft,
@@ -222,12 +233,26 @@ pub fn convert(
     let plan = llama::plan(&cfg, &ckpt, ft)?;
     let vocab = vocab::Vocab::read(dir, &cfg)?;
     let metadata = write::metadata(dir, &cfg, ft, &plan, &vocab);
+    write_output(opts, &ckpt, ft, &plan, &metadata, on_event)
+}
+
+/// The common end of every conversion: the output path (default
+/// `HF_DIR/<dir name>-<TYPE>.gguf`) checked against the inputs, then the write.
+fn write_output(
+    opts: &ConvertOptions,
+    ckpt: &safetensors::Checkpoint,
+    ft: FileType,
+    plan: &[TensorPlan],
+    metadata: &[(String, lumen::gguf::writer::MetaValue)],
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Summary, ConvertError> {
+    let dir = &opts.input;
     let output = match &opts.output {
         Some(p) => p.clone(),
         None => dir.join(format!("{}-{}.gguf", dir_name(dir), ft.name())),
     };
-    crate::output::check_output(&output, &input_files(dir, &ckpt), opts.force)?;
-    write::write(&output, &metadata, &plan, &ckpt, ft, &opts.hooks, on_event)
+    crate::output::check_output(&output, &input_files(dir, ckpt), opts.force)?;
+    write::write(&output, metadata, plan, ckpt, ft, &opts.hooks, on_event)
 }
 
 /// llama.cpp's `auto`: the dtype of the first matrix if it is BF16 or F16, else F16.
@@ -257,6 +282,7 @@ fn input_files(dir: &Path, ckpt: &safetensors::Checkpoint) -> Vec<PathBuf> {
     let mut files = vec![
         dir.join("config.json"),
         dir.join("generation_config.json"),
+        dir.join("preprocessor_config.json"),
         dir.join(safetensors::INDEX_FILE),
     ];
     files.extend(vocab::input_files(dir));

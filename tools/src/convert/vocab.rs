@@ -73,7 +73,26 @@ pub struct Vocab {
 }
 
 impl Vocab {
+    /// The vocabulary with exactly `config.json`'s `vocab_size` tokens (padded with
+    /// `[PAD{i}]`; a token beyond it is an error), as llama.cpp's converter reads it.
     pub fn read(dir: &Path, cfg: &HfConfig) -> Result<Self, ConvertError> {
+        Self::read_sized(dir, cfg, None)
+    }
+
+    /// Like [`Vocab::read`], but the token list runs to the highest id `tokenizer.json` uses
+    /// when that is beyond `vocab_size` (a token at or beyond `max_len` is an error). Llama 3.2
+    /// Vision needs this: its `<|image|>` token (128256) is an input-only token outside the
+    /// 128256 logits, with its own row in the (larger) embedding matrix.
+    pub fn read_extended(dir: &Path, cfg: &HfConfig, max_len: usize) -> Result<Self, ConvertError> {
+        Self::read_sized(dir, cfg, Some(max_len))
+    }
+
+    /// `extend_to`: see [`Vocab::read_extended`].
+    fn read_sized(
+        dir: &Path,
+        cfg: &HfConfig,
+        extend_to: Option<usize>,
+    ) -> Result<Self, ConvertError> {
         let tok_path = dir.join("tokenizer.json");
         if !tok_path.is_file() {
             let hint = if dir.join("tokenizer.model").is_file() {
@@ -89,16 +108,23 @@ impl Vocab {
         let tok = JsonFile::read(&tok_path)?;
         let tok_config = JsonFile::read_optional(&dir.join("tokenizer_config.json"))?;
         let added = added_tokens(&tok)?;
-        let (tokens, token_types) = token_list(&tok, &added, cfg.n_vocab)?;
+        let n_vocab = match extend_to {
+            None => cfg.n_vocab,
+            Some(max_len) => cfg
+                .n_vocab
+                .max(highest_id(&tok, &added).map_or(0, |i| i + 1))
+                .min(max_len),
+        };
+        let (tokens, token_types) = token_list(&tok, &added, n_vocab)?;
         let mut specials = SpecialVocab::default();
         if let Some(tc) = &tok_config {
             specials.read_token_names(tc);
         }
         specials.read_post_processor(&tok);
         if let Some(tc) = &tok_config {
-            specials.read_tokenizer_config(tc, &added, cfg.n_vocab);
+            specials.read_tokenizer_config(tc, &added, n_vocab);
         }
-        specials.read_config(&cfg.json, cfg.n_vocab);
+        specials.read_config(&cfg.json, n_vocab);
         Ok(Self {
             pre: pre_tokenizer(&tok_path)?,
             tokens,
@@ -185,6 +211,21 @@ fn added_tokens(tok: &JsonFile) -> Result<Vec<AddedToken>, ConvertError> {
             }
         })
         .collect()
+}
+
+/// The highest token id in `model.vocab` and `added_tokens` (ids that are not integers are
+/// reported by [`token_list`]).
+fn highest_id(tok: &JsonFile, added: &[AddedToken]) -> Option<usize> {
+    let vocab_ids = tok
+        .get("model")
+        .and_then(|m| m.get("vocab"))
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|v| v.values().filter_map(Value::as_u64));
+    vocab_ids
+        .chain(added.iter().map(|a| a.id as u64))
+        .max()
+        .and_then(|i| usize::try_from(i).ok())
 }
 
 /// Tokens by id with llama.cpp's types: added tokens are control tokens when special (or when

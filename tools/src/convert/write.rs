@@ -16,8 +16,8 @@ use super::safetensors::Checkpoint;
 use super::vocab::Vocab;
 use super::{ConvertError, Event, FileType, Summary, TestHooks};
 
-/// All metadata in llama.cpp's order: architecture, type, sampling defaults, naming,
-/// hyper-parameters, quantization version, vocabulary.
+/// All metadata of a `llama` file in llama.cpp's order: architecture, type, sampling
+/// defaults, naming, hyper-parameters, quantization version, vocabulary.
 pub fn metadata(
     dir: &Path,
     cfg: &HfConfig,
@@ -25,10 +25,28 @@ pub fn metadata(
     plan: &[TensorPlan],
     vocab: &Vocab,
 ) -> Vec<(String, MetaValue)> {
+    metadata_for(
+        dir,
+        llama::GGUF_ARCH,
+        llama::hparams_metadata(cfg, ft),
+        plan,
+        vocab,
+    )
+}
+
+/// [`metadata`] for architecture `arch` with its hyper-parameter keys `hparams` (which carry
+/// `general.file_type` where the architecture puts it).
+pub fn metadata_for(
+    dir: &Path,
+    arch: &str,
+    hparams: Vec<(String, MetaValue)>,
+    plan: &[TensorPlan],
+    vocab: &Vocab,
+) -> Vec<(String, MetaValue)> {
     let mut md: Vec<(String, MetaValue)> = vec![
         (
             keys::GENERAL_ARCHITECTURE.into(),
-            MetaValue::Str(llama::GGUF_ARCH.into()),
+            MetaValue::Str(arch.into()),
         ),
         (keys::GENERAL_TYPE.into(), MetaValue::Str("model".into())),
     ];
@@ -42,7 +60,7 @@ pub fn metadata(
         keys::GENERAL_SIZE_LABEL.into(),
         MetaValue::Str(size_label(n_params as u64)),
     ));
-    md.extend(llama::hparams_metadata(cfg, ft));
+    md.extend(hparams);
     md.push((
         keys::GENERAL_QUANTIZATION_VERSION.into(),
         MetaValue::U32(output::QUANTIZATION_VERSION),

@@ -272,11 +272,20 @@ const NEVER_QUANTIZED: &[&str] = &[
     "mm.a.code_embd",
 ];
 
+/// Llama 3.2 Vision's vision tower (`v.*`) and projector (`mm.*`), which Ollama's quantizer
+/// leaves as they are (F16, F32 tables): the encoder runs once per image on 6432 tokens, where
+/// its ~0.9 B weights are compute-bound, not bandwidth-bound, and it is sensitive to error.
+fn is_mllama_vision(name: &str, model: &ModelInfo) -> bool {
+    model.arch == "mllama" && (name.starts_with("v.") || name.contains("mm."))
+}
+
 /// llama.cpp's `tensor_allows_quantization`: 2-D (or more) `*weight` tensors that are not
-/// norms, positional/type embeddings or one of [`NEVER_QUANTIZED`].
-fn allows_quantization(t: &TensorDesc, opts: &TypeOptions) -> bool {
+/// norms, positional/type embeddings or one of [`NEVER_QUANTIZED`]; for mllama, Ollama's rule
+/// on top: nothing of the vision tower or projector.
+fn allows_quantization(t: &TensorDesc, opts: &TypeOptions, model: &ModelInfo) -> bool {
     let name = t.name;
-    t.n_dims() >= 2
+    !is_mllama_vision(name, model)
+        && t.n_dims() >= 2
         && name.ends_with("weight")
         && !(opts.leave_output_tensor && name == "output.weight")
         && name != "position_embd.weight"
@@ -308,9 +317,12 @@ pub fn choose_types(
     opts: &TypeOptions,
 ) -> Result<Vec<GgmlType>, TypeError> {
     let mut st = State {
+        // The vision tower's `v.blk.N.attn_v` are not quantized and are not counted: the mix
+        // spreads its extra bits over the text layers. (Ollama counts them, which shifts its
+        // Q4_K_M choice of attn_v layers on mllama; we follow llama.cpp's meaning.)
         n_attention_wv: tensors
             .iter()
-            .filter(|t| category(t.name) == Category::AttnV)
+            .filter(|t| category(t.name) == Category::AttnV && !is_mllama_vision(t.name, model))
             .count(),
         i_attention_wv: 0,
         n_ffn_down: model.n_layer,
@@ -343,7 +355,7 @@ fn tensor_type(
     model: &ModelInfo,
     opts: &TypeOptions,
 ) -> Result<GgmlType, TypeError> {
-    if !allows_quantization(t, opts) {
+    if !allows_quantization(t, opts, model) {
         return Ok(t.ty);
     }
     let cat = category(t.name);
@@ -608,7 +620,11 @@ mod tests {
                 ty: G::F16,
                 shape,
             };
-            assert_eq!(allows_quantization(&t, &opts), want, "{name}");
+            assert_eq!(
+                allows_quantization(&t, &opts, &ModelInfo::default()),
+                want,
+                "{name}"
+            );
         }
     }
 }
