@@ -391,3 +391,69 @@ fn image_on_a_text_only_model_is_a_clear_error() {
     );
     assert_clean_failure(&o, "is a text-only model (llama)");
 }
+
+/// `lumen chat` with its input piped (no terminal): the session's answers, one per message.
+fn chat_piped(model: &Path, input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lumen"))
+        .args(["chat", "--temp", "0", "-n", "8", "--verbose-prompt", "-m"])
+        .arg(model)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("lumen chat runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `/image` in `lumen chat` puts `<|image|>` in the user turn through the model's chat template
+/// and binds the encoded image to it; the answer depends on the image.
+#[test]
+fn chat_binds_an_image_to_the_user_turn() {
+    let model = tiny_mllama_gguf();
+    let image = mllama_refs().join("test.png");
+    let question = "If I had to write a haiku for this one";
+    let with = chat_piped(
+        model,
+        &format!("/image {}\n{question}\n/bye\n", image.display()),
+    );
+    let without = chat_piped(model, &format!("{question}\n/bye\n"));
+    assert!(with.status.success(), "{}", stderr(&with));
+    let prompt = stderr(&with);
+    assert!(
+        prompt.contains("user<|end_header_id|>\n\n<|image|>If I had"),
+        "{prompt}"
+    );
+    let (out_with, out_without) = (
+        String::from_utf8_lossy(&with.stdout),
+        String::from_utf8_lossy(&without.stdout),
+    );
+    assert!(out_with.contains("Added image"), "{out_with}");
+    let answer = |out: &str| {
+        out.trim_end()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (a, b) = (answer(&out_with), answer(&out_without));
+    assert!(!a.trim().is_empty() && a != b, "with: {a:?} without: {b:?}");
+}
+
+#[test]
+fn chat_refuses_an_image_for_a_text_only_model() {
+    let image = mllama_refs().join("test.png");
+    let o = chat_piped(
+        &common::smollm2_path(),
+        &format!("/image {}\n/bye\n", image.display()),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("text-only model"), "{out}");
+}

@@ -13,13 +13,14 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use lumen::chat::{ChatMessage, Conversation, RenderOptions};
-use lumen::generate::{generate, Flow, GenerateParams, GenerateStats};
+use lumen::chat::{ChatMessage, Content, ContentPart, Conversation, RenderOptions};
+use lumen::generate::{generate, Decoder, Flow, GenerateParams, GenerateStats};
+use lumen::model::mllama::{image_proc, Mllama};
 use lumen::model::KvCache;
 use lumen::sampling::SamplingParams;
 use rustyline::error::ReadlineError;
 
-use super::load::{load_model, thread_pool, LoadedModel};
+use super::load::{load_model, thread_pool, AnyModel, LoadedModel};
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
@@ -80,6 +81,7 @@ Available commands:
                          temperature, top_k, top_p, min_p, repeat_penalty, seed, num_predict
   /set verbose | quiet   show or hide timing statistics
   /show system | parameters
+  /image <path>          attach an image to the next message (vision models)
   /clear                 forget the conversation (keeps the system prompt)
   /bye                   leave (also /exit, Ctrl-D)
   /help, /?              this help
@@ -93,17 +95,29 @@ enum Input {
     Quit,
 }
 
+/// An image run through the vision encoder once, kept for every later turn that shows it.
+struct EncodedImage {
+    states: Vec<f32>,
+    n_tiles: usize,
+}
+
 struct Session {
     loaded: LoadedModel,
+    pool: rayon::ThreadPool,
     template: lumen::chat::ChatTemplate,
     conv: Conversation,
     params: GenerateParams,
     n_ctx: usize,
     verbose: bool,
     verbose_prompt: bool,
-    cache: KvCache,
-    /// Tokens whose keys and values are in `cache`.
+    /// The text model's cache, kept between turns.
+    cache: Option<KvCache>,
+    /// Tokens whose keys and values are in `cache` (text models).
     cached: Vec<u32>,
+    /// Images of the conversation, in order (vision models).
+    images: Vec<EncodedImage>,
+    /// Images given with /image for the next message.
+    pending: Vec<EncodedImage>,
 }
 
 pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
@@ -112,7 +126,11 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let template = loaded.chat_template(args.chat_template_file.as_deref())?;
     eprintln!("{}", loaded.summary(threads));
     let n_ctx = args.ctx_size.max(16);
-    let cache = loaded.model.new_cache(n_ctx);
+    // Vision models rebuild their cache each turn (images are attached first).
+    let cache = match &loaded.model {
+        AnyModel::Text(m) => Some(m.new_cache(n_ctx)),
+        AnyModel::Vision(_) => None,
+    };
     let mut session = Session {
         template,
         conv: Conversation {
@@ -136,7 +154,10 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
         verbose_prompt: args.verbose_prompt,
         cache,
         cached: Vec::new(),
+        images: Vec::new(),
+        pending: Vec::new(),
         loaded,
+        pool,
     };
 
     // Ctrl-C while an answer streams stops that answer; at the prompt the line editor sees it
@@ -158,7 +179,7 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
             Input::Handled => continue,
             Input::Message(text) => {
                 interrupted.store(false, Ordering::SeqCst);
-                if let Err(e) = pool.install(|| session.answer(&text, &interrupted)) {
+                if let Err(e) = session.answer(&text, &interrupted) {
                     eprintln!("error: {e:#}");
                 }
             }
@@ -231,6 +252,13 @@ fn handle_line(s: &mut Session, line: &str) -> Input {
             _ => println!("Usage: /show system | parameters"),
         },
         "/set" => set(s, arg1, rest),
+        "/image" => {
+            let path = [arg1, rest].join(" ");
+            match s.add_image(path.trim()) {
+                Ok(note) => println!("{note}"),
+                Err(e) => println!("error: {e:#}"),
+            }
+        }
         _ => println!("Unknown command '{command}'. Type /? for help"),
     }
     Input::Handled
@@ -304,10 +332,55 @@ fn describe(params: &GenerateParams) -> String {
 }
 
 impl Session {
-    /// Adds the user's message, streams the answer to stdout and keeps it in the history.
+    /// Encodes an image for the next message.
+    fn add_image(&mut self, path: &str) -> anyhow::Result<String> {
+        let AnyModel::Vision(model) = &self.loaded.model else {
+            anyhow::bail!(
+                "{} is a text-only model; images need a vision model (mllama)",
+                self.loaded.path.display()
+            );
+        };
+        anyhow::ensure!(!path.is_empty(), "usage: /image <path>");
+        let start = Instant::now();
+        let rgb = image_proc::load_image(std::path::Path::new(path))?;
+        let image = image_proc::preprocess(&rgb, &model.preprocess);
+        let states = self.pool.install(|| {
+            model.vision.encode(
+                &image.pixels,
+                image.aspect_ratio_id,
+                &image.aspect_ratio_mask,
+            )
+        })?;
+        self.pending.push(EncodedImage {
+            states,
+            n_tiles: image.num_tiles,
+        });
+        Ok(format!(
+            "Added image '{path}' ({} tile(s), encoded in {:.1} s)",
+            image.num_tiles,
+            start.elapsed().as_secs_f64()
+        ))
+    }
+
+    /// Adds the user's message (with the pending images), streams the answer to stdout and
+    /// keeps it in the history.
     fn answer(&mut self, text: &str, interrupted: &AtomicBool) -> anyhow::Result<()> {
         let start = Instant::now();
-        self.conv.turns.push(ChatMessage::text("user", text));
+        let content = if self.pending.is_empty() {
+            Content::Text(text.to_string())
+        } else {
+            let images = self.pending.iter().map(|_| ContentPart::Image);
+            let text = ContentPart::Text {
+                text: text.to_string(),
+            };
+            Content::Parts(images.chain([text]).collect())
+        };
+        self.conv.turns.push(ChatMessage {
+            role: "user".into(),
+            content,
+        });
+        let n_new_images = self.pending.len();
+        self.images.append(&mut self.pending);
         let reserve = self
             .params
             .n_predict
@@ -328,6 +401,8 @@ impl Session {
             Ok(f) => f,
             Err(e) => {
                 self.conv.turns.pop();
+                let kept = self.images.len() - n_new_images;
+                self.images.truncate(kept);
                 return Err(e);
             }
         };
@@ -336,42 +411,62 @@ impl Session {
                 "(dropped the {} oldest turn(s) to fit the context of {} tokens)",
                 fitted.dropped_turns, self.n_ctx
             );
+            // Images of dropped turns are no longer shown; the newest ones stay.
+            let shown = images_in(&self.conv);
+            self.images
+                .drain(..self.images.len() - shown.min(self.images.len()));
         }
         if self.verbose_prompt {
             eprintln!("{}", tokenizer.decode(&fitted.ids));
         }
-        let new_tokens = reuse_cache(&mut self.cache, &self.cached, &fitted.ids);
 
         let mut answer = String::new();
-        let mut stdout = std::io::stdout();
-        let stats = generate(
-            &self.loaded.model,
-            tokenizer,
-            &mut self.cache,
-            new_tokens,
-            &self.params,
-            &mut |piece| {
-                answer.push_str(piece);
-                let _ = stdout
-                    .write_all(piece.as_bytes())
-                    .and_then(|_| stdout.flush());
-                if interrupted.load(Ordering::SeqCst) {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                }
-            },
-        );
+        let mut on_text = |piece: &str| {
+            answer.push_str(piece);
+            let mut stdout = std::io::stdout();
+            let _ = stdout
+                .write_all(piece.as_bytes())
+                .and_then(|_| stdout.flush());
+            if interrupted.load(Ordering::SeqCst) {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        };
+        let (pool, params) = (&self.pool, &self.params);
+        let stats = match &self.loaded.model {
+            AnyModel::Text(model) => {
+                let cache = self
+                    .cache
+                    .get_or_insert_with(|| model.new_cache(self.n_ctx));
+                let new_tokens = reuse_cache(cache, &self.cached, &fitted.ids);
+                let stats = pool.install(|| {
+                    stream_answer(model, tokenizer, cache, new_tokens, params, &mut on_text)
+                });
+                // The cache now also holds the answer's tokens; keep only the prompt, whose
+                // tokens we know: the next turn re-reads the answer as the template renders it.
+                cache.truncate(fitted.ids.len().min(cache.len()));
+                self.cached = fitted.ids.clone();
+                stats
+            }
+            AnyModel::Vision(model) => pool.install(|| {
+                answer_with_images(
+                    model,
+                    tokenizer,
+                    &self.images,
+                    self.n_ctx,
+                    &fitted.ids,
+                    params,
+                    &mut on_text,
+                )
+            }),
+        };
         println!();
-        // The cache now also holds the answer's tokens; keep only the prompt, whose tokens we
-        // know: the next turn re-reads the answer as the template renders it.
-        self.cache.truncate(fitted.ids.len().min(self.cache.len()));
-        self.cached = fitted.ids;
         let stats = match stats {
             Ok(stats) => stats,
             Err(e) => {
                 self.conv.turns.pop();
-                return Err(e.into());
+                return Err(e);
             }
         };
         self.conv
@@ -385,6 +480,58 @@ impl Session {
         }
         Ok(())
     }
+}
+
+fn stream_answer<M: Decoder>(
+    model: &M,
+    tokenizer: &lumen::tokenizer::Tokenizer,
+    cache: &mut M::Cache,
+    ids: &[u32],
+    params: &GenerateParams,
+    on_text: &mut dyn FnMut(&str) -> Flow,
+) -> anyhow::Result<GenerateStats> {
+    Ok(generate(model, tokenizer, cache, ids, params, on_text)?)
+}
+
+/// A vision model's turn: a fresh cache with the conversation's images attached in order,
+/// then the whole prompt (its `<|image|>` tokens bind to them).
+fn answer_with_images(
+    model: &Mllama,
+    tokenizer: &lumen::tokenizer::Tokenizer,
+    images: &[EncodedImage],
+    n_ctx: usize,
+    ids: &[u32],
+    params: &GenerateParams,
+    on_text: &mut dyn FnMut(&str) -> Flow,
+) -> anyhow::Result<GenerateStats> {
+    let image_token = model.text.config.image_token();
+    let n_tokens = ids.iter().filter(|&&t| t == image_token).count();
+    anyhow::ensure!(
+        n_tokens == images.len(),
+        "the rendered prompt has {n_tokens} image token(s) for {} image(s); does the chat template place images?",
+        images.len()
+    );
+    let mut cache = model.new_cache(n_ctx);
+    for image in images {
+        model.text.attach_image(
+            &mut cache,
+            &image.states,
+            model.vision.config.max_tiles,
+            image.n_tiles,
+        )?;
+    }
+    stream_answer(&model.text, tokenizer, &mut cache, ids, params, on_text)
+}
+
+/// How many images the conversation's messages show.
+fn images_in(conv: &Conversation) -> usize {
+    conv.turns
+        .iter()
+        .map(|m| match &m.content {
+            Content::Parts(parts) => parts.iter().filter(|p| **p == ContentPart::Image).count(),
+            Content::Text(_) => 0,
+        })
+        .sum()
 }
 
 /// Keeps the part of `cache` (holding `cached`) that `ids` start with, and returns the tokens

@@ -8,13 +8,36 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use lumen::chat::ChatTemplate;
 use lumen::gguf::{GgufFile, OpenOptions};
+use lumen::model::mllama::{self, Mllama};
 use lumen::model::Llama;
 use lumen::tokenizer::{Tokenizer, VocabSpec};
+
+/// A text model, or a Llama 3.2 Vision model (text decoder + vision encoder).
+pub enum AnyModel {
+    Text(Llama),
+    Vision(Mllama),
+}
+
+impl AnyModel {
+    pub fn llama_config(&self) -> &lumen::model::LlamaConfig {
+        match self {
+            AnyModel::Text(m) => &m.config,
+            AnyModel::Vision(m) => &m.text.config.llama,
+        }
+    }
+
+    pub fn kernels(&self) -> &'static lumen::kernels::KernelSet {
+        match self {
+            AnyModel::Text(m) => m.kernels(),
+            AnyModel::Vision(m) => m.text.kernels(),
+        }
+    }
+}
 
 pub struct LoadedModel {
     pub path: PathBuf,
     pub file: Arc<GgufFile>,
-    pub model: Llama,
+    pub model: AnyModel,
     pub tokenizer: Tokenizer,
     pub load_time: Duration,
 }
@@ -22,7 +45,11 @@ pub struct LoadedModel {
 pub fn load_model(path: &Path, mmap: bool) -> anyhow::Result<LoadedModel> {
     let start = Instant::now();
     let file = Arc::new(GgufFile::open_with(path, OpenOptions { mmap })?);
-    let model = Llama::load(file.clone())?;
+    let model = if mllama::is_mllama(&file) {
+        AnyModel::Vision(Mllama::load(file.clone())?)
+    } else {
+        AnyModel::Text(Llama::load(file.clone())?)
+    };
     let tokenizer = Tokenizer::from_spec(VocabSpec::from_gguf(file.metadata())?)
         .with_context(|| format!("{}: cannot build the tokenizer", path.display()))?;
     Ok(LoadedModel {
@@ -64,7 +91,7 @@ impl LoadedModel {
 
     /// The start-up summary line.
     pub fn summary(&self, threads: usize) -> String {
-        let cfg = &self.model.config;
+        let cfg = self.model.llama_config();
         format!(
             "lumen: {} | {}, {} layers, {} embd, {} heads ({} kv), vocab {} | {:.1} MiB {} | kernels {} | {} threads | loaded in {:.0} ms",
             self.path.display(),
