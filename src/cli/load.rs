@@ -93,7 +93,7 @@ impl LoadedModel {
     pub fn summary(&self, threads: usize) -> String {
         let cfg = self.model.llama_config();
         format!(
-            "lumen: {} | {}, {} layers, {} embd, {} heads ({} kv), vocab {} | {:.1} MiB {} | kernels {} | {} threads | loaded in {:.0} ms",
+            "lumen: {} | {}, {} layers, {} embd, {} heads ({} kv), vocab {} | {} | kernels {} | {} threads | loaded in {:.0} ms",
             self.path.display(),
             self.file.architecture().unwrap_or("?"),
             cfg.n_layer,
@@ -101,13 +101,28 @@ impl LoadedModel {
             cfg.n_head,
             cfg.n_head_kv,
             cfg.n_vocab,
-            self.file.file_len() as f64 / (1 << 20) as f64,
-            if self.file.is_mapped() { "mapped" } else { "read" },
+            file_summary(&self.file),
             self.model.kernels().isa.name(),
             threads,
             self.load_time.as_secs_f64() * 1e3,
         )
     }
+}
+
+/// Parameters, tensor types, file size and how it is held, for start-up lines.
+pub fn file_summary(file: &GgufFile) -> String {
+    let params = file.n_params() as f64;
+    let params = if params >= 1e9 {
+        format!("{:.2}B", params / 1e9)
+    } else {
+        format!("{:.0}M", params / 1e6)
+    };
+    format!(
+        "{params} params ({}) | {:.1} MiB {}",
+        file.type_mix(),
+        file.file_len() as f64 / (1 << 20) as f64,
+        if file.is_mapped() { "mapped" } else { "read" }
+    )
 }
 
 /// A rayon pool of `threads` (default: every core).

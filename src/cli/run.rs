@@ -249,13 +249,9 @@ fn load_tokenizer(file: &GgufFile, path: &Path) -> anyhow::Result<Tokenizer> {
         .with_context(|| format!("{}: cannot build the tokenizer", path.display()))
 }
 
-/// File size and how it is held, for the start-up line.
+/// Parameters, tensor types, file size and how it is held, for the start-up line.
 fn file_summary(file: &GgufFile) -> String {
-    format!(
-        "{:.1} MiB {}",
-        file.file_len() as f64 / (1 << 20) as f64,
-        if file.is_mapped() { "mapped" } else { "read" }
-    )
+    super::load::file_summary(file)
 }
 
 fn warn_forced_kernels(kernels: &lumen::kernels::KernelSet) {

@@ -214,6 +214,28 @@ impl GgufFile {
         &self.tensors
     }
 
+    /// Total number of weights over every tensor.
+    pub fn n_params(&self) -> usize {
+        self.tensors.iter().map(TensorInfo::n_elements).sum()
+    }
+
+    /// Tensor types by how many tensors use them, most used first: `"Q4_1 x210, F32 x61"`.
+    pub fn type_mix(&self) -> String {
+        let mut counts: Vec<(GgmlType, usize)> = Vec::new();
+        for t in &self.tensors {
+            match counts.iter_mut().find(|(ty, _)| *ty == t.ty) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((t.ty, 1)),
+            }
+        }
+        counts.sort_by(|a, b| b.1.cmp(&a.1));
+        let parts: Vec<String> = counts
+            .iter()
+            .map(|(ty, n)| format!("{} x{n}", ty.name()))
+            .collect();
+        parts.join(", ")
+    }
+
     pub fn is_mapped(&self) -> bool {
         matches!(self.storage, Storage::Mapped(_))
     }
