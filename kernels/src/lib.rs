@@ -9,6 +9,8 @@
 
 pub mod attention;
 pub mod cpu;
+pub mod dense_attention;
+pub mod dense_gemm;
 pub mod dispatch;
 pub mod formats;
 pub mod kernel_set;
