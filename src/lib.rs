@@ -11,6 +11,7 @@ pub mod model;
 pub mod perplexity;
 pub mod registry;
 pub mod sampling;
+pub mod server;
 pub mod tensor;
 pub mod tokenizer;
 

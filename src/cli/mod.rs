@@ -11,6 +11,7 @@ mod perplexity;
 mod pull;
 mod quantize;
 mod run;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,8 @@ enum Command {
     Run(run::RunArgs),
     /// Chat with a model in the terminal (its chat template, streamed answers, /? for help).
     Chat(chat::ChatArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions).
+    Serve(serve::ServeArgs),
     /// Show a GGUF file's metadata and tensors.
     Inspect(inspect::InspectArgs),
     /// Measure prompt and generation speed (llama-bench's method and table).
@@ -51,6 +54,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Chat(args) => chat::chat(args),
+        Command::Serve(args) => serve::serve(args),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Bench(args) => bench::bench(args),
         Command::Convert(args) => convert::convert(args),

@@ -27,13 +27,7 @@ pub struct ServeArgs {
     #[arg(long = "api-key", env = "LUMEN_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Requests served at the same time, each with its own KV cache of -c tokens.
-    #[arg(
-        short = 'p',
-        long = "parallel",
-        visible_short_alias = 'n',
-        env = "LUMEN_PARALLEL",
-        default_value_t = 1
-    )]
+    #[arg(long = "parallel", env = "LUMEN_PARALLEL", default_value_t = 1)]
     parallel: usize,
     /// Requests that may wait for a slot; more get 503.
     #[arg(long = "queue", env = "LUMEN_QUEUE", default_value_t = 16)]

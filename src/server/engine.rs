@@ -1,0 +1,510 @@
+//! The inference engine behind the server: one worker thread owns the model and `n_slots` KV
+//! caches. Requests wait in a bounded queue; the worker takes one into each free slot,
+//! evaluates its prompt in one forward pass, then advances every active slot by one token per
+//! round, sending text back over each request's channel. A request whose receiver is gone (the
+//! client hung up) frees its slot at the next round.
+//!
+//! The per-round model call is [`step`]: today one forward per active slot in turn; batched
+//! decoding (one forward over all slots' next tokens) replaces that one function.
+
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::sampling::{Sampler, SamplingParams};
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+
+/// What the engine needs of a model; implemented for each architecture in [`super::models`].
+pub trait ServeModel: Send + 'static {
+    type Cache: Send;
+    /// Whether [`ServeModel::truncate`] may keep a prefix (false: the cache is only ever reset).
+    const PREFIX_REUSE: bool = true;
+    fn new_cache(&self, n_ctx: usize) -> Self::Cache;
+    /// Forgets every position in `cache` (and any image attached to it).
+    fn reset(cache: &mut Self::Cache);
+    /// Keeps the first `len` positions of `cache` (a prompt prefix shared with the last request).
+    fn truncate(cache: &mut Self::Cache, len: usize);
+    /// Appends `tokens` to `cache` and returns the logits of the last one.
+    fn forward_last(&self, tokens: &[u32], cache: &mut Self::Cache) -> Result<Vec<f32>, String>;
+    /// Whether requests may carry images.
+    fn accepts_images(&self) -> bool {
+        false
+    }
+    /// Prepares `cache` for a prompt that refers to `images` (encoded PNG/JPEG/... bytes).
+    fn attach_images(&self, _cache: &mut Self::Cache, images: &[Vec<u8>]) -> Result<(), String> {
+        if images.is_empty() {
+            Ok(())
+        } else {
+            Err("this model does not accept images".into())
+        }
+    }
+}
+
+/// One request for the engine: a tokenized prompt and how to generate after it.
+pub struct Job {
+    pub prompt: Vec<u32>,
+    /// Encoded images the prompt refers to (vision models only).
+    pub images: Vec<Vec<u8>>,
+    /// Most tokens to generate (already capped so that prompt + this fits the context).
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Generation stops before any of these texts, which are not returned.
+    pub stop: Vec<String>,
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` reached or the context is full.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// What the engine sends back for a job.
+#[derive(Debug)]
+pub enum Event {
+    Text(String),
+    Done {
+        finish: FinishReason,
+        prompt_tokens: usize,
+        /// Prompt tokens whose keys and values were reused from the slot's previous request.
+        cached_tokens: usize,
+        completion_tokens: usize,
+    },
+    Error(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the server is busy: all {0} slots and queue places are taken, retry later")]
+    Busy(usize),
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// The handle the HTTP side holds: submits jobs, refusing them when the queue is full.
+pub struct Engine {
+    jobs: std_mpsc::Sender<(Job, OwnedSemaphorePermit)>,
+    /// Slots + queue places; a job holds one permit from submission until its slot is freed.
+    places: Arc<Semaphore>,
+    capacity: usize,
+    pub n_slots: usize,
+    pub n_ctx: usize,
+    /// Whether the model takes images ([`ServeModel::accepts_images`]).
+    pub accepts_images: bool,
+}
+
+impl Engine {
+    /// Starts the worker thread. `run_in` wraps the worker's loop (to run it inside a rayon
+    /// pool); `queue` is how many requests may wait beyond the `n_slots` being served.
+    pub fn start<M: ServeModel>(
+        model: M,
+        tokenizer: Arc<Tokenizer>,
+        n_slots: usize,
+        n_ctx: usize,
+        queue: usize,
+        run_in: impl FnOnce(Box<dyn FnOnce() + Send>) + Send + 'static,
+    ) -> std::io::Result<(Engine, JoinHandle<()>)> {
+        let (tx, rx) = std_mpsc::channel();
+        let capacity = n_slots + queue;
+        let accepts_images = model.accepts_images();
+        let handle = std::thread::Builder::new()
+            .name("lumen-engine".into())
+            .spawn(move || {
+                run_in(Box::new(move || {
+                    Worker::new(model, tokenizer, n_slots, n_ctx).run(rx)
+                }))
+            })?;
+        let engine = Engine {
+            jobs: tx,
+            places: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            n_slots,
+            n_ctx,
+            accepts_images,
+        };
+        Ok((engine, handle))
+    }
+
+    /// Queues `job`, or refuses it at once when every slot and queue place is taken.
+    pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
+        let permit = self
+            .places
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| SubmitError::Busy(self.capacity))?;
+        self.jobs
+            .send((job, permit))
+            .map_err(|_| SubmitError::Stopped)
+    }
+
+    /// Requests admitted and not finished (running or queued).
+    pub fn in_flight(&self) -> usize {
+        self.capacity - self.places.available_permits()
+    }
+}
+
+/// A request being served in a slot.
+struct Active {
+    job: Job,
+    /// Released before the last event is sent, so that a client that has its answer can count
+    /// on the place being free again.
+    permit: Option<OwnedSemaphorePermit>,
+    /// Tokens the next [`step`] feeds (the prompt, then each sampled token).
+    pending: Vec<u32>,
+    logits: Option<Result<Vec<f32>, String>>,
+    sampler: Sampler,
+    history: Vec<u32>,
+    decoder: StreamDecoder,
+    stops: StopMatcher,
+    n_generated: usize,
+    n_cached: usize,
+}
+
+pub struct Slot<C> {
+    cache: C,
+    /// The tokens whose keys and values `cache` holds, for reuse by the next request.
+    tokens: Vec<u32>,
+    /// Images are attached to `cache`: nothing in it may be reused by a request without them.
+    has_images: bool,
+    active: Option<Active>,
+}
+
+struct Worker<M: ServeModel> {
+    model: M,
+    tokenizer: Arc<Tokenizer>,
+    slots: Vec<Slot<M::Cache>>,
+}
+
+impl<M: ServeModel> Worker<M> {
+    fn new(model: M, tokenizer: Arc<Tokenizer>, n_slots: usize, n_ctx: usize) -> Self {
+        let slots = (0..n_slots)
+            .map(|_| Slot {
+                cache: model.new_cache(n_ctx),
+                tokens: Vec::new(),
+                has_images: false,
+                active: None,
+            })
+            .collect();
+        Self {
+            model,
+            tokenizer,
+            slots,
+        }
+    }
+
+    fn run(mut self, jobs: std_mpsc::Receiver<(Job, OwnedSemaphorePermit)>) {
+        loop {
+            if !self.admit(&jobs) {
+                return;
+            }
+            self.drop_abandoned();
+            step(&self.model, &mut self.slots);
+            for i in 0..self.slots.len() {
+                self.advance(i);
+            }
+        }
+    }
+
+    /// Moves queued jobs into free slots. Blocks while nothing is active; false once every
+    /// sender is gone and no work is left.
+    fn admit(&mut self, jobs: &std_mpsc::Receiver<(Job, OwnedSemaphorePermit)>) -> bool {
+        while self.slots.iter().any(|s| s.active.is_none()) {
+            let busy = self.slots.iter().any(|s| s.active.is_some());
+            let next = if busy {
+                match jobs.try_recv() {
+                    Ok(j) => j,
+                    Err(_) => return true,
+                }
+            } else {
+                match jobs.recv() {
+                    Ok(j) => j,
+                    Err(_) => return false,
+                }
+            };
+            let (job, permit) = next;
+            if job.events.is_closed() {
+                continue;
+            }
+            let free = self.best_free_slot(&job);
+            self.start(free, job, permit);
+        }
+        true
+    }
+
+    /// The free slot whose cache shares the longest prefix with `job`'s prompt.
+    fn best_free_slot(&self, job: &Job) -> usize {
+        let free = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.active.is_none());
+        free.max_by_key(|(_, s)| reusable_prefix::<M>(s, job))
+            .map(|(i, _)| i)
+            .expect("called with a free slot")
+    }
+
+    fn start(&mut self, index: usize, job: Job, permit: OwnedSemaphorePermit) {
+        let slot = &mut self.slots[index];
+        let keep = reusable_prefix::<M>(slot, &job);
+        if keep == 0 {
+            M::reset(&mut slot.cache);
+            slot.has_images = false;
+        } else {
+            M::truncate(&mut slot.cache, keep);
+        }
+        slot.tokens.truncate(keep);
+        if !job.images.is_empty() {
+            slot.has_images = true;
+            if let Err(e) = self.model.attach_images(&mut slot.cache, &job.images) {
+                slot.tokens.clear();
+                drop(permit);
+                let _ = job.events.send(Event::Error(e));
+                return;
+            }
+        }
+        slot.active = Some(Active {
+            pending: job.prompt[keep..].to_vec(),
+            n_cached: keep,
+            logits: None,
+            sampler: Sampler::new(job.sampling.clone()),
+            history: job.prompt.clone(),
+            decoder: StreamDecoder::new(),
+            stops: StopMatcher::new(job.stop.clone()),
+            n_generated: 0,
+            job,
+            permit: Some(permit),
+        });
+    }
+
+    /// Frees the slots of clients that hung up.
+    fn drop_abandoned(&mut self) {
+        for slot in &mut self.slots {
+            if slot
+                .active
+                .as_ref()
+                .is_some_and(|a| a.job.events.is_closed())
+            {
+                slot.active = None;
+            }
+        }
+    }
+
+    /// Samples slot `index`'s next token from the logits [`step`] left, sends its text, and
+    /// either queues the token for the next round or finishes the request.
+    fn advance(&mut self, index: usize) {
+        let Some(a) = self.slots[index].active.as_mut() else {
+            return;
+        };
+        let logits = match a.logits.take() {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                a.permit = None;
+                let _ = a.job.events.send(Event::Error(e));
+                self.slots[index].active = None;
+                return;
+            }
+            None => return,
+        };
+        let token = a.sampler.sample(&logits, &a.history);
+        let finish = if self.tokenizer.is_end_of_generation(token) {
+            Some(FinishReason::Stop)
+        } else {
+            a.n_generated += 1;
+            a.history.push(token);
+            let text = a.decoder.push(&self.tokenizer, token);
+            let (out, stopped) = a.stops.push(&text);
+            if !out.is_empty() {
+                let _ = a.job.events.send(Event::Text(out));
+            }
+            if stopped {
+                Some(FinishReason::Stop)
+            } else if a.n_generated >= a.job.max_tokens {
+                Some(FinishReason::Length)
+            } else {
+                a.pending = vec![token];
+                None
+            }
+        };
+        if let Some(finish) = finish {
+            self.finish(index, finish);
+        }
+    }
+
+    fn finish(&mut self, index: usize, finish: FinishReason) {
+        let Some(mut a) = self.slots[index].active.take() else {
+            return;
+        };
+        if !a.stops.stopped {
+            let rest = a.decoder.flush();
+            let (mut out, _) = a.stops.push(&rest);
+            out.push_str(&a.stops.flush());
+            if !out.is_empty() {
+                let _ = a.job.events.send(Event::Text(out));
+            }
+        }
+        a.permit = None;
+        let _ = a.job.events.send(Event::Done {
+            finish,
+            prompt_tokens: a.job.prompt.len(),
+            cached_tokens: a.n_cached,
+            completion_tokens: a.n_generated,
+        });
+    }
+}
+
+/// One round of model evaluation: every active slot's pending tokens (a new request's whole
+/// prompt, else its last sampled token) go through the model, leaving that slot's logits.
+///
+/// This is the one place to batch: one forward over all slots' next tokens would replace the
+/// loop without changing the callers.
+pub fn step<M: ServeModel>(model: &M, slots: &mut [Slot<M::Cache>]) {
+    for slot in slots.iter_mut() {
+        if let Some(a) = slot.active.as_mut() {
+            if a.pending.is_empty() {
+                continue;
+            }
+            let tokens = std::mem::take(&mut a.pending);
+            // A panic in the model must cost this request, not the engine every request needs.
+            let forward = || model.forward_last(&tokens, &mut slot.cache);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(forward))
+                .unwrap_or_else(|_| Err("internal error in the model's forward pass".into()));
+            if result.is_ok() {
+                slot.tokens.extend_from_slice(&tokens);
+            } else {
+                // The cache may hold part of the failed batch: trust none of it.
+                slot.tokens.clear();
+            }
+            a.logits = Some(result);
+        }
+    }
+}
+
+/// How many leading prompt tokens of `job` the slot's cache already holds. At least one prompt
+/// token is always evaluated again, for the logits to sample from; caches with images attached
+/// (or for a job with images) are not reused.
+fn reusable_prefix<M: ServeModel>(slot: &Slot<M::Cache>, job: &Job) -> usize {
+    if !M::PREFIX_REUSE || slot.has_images || !job.images.is_empty() {
+        return 0;
+    }
+    let common = slot
+        .tokens
+        .iter()
+        .zip(&job.prompt)
+        .take_while(|(a, b)| a == b)
+        .count();
+    common.min(job.prompt.len().saturating_sub(1))
+}
+
+/// Cuts generated text at the first stop string, holding back any tail that could be the start
+/// of one until the following text decides.
+#[derive(Debug, Default)]
+pub struct StopMatcher {
+    stops: Vec<String>,
+    held: String,
+    pub stopped: bool,
+}
+
+impl StopMatcher {
+    pub fn new(stops: Vec<String>) -> Self {
+        let stops = stops.into_iter().filter(|s| !s.is_empty()).collect();
+        Self {
+            stops,
+            held: String::new(),
+            stopped: false,
+        }
+    }
+
+    /// Adds `text`; returns the text that is now safe to emit and whether a stop string was
+    /// found (in which case nothing from it on is ever emitted).
+    pub fn push(&mut self, text: &str) -> (String, bool) {
+        if self.stopped {
+            return (String::new(), true);
+        }
+        self.held.push_str(text);
+        let first = self.stops.iter().filter_map(|s| self.held.find(s)).min();
+        if let Some(at) = first {
+            self.stopped = true;
+            let out = self.held[..at].to_string();
+            self.held.clear();
+            return (out, true);
+        }
+        let keep = self.partial_tail_len();
+        let out = self.held[..self.held.len() - keep].to_string();
+        self.held.drain(..self.held.len() - keep);
+        (out, false)
+    }
+
+    /// Whatever is held back, at the end of generation.
+    pub fn flush(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+
+    /// Length of the longest tail of `held` that is a proper prefix of some stop string.
+    fn partial_tail_len(&self) -> usize {
+        let held = &self.held;
+        let mut best = 0;
+        for (start, _) in held.char_indices() {
+            let tail = &held[start..];
+            if self.stops.iter().any(|s| s.starts_with(tail)) {
+                best = tail.len();
+                break;
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+        let mut m = StopMatcher::new(stops.iter().map(|s| s.to_string()).collect());
+        let mut out = String::new();
+        for p in pieces {
+            let (o, stopped) = m.push(p);
+            out.push_str(&o);
+            if stopped {
+                return (out, true);
+            }
+        }
+        out.push_str(&m.flush());
+        (out, false)
+    }
+
+    #[test]
+    fn stop_string_split_across_pieces_is_cut() {
+        assert_eq!(
+            run(&["END"], &["abc E", "N", "D tail"]),
+            ("abc ".into(), true)
+        );
+    }
+
+    #[test]
+    fn partial_match_that_fails_is_released() {
+        assert_eq!(
+            run(&["END"], &["abc E", "NX", "y"]),
+            ("abc ENXy".into(), false)
+        );
+        assert_eq!(run(&["END"], &["abc EN"]), ("abc EN".into(), false));
+    }
+
+    #[test]
+    fn earliest_of_several_stops_wins_and_multibyte_text_is_safe() {
+        assert_eq!(run(&["b", "é"], &["aéxb"]), ("a".into(), true));
+        assert_eq!(run(&["éé"], &["xé", "y"]), ("xéy".into(), false));
+    }
+}

@@ -1,0 +1,552 @@
+//! `lumen serve`: an OpenAI-compatible HTTP server (`/v1/chat/completions`, `/v1/completions`,
+//! `/v1/models`, `/health`) over the [`engine`], which runs the model on its own thread.
+//!
+//! Every bad request gets an OpenAI error object (`{"error": {message, type, param, code}}`)
+//! with a proper status, and the server goes on: 400 for malformed or ill-typed fields, prompts
+//! that do not fit the context or images for a text-only model, 401 for a wrong API key, 404 for
+//! another model's name, 413 for a body over [`MAX_BODY_BYTES`], 503 when every slot and queue
+//! place is taken.
+
+pub mod api;
+pub mod engine;
+pub mod models;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::chat::{ChatTemplate, RenderOptions};
+use crate::sampling::SamplingParams;
+use crate::tokenizer::Tokenizer;
+use api::{ApiError, GenerationFields};
+use engine::{Engine, Event, FinishReason, Job, SubmitError};
+
+/// Largest request body: room for a few base64 images, far from memory trouble.
+pub const MAX_BODY_BYTES: usize = 10 << 20;
+
+/// What the handlers share.
+pub struct ServerState {
+    pub engine: Engine,
+    pub tokenizer: Arc<Tokenizer>,
+    /// The model's chat template; without one `/v1/chat/completions` answers 400.
+    pub template: Option<ChatTemplate>,
+    /// The id `/v1/models` lists and requests may name (the file stem unless aliased).
+    pub model_id: String,
+    /// When set, `/v1/*` requires `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// Load time, as `created` in `/v1/models`.
+    pub created: u64,
+}
+
+/// The application: every route, the API-key check and the body-size cap.
+pub fn router(state: Arc<ServerState>) -> Router {
+    let api = Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .route("/completions", post(completions))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{id}", get(get_model))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    Router::new()
+        .merge(api)
+        .route("/health", get(health))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(refuse_announced_large_bodies))
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ServerState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Answers 413 at once when `Content-Length` is over the cap, before any of the body is read
+/// (the body limit alone would first read [`MAX_BODY_BYTES`] of it).
+async fn refuse_announced_large_bodies(req: Request, next: Next) -> Response {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return too_large().into_response();
+    }
+    next.run(req).await
+}
+
+fn too_large() -> ApiError {
+    ApiError::invalid(
+        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        None,
+    )
+    .status(StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+async fn require_key(State(st): State<Arc<ServerState>>, req: Request, next: Next) -> Response {
+    if let Some(key) = &st.api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.trim().as_bytes(), key.as_bytes()) {
+            return ApiError::invalid(
+                "invalid or missing API key: send 'Authorization: Bearer <key>'",
+                None,
+            )
+            .with_code("invalid_api_key")
+            .status(StatusCode::UNAUTHORIZED)
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guessed key
+/// was right (only whether its length was).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn health(State(st): State<Arc<ServerState>>) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "slots": st.engine.n_slots,
+        "requests_in_flight": st.engine.in_flight(),
+    }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::invalid("no such endpoint", None)
+        .with_code("not_found")
+        .status(StatusCode::NOT_FOUND)
+}
+
+fn model_object(st: &ServerState) -> Value {
+    json!({"id": st.model_id, "object": "model", "created": st.created, "owned_by": "lumen"})
+}
+
+async fn list_models(State(st): State<Arc<ServerState>>) -> Json<Value> {
+    Json(json!({"object": "list", "data": [model_object(&st)]}))
+}
+
+async fn get_model(State(st): State<Arc<ServerState>>, Path(id): Path<String>) -> Response {
+    match check_model(&st, Some(&id)) {
+        Ok(()) => Json(model_object(&st)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The loaded model's id, or no name, is accepted; another name is a 404 so that a client
+/// pointed at the wrong server finds out.
+fn check_model(st: &ServerState, name: Option<&str>) -> Result<(), ApiError> {
+    match name {
+        None | Some("") => Ok(()),
+        Some(n) if n == st.model_id => Ok(()),
+        Some(n) => Err(ApiError::invalid(
+            format!(
+                "the model '{n}' does not exist; this server serves '{}'",
+                st.model_id
+            ),
+            Some("model"),
+        )
+        .with_code("model_not_found")
+        .status(StatusCode::NOT_FOUND)),
+    }
+}
+
+fn body_error(rejection: BytesRejection) -> ApiError {
+    let status = rejection.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return too_large();
+    }
+    let message = format!("cannot read the request body: {}", rejection.body_text());
+    ApiError::invalid(message, None).status(status)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Chat,
+    Completion,
+}
+
+async fn chat_completions(
+    State(st): State<Arc<ServerState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result: Result<_, ApiError> = async {
+        let body = body.map_err(body_error)?;
+        let req = api::parse_chat(&body)?;
+        check_model(&st, req.fields.model.as_deref())?;
+        if !req.images.is_empty() && !st.engine.accepts_images {
+            return Err(ApiError::invalid(
+                format!("the model '{}' is text-only and does not accept images", st.model_id),
+                Some("messages"),
+            ));
+        }
+        let st2 = st.clone();
+        let (prompt, images) = blocking(move || {
+            check_images(&req.images)?;
+            let template = st2.template.as_ref().ok_or_else(|| {
+                ApiError::invalid(
+                    "the model has no chat template; use /v1/completions or start the server with --chat-template-file",
+                    None,
+                )
+            })?;
+            let opts = RenderOptions {
+                add_generation_prompt: true,
+                date_string: None,
+            };
+            let text = template
+                .render(&req.messages, &opts)
+                .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
+            Ok((tokenize(&st2.tokenizer, &text, false)?, req.images))
+        })
+        .await?;
+        Ok((req.fields, prompt, images))
+    }
+    .await;
+    match result {
+        Ok((fields, prompt, images)) => run(st, Endpoint::Chat, fields, prompt, images).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn completions(
+    State(st): State<Arc<ServerState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result: Result<_, ApiError> = async {
+        let body = body.map_err(body_error)?;
+        let req = api::parse_completion(&body)?;
+        check_model(&st, req.fields.model.as_deref())?;
+        let st2 = st.clone();
+        let prompt = blocking(move || {
+            let add_bos = st2.tokenizer.add_bos_default();
+            tokenize(&st2.tokenizer, &req.prompt, add_bos)
+        })
+        .await?;
+        Ok((req.fields, prompt))
+    }
+    .await;
+    match result {
+        Ok((fields, prompt)) => run(st, Endpoint::Completion, fields, prompt, Vec::new()).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Runs CPU-heavy request preparation (template, tokenizer) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::server(format!("request preparation failed: {e}")))?
+}
+
+/// Decodes every image once here, so that a corrupt or oversized one is the client's 400, not
+/// an engine error after queueing.
+fn check_images(images: &[Vec<u8>]) -> Result<(), ApiError> {
+    for (i, bytes) in images.iter().enumerate() {
+        let name = format!("image {}", i + 1);
+        crate::model::mllama::image_proc::load_image_bytes(bytes, &name)
+            .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
+    }
+    Ok(())
+}
+
+fn tokenize(tok: &Tokenizer, text: &str, add_bos: bool) -> Result<Vec<u32>, ApiError> {
+    tok.encode(text, add_bos)
+        .map_err(|e| ApiError::invalid(format!("cannot tokenize the prompt: {e}"), None))
+}
+
+/// Checks the prompt against the context, queues the job and answers, streamed or not.
+async fn run(
+    st: Arc<ServerState>,
+    endpoint: Endpoint,
+    fields: GenerationFields,
+    prompt: Vec<u32>,
+    images: Vec<Vec<u8>>,
+) -> Response {
+    let n_ctx = st.engine.n_ctx;
+    let param = if endpoint == Endpoint::Chat {
+        "messages"
+    } else {
+        "prompt"
+    };
+    if prompt.is_empty() {
+        return ApiError::invalid("the prompt is empty", Some(param)).into_response();
+    }
+    if prompt.len() >= n_ctx {
+        return ApiError::invalid(
+            format!(
+                "the prompt has {} tokens but the context holds {n_ctx} (including at least one generated token); shorten it or restart the server with a larger -c",
+                prompt.len()
+            ),
+            Some(param),
+        )
+        .with_code("context_length_exceeded")
+        .into_response();
+    }
+    if let Some(image_token) = st.tokenizer.image_token() {
+        let n = prompt.iter().filter(|&&t| t == image_token).count();
+        if n != images.len() {
+            return ApiError::invalid(
+                format!(
+                    "the prompt has {n} <|image|> token(s) but the request carries {} image(s)",
+                    images.len()
+                ),
+                Some(param),
+            )
+            .into_response();
+        }
+    }
+    // The answer may fill the rest of the context, no more.
+    let room = n_ctx - prompt.len();
+    let max_tokens = fields.max_tokens.unwrap_or(room).min(room);
+    let defaults = SamplingParams::default();
+    let sampling = SamplingParams {
+        temperature: fields.temperature.unwrap_or(defaults.temperature),
+        top_p: fields.top_p.unwrap_or(defaults.top_p),
+        top_k: fields.top_k.unwrap_or(defaults.top_k),
+        min_p: fields.min_p.unwrap_or(defaults.min_p),
+        repeat_penalty: fields.repeat_penalty.unwrap_or(defaults.repeat_penalty),
+        seed: fields.seed.unwrap_or_else(rand::random),
+        ..defaults
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let n_prompt = prompt.len();
+    let job = Job {
+        prompt,
+        images,
+        max_tokens,
+        sampling,
+        stop: fields.stop.clone(),
+        events: tx,
+    };
+    if let Err(e) = st.engine.submit(job) {
+        let status = match e {
+            SubmitError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SubmitError::Stopped => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut err = ApiError::server(e.to_string()).status(status);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            err = err.with_code("server_busy");
+        }
+        return err.into_response();
+    }
+    let shape = ChunkShape {
+        endpoint,
+        id: api::new_id(if endpoint == Endpoint::Chat {
+            "chatcmpl"
+        } else {
+            "cmpl"
+        }),
+        created: api::now(),
+        model: st.model_id.clone(),
+    };
+    if fields.stream {
+        stream_response(shape, rx, fields.include_usage)
+    } else {
+        whole_response(shape, rx, n_prompt).await
+    }
+}
+
+/// The parts every response object and chunk of one request share.
+struct ChunkShape {
+    endpoint: Endpoint,
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl ChunkShape {
+    fn object(&self, streamed: bool) -> &'static str {
+        match (self.endpoint, streamed) {
+            (Endpoint::Chat, false) => "chat.completion",
+            (Endpoint::Chat, true) => "chat.completion.chunk",
+            (Endpoint::Completion, _) => "text_completion",
+        }
+    }
+
+    fn envelope(&self, streamed: bool, choices: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": self.object(streamed),
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": "lumen",
+            "choices": choices,
+        })
+    }
+
+    /// A streamed chunk: `delta` (chat) or `text` (completion), with its finish reason.
+    fn chunk(&self, delta: Value, text: &str, finish: Option<FinishReason>) -> Value {
+        let finish = finish.map(FinishReason::as_str);
+        let choice = match self.endpoint {
+            Endpoint::Chat => {
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+            }
+            Endpoint::Completion => {
+                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
+            }
+        };
+        self.envelope(true, json!([choice]))
+    }
+}
+
+/// Collects the whole answer, then sends one response object.
+async fn whole_response(
+    shape: ChunkShape,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    n_prompt: usize,
+) -> Response {
+    let mut text = String::new();
+    loop {
+        match rx.recv().await {
+            Some(Event::Text(t)) => text.push_str(&t),
+            Some(Event::Done {
+                finish,
+                prompt_tokens,
+                cached_tokens,
+                completion_tokens,
+            }) => {
+                let reason = finish.as_str();
+                let choice = match shape.endpoint {
+                    Endpoint::Chat => json!({
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "logprobs": null,
+                        "finish_reason": reason,
+                    }),
+                    Endpoint::Completion => json!({
+                        "index": 0, "text": text, "logprobs": null, "finish_reason": reason,
+                    }),
+                };
+                let mut body = shape.envelope(false, json!([choice]));
+                body["usage"] = api::usage(prompt_tokens, cached_tokens, completion_tokens);
+                return Json(body).into_response();
+            }
+            Some(Event::Error(e)) => return ApiError::server(e).into_response(),
+            None => {
+                return ApiError::server(format!(
+                    "the engine stopped while answering (prompt of {n_prompt} tokens)"
+                ))
+                .into_response()
+            }
+        }
+    }
+}
+
+/// Server-sent events: a first chunk with the role, one chunk per text piece, a last chunk with
+/// the finish reason, the usage chunk (`choices: []`) if asked for, then `data: [DONE]`.
+fn stream_response(
+    shape: ChunkShape,
+    rx: mpsc::UnboundedReceiver<Event>,
+    include_usage: bool,
+) -> Response {
+    let mut out = VecDeque::new();
+    if shape.endpoint == Endpoint::Chat {
+        out.push_back(data(&shape.chunk(
+            json!({"role": "assistant", "content": ""}),
+            "",
+            None,
+        )));
+    }
+    let state = SseState {
+        shape,
+        rx,
+        include_usage,
+        out,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(ev) = s.out.pop_front() {
+                return Some((Ok::<_, Infallible>(ev), s));
+            }
+            if s.done {
+                return None;
+            }
+            let next = s.rx.recv().await;
+            s.on_event(next);
+        }
+    });
+    Sse::new(stream).into_response()
+}
+
+struct SseState {
+    shape: ChunkShape,
+    rx: mpsc::UnboundedReceiver<Event>,
+    include_usage: bool,
+    out: VecDeque<SseEvent>,
+    done: bool,
+}
+
+impl SseState {
+    fn on_event(&mut self, event: Option<Event>) {
+        match event {
+            Some(Event::Text(t)) => {
+                let chunk = self.shape.chunk(json!({"content": t}), &t, None);
+                self.out.push_back(data(&chunk));
+            }
+            Some(Event::Done {
+                finish,
+                prompt_tokens,
+                cached_tokens,
+                completion_tokens,
+            }) => {
+                let last = self.shape.chunk(json!({}), "", Some(finish));
+                self.out.push_back(data(&last));
+                if self.include_usage {
+                    let mut usage = self.shape.envelope(true, json!([]));
+                    usage["usage"] = api::usage(prompt_tokens, cached_tokens, completion_tokens);
+                    self.out.push_back(data(&usage));
+                }
+                self.end();
+            }
+            Some(Event::Error(e)) => {
+                self.out.push_back(data(&ApiError::server(e).body()));
+                self.end();
+            }
+            None => {
+                let e = ApiError::server("the engine stopped while answering");
+                self.out.push_back(data(&e.body()));
+                self.end();
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        self.out.push_back(SseEvent::default().data("[DONE]"));
+        self.done = true;
+    }
+}
+
+fn data(v: &Value) -> SseEvent {
+    SseEvent::default().data(v.to_string())
+}

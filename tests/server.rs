@@ -1,0 +1,633 @@
+//! `lumen serve` end to end over real sockets, with the real SmolLM2 model: the OpenAI wire
+//! format (whole and streamed), greedy answers equal to `lumen run`'s, slot isolation, the API
+//! key, every kind of bad request, the queue limit, hung-up clients, and a burst of requests.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const KEY: &str = "sk-lumen-test";
+
+/// A `lumen serve` child on a free port, killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let model = common::smollm2_path();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lumen"))
+            .args(["serve", "-m", model.to_str().unwrap(), "--port", "0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("lumen serve starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("lumen serve exited before listening")
+                .unwrap();
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, addr }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The `data:` payloads of an SSE body, in order.
+    fn events(&self) -> Vec<String> {
+        self.body
+            .split("\n\n")
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| {
+                e.strip_prefix("data: ")
+                    .unwrap_or_else(|| panic!("not an SSE data event: {e:?}"))
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// An OpenAI error object with this status; returns it.
+    fn error(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "{}", self.body);
+        let v = self.json();
+        let e = &v["error"];
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        assert!(e["type"].is_string(), "{v}");
+        assert!(e.get("param").is_some() && e.get("code").is_some(), "{v}");
+        e.clone()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end.
+fn request(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: &str) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    read_reply(&mut s)
+}
+
+fn post(addr: SocketAddr, path: &str, body: &Value) -> Reply {
+    request(addr, "POST", path, Some(KEY), &body.to_string())
+}
+
+fn read_reply(s: &mut TcpStream) -> Reply {
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a full HTTP head");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = head.to_ascii_lowercase();
+    let body = if headers.contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("chunk size line");
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+}
+
+fn chat_body(content: &str, max_tokens: usize) -> Value {
+    json!({
+        "model": "SmolLM2-135M-Instruct.Q4_1",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    })
+}
+
+/// The streamed text of a chat or completion SSE body, and its finish reason.
+fn streamed_text(reply: &Reply) -> (String, String) {
+    let mut text = String::new();
+    let mut finish = String::new();
+    for e in reply.events() {
+        if e == "[DONE]" {
+            break;
+        }
+        let v: Value = serde_json::from_str(&e).unwrap();
+        let Some(c) = v["choices"].get(0) else {
+            continue;
+        };
+        let piece = c["delta"]["content"].as_str().or(c["text"].as_str());
+        text.push_str(piece.unwrap_or(""));
+        if let Some(f) = c["finish_reason"].as_str() {
+            finish = f.to_string();
+        }
+    }
+    (text, finish)
+}
+
+#[test]
+fn chat_completion_whole_and_streamed_agree() {
+    let server = Server::start(&["--api-key", KEY]);
+    let body = chat_body("Write a poem about the sea.", 12);
+    let r = post(server.addr, "/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert!(v["created"].as_u64().unwrap() > 1_600_000_000);
+    assert_eq!(v["model"], "SmolLM2-135M-Instruct.Q4_1");
+    let choice = &v["choices"][0];
+    assert_eq!(choice["message"]["role"], "assistant");
+    let content = choice["message"]["content"].as_str().unwrap().to_string();
+    assert!(!content.is_empty());
+    let usage = &v["usage"];
+    let (p, c) = (
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
+    assert!(p > 5);
+    assert_eq!(usage["total_tokens"].as_u64().unwrap(), p + c);
+    match choice["finish_reason"].as_str().unwrap() {
+        "length" => assert_eq!(c, 12),
+        "stop" => assert!(c < 12),
+        other => panic!("finish_reason {other}"),
+    }
+
+    // Streamed with usage: role first, the same greedy text, the finish reason on the last
+    // content chunk, one usage chunk with no choices, then [DONE].
+    let mut body_stream = body.clone();
+    body_stream["stream"] = json!(true);
+    body_stream["stream_options"] = json!({"include_usage": true});
+    let r = post(server.addr, "/v1/chat/completions", &body_stream);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.headers.contains("content-type: text/event-stream"),
+        "{}",
+        r.headers
+    );
+    let events = r.events();
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let first: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(first["object"], "chat.completion.chunk");
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+    let (text, finish) = streamed_text(&r);
+    assert_eq!(text, content);
+    assert_eq!(finish, choice["finish_reason"].as_str().unwrap());
+    let usage_chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter(|v| v.get("usage").is_some())
+        .collect();
+    assert_eq!(usage_chunks.len(), 1);
+    assert_eq!(usage_chunks[0]["choices"], json!([]));
+    // The same prompt again: the slot's cache already holds all of it but the last token.
+    let streamed_usage = &usage_chunks[0]["usage"];
+    for k in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+        assert_eq!(streamed_usage[k], usage[k], "{k}");
+    }
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 0);
+    assert_eq!(
+        streamed_usage["prompt_tokens_details"]["cached_tokens"].as_u64(),
+        Some(p - 1)
+    );
+
+    // Without stream_options no chunk carries usage.
+    body_stream
+        .as_object_mut()
+        .unwrap()
+        .remove("stream_options");
+    let r = post(server.addr, "/v1/chat/completions", &body_stream);
+    assert!(!r.body.contains("\"usage\""), "{}", r.body);
+    assert_eq!(r.events().last().unwrap(), "[DONE]");
+}
+
+#[test]
+fn greedy_completion_equals_lumen_run_and_stop_strings_cut() {
+    let server = Server::start(&[]);
+    let prompt = "Once upon a time";
+    let model = common::smollm2_path();
+    let out = Command::new(env!("CARGO_BIN_EXE_lumen"))
+        .args(["run", "-m", model.to_str().unwrap(), "-p", prompt])
+        .args(["--temp", "0", "-n", "20"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let expected = String::from_utf8(out.stdout).unwrap();
+    let expected = expected.trim_end_matches('\n');
+
+    let body = json!({"prompt": prompt, "max_tokens": 20, "temperature": 0});
+    let r = post(server.addr, "/v1/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"][0]["text"], expected);
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 20);
+
+    // Streamed: the same text.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let r = post(server.addr, "/v1/completions", &streamed);
+    assert_eq!(streamed_text(&r), (expected.to_string(), "length".into()));
+
+    // A stop string from the middle of the answer: the text before it, finish "stop".
+    let words: Vec<&str> = expected.split(' ').collect();
+    let stop = words[words.len() / 2];
+    let cut = &expected[..expected.find(stop).unwrap()];
+    for stops in [json!(stop), json!(["zzzz-never", stop])] {
+        let mut b = body.clone();
+        b["stop"] = stops;
+        let v = post(server.addr, "/v1/completions", &b).json();
+        assert_eq!(v["choices"][0]["text"], cut, "stop {stop:?}");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    }
+}
+
+#[test]
+fn parallel_slots_answer_as_a_single_slot_does() {
+    let server = Server::start(&["--parallel", "3"]);
+    let prompts = [
+        "The capital of France is",
+        "def fibonacci(n):",
+        "My favourite recipe for pancakes",
+        "In 1492, Columbus",
+    ];
+    let body = |p: &str| json!({"prompt": p, "max_tokens": 24, "temperature": 0});
+    let alone: Vec<Value> = prompts
+        .iter()
+        .map(|p| {
+            post(server.addr, "/v1/completions", &body(p)).json()["choices"][0]["text"].clone()
+        })
+        .collect();
+    let addr = server.addr;
+    let together: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|p| s.spawn(move || post(addr, "/v1/completions", &body(p))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().json()["choices"][0]["text"].clone())
+            .collect()
+    });
+    assert_eq!(alone, together);
+}
+
+#[test]
+fn models_health_and_the_api_key() {
+    let server = Server::start(&["--api-key", KEY]);
+    let a = server.addr;
+    let health = request(a, "GET", "/health", None, "");
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "ok");
+
+    let e = request(a, "GET", "/v1/models", None, "").error(401);
+    assert_eq!(e["code"], "invalid_api_key");
+    request(a, "GET", "/v1/models", Some("sk-lumen-tesT"), "").error(401);
+    request(a, "GET", "/v1/models", Some("sk-lumen-test-longer"), "").error(401);
+    let body = chat_body("hi", 2).to_string();
+    request(a, "POST", "/v1/chat/completions", None, &body).error(401);
+    request(a, "POST", "/v1/completions", Some("wrong"), "{}").error(401);
+
+    let models = request(a, "GET", "/v1/models", Some(KEY), "");
+    assert_eq!(models.status, 200);
+    let v = models.json();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["data"][0]["id"], "SmolLM2-135M-Instruct.Q4_1");
+    assert_eq!(v["data"][0]["object"], "model");
+    assert!(v["data"][0]["owned_by"].is_string());
+    let one = request(
+        a,
+        "GET",
+        "/v1/models/SmolLM2-135M-Instruct.Q4_1",
+        Some(KEY),
+        "",
+    );
+    assert_eq!(one.json()["id"], "SmolLM2-135M-Instruct.Q4_1");
+    request(a, "GET", "/v1/models/gpt-4o", Some(KEY), "").error(404);
+    assert_eq!(
+        request(a, "POST", "/v1/chat/completions", Some(KEY), &body).status,
+        200
+    );
+}
+
+#[test]
+fn bad_requests_get_openai_errors_and_the_server_goes_on() {
+    let mut server = Server::start(&["-c", "128"]);
+    let a = server.addr;
+    let chat = |body: &str| request(a, "POST", "/v1/chat/completions", None, body);
+
+    assert!(chat("{\"messages\": [").error(400)["message"]
+        .as_str()
+        .unwrap()
+        .contains("JSON"));
+    chat("[1, 2]").error(400);
+    chat("").error(400);
+    chat("{}").error(400);
+    let wrong = |field: &str, value: Value| {
+        let mut b = chat_body("hi", 4);
+        b[field] = value;
+        let e = chat(&b.to_string()).error(400);
+        assert_eq!(e["param"], field, "{e}");
+    };
+    wrong("temperature", json!("hot"));
+    wrong("temperature", json!(7.5));
+    wrong("max_tokens", json!(-1));
+    wrong("max_tokens", json!("ten"));
+    wrong("messages", json!("hello"));
+    wrong("messages", json!([{"role": "user", "content": 5}]));
+    wrong("stream", json!("yes"));
+    wrong("stop", json!(3));
+    wrong("n", json!(2));
+    wrong("seed", json!(1.5));
+
+    let mut b = chat_body("hi", 4);
+    b["model"] = json!("gpt-4o");
+    let e = chat(&b.to_string()).error(404);
+    assert_eq!(e["code"], "model_not_found");
+
+    // A prompt longer than the context: 400 with the counts.
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(40);
+    let e = chat(&chat_body(&long, 4).to_string()).error(400);
+    assert_eq!(e["code"], "context_length_exceeded");
+    assert!(e["message"].as_str().unwrap().contains("128"), "{e}");
+    let e = request(
+        a,
+        "POST",
+        "/v1/completions",
+        None,
+        &json!({"prompt": long}).to_string(),
+    )
+    .error(400);
+    assert_eq!(e["code"], "context_length_exceeded");
+    // max_tokens beyond the context is capped by it: the answer stops with "length".
+    let v = post(
+        a,
+        "/v1/completions",
+        &json!({"prompt": "One, two, three,", "max_tokens": 100000, "temperature": 0}),
+    )
+    .json();
+    let usage = &v["usage"];
+    assert!(usage["total_tokens"].as_u64().unwrap() <= 128, "{v}");
+
+    // Images: undecodable base64, a remote URL, and a real PNG for this text-only model.
+    let image_msg = |url: &str| {
+        json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": url}}]}]})
+        .to_string()
+    };
+    let e = chat(&image_msg("data:image/png;base64,%%%not-base64%%%")).error(400);
+    assert!(e["message"].as_str().unwrap().contains("base64"), "{e}");
+    let e = chat(&image_msg("https://example.com/cat.png")).error(400);
+    assert!(e["message"].as_str().unwrap().contains("remote"), "{e}");
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let e = chat(&image_msg(&format!("data:image/png;base64,{png}"))).error(400);
+    assert!(e["message"].as_str().unwrap().contains("text-only"), "{e}");
+    // The string form of image_url is parsed too.
+    let bare = json!({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": format!("data:image/png;base64,{png}")}]}]});
+    assert!(chat(&bare.to_string()).error(400)["message"]
+        .as_str()
+        .unwrap()
+        .contains("text-only"));
+
+    request(a, "GET", "/v1/nothing-here", None, "").error(404);
+
+    assert!(server.alive());
+    let ok = chat(&chat_body("Say hello.", 4).to_string());
+    assert_eq!(ok.status, 200, "{}", ok.body);
+}
+
+#[test]
+fn a_100_mb_body_gets_413_and_the_server_goes_on() {
+    let mut server = Server::start(&[]);
+    let a = server.addr;
+    // Announced length over the cap: refused before the body is read.
+    let mut s = TcpStream::connect(a).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let len = 100 << 20;
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = vec![b' '; 1 << 20];
+    let _ = s.write_all(&chunk[..64 << 10]);
+    let r = read_reply(&mut s);
+    assert!(r.error(413)["message"].as_str().unwrap().contains("larger"));
+
+    // No announced length (chunked): the server stops reading once the cap is passed. A writer
+    // thread streams while this one waits for the answer (or the connection's end).
+    let mut s = TcpStream::connect(a).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut sent = 0usize;
+        while sent < len {
+            let ok = write!(w, "{:x}\r\n", chunk.len()).is_ok()
+                && w.write_all(&chunk).is_ok()
+                && w.write_all(b"\r\n").is_ok();
+            if !ok {
+                break;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let sent = writer.join().unwrap();
+    assert!(sent < len, "the server read the whole 100 MB");
+    let head = String::from_utf8_lossy(&raw);
+    // Either the 413 arrives or the connection is reset under the writer's feet.
+    assert!(
+        head.is_empty() || head.starts_with("HTTP/1.1 413"),
+        "{head}"
+    );
+
+    assert!(server.alive());
+    assert_eq!(request(a, "GET", "/health", None, "").status, 200);
+}
+
+#[test]
+fn a_full_queue_gets_503_and_a_hung_up_client_frees_its_slot() {
+    let mut server = Server::start(&["--parallel", "1", "--queue", "1"]);
+    let a = server.addr;
+    let long = json!({"prompt": "Count from one to one thousand: one, two,", "max_tokens": 300, "temperature": 0});
+    let burst = Instant::now();
+    let statuses: Vec<Reply> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| post(a, "/v1/completions", &long)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // At least two 300-token answers one after the other: 3000 tokens take five times longer.
+    let two_answers = burst.elapsed();
+    let ok = statuses.iter().filter(|r| r.status == 200).count();
+    let busy: Vec<&Reply> = statuses.iter().filter(|r| r.status == 503).collect();
+    assert_eq!(ok + busy.len(), 4, "only 200 or 503 expected");
+    assert!(
+        ok >= 2 && !busy.is_empty(),
+        "{ok} served, {} refused",
+        busy.len()
+    );
+    assert_eq!(busy[0].error(503)["code"], "server_busy");
+
+    let health = request(a, "GET", "/health", None, "").json();
+    assert_eq!(health["requests_in_flight"], 0, "{health}");
+    // A client that hangs up mid-stream frees the only slot long before its 3000 tokens.
+    let mut s = TcpStream::connect(a).unwrap();
+    let body =
+        json!({"prompt": "Once upon a time", "max_tokens": 3000, "stream": true, "temperature": 0})
+            .to_string();
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // Read until generation has visibly started (a text chunk), then hang up.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("\"text\"") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    let hung_up = Instant::now();
+    let r = post(
+        a,
+        "/v1/completions",
+        &json!({"prompt": "Hello", "max_tokens": 4}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        hung_up.elapsed() < two_answers,
+        "the slot was freed after {:?} (two 300-token answers took {two_answers:?})",
+        hung_up.elapsed()
+    );
+    assert!(server.alive());
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_burst_of_32_streamed_requests_completes_or_gets_503() {
+    let mut server = Server::start(&["--parallel", "4", "--queue", "16", "-c", "512"]);
+    let a = server.addr;
+    // Warm up, then measure memory around the burst.
+    assert_eq!(
+        post(
+            a,
+            "/v1/completions",
+            &json!({"prompt": "Hi", "max_tokens": 2})
+        )
+        .status,
+        200
+    );
+    let rss_before = rss_kib(server.pid());
+    let start = Instant::now();
+    let replies: Vec<Reply> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..32)
+            .map(|i| {
+                s.spawn(move || {
+                    let body = json!({
+                        "messages": [{"role": "user", "content": format!("Tell me fact number {i} about cats.")}],
+                        "max_tokens": 16, "stream": true, "seed": i,
+                    });
+                    post(a, "/v1/chat/completions", &body)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = start.elapsed();
+    let mut served = 0;
+    for r in &replies {
+        match r.status {
+            200 => {
+                assert_eq!(r.events().last().unwrap(), "[DONE]");
+                served += 1;
+            }
+            503 => {
+                r.error(503);
+            }
+            other => panic!("status {other}: {}", r.body),
+        }
+    }
+    assert!(served >= 20, "only {served} of 32 served");
+    assert!(server.alive());
+    let rss_after = rss_kib(server.pid());
+    eprintln!("32 requests: {served} served in {elapsed:?}; RSS {rss_before} → {rss_after} KiB");
+    // Four 512-token caches of this model are ~23 MB; allow generous slack for allocator noise.
+    assert!(
+        rss_after < rss_before + 200 * 1024,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
+    assert_eq!(request(a, "GET", "/health", None, "").status, 200);
+}
