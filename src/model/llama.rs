@@ -212,6 +212,61 @@ impl Layer {
         x: &mut [f32],
         s: &mut Scratch,
     ) -> Result<(), ModelError> {
+        self.forward_with(w, cfg, x, s, &mut |s| {
+            angles.apply_qk(&mut s.q, &mut s.k, cfg.head_dim);
+            cache.store(il, pos0, &s.k, &s.v);
+            attention::attend(
+                w.kernels.isa,
+                cache.shape(),
+                &cache.layer(il),
+                &s.q,
+                pos0,
+                &mut s.attn,
+            );
+        })
+    }
+
+    /// One token of each of several sequences (row i of `x` belongs to `caches[i]`, at its
+    /// current length): the matmuls run once over all rows, attention per sequence.
+    pub(crate) fn forward_rows(
+        &self,
+        w: &Weights,
+        cfg: &LlamaConfig,
+        il: usize,
+        angles: &RopeAngles,
+        caches: &mut [&mut KvCache],
+        x: &mut [f32],
+        s: &mut Scratch,
+    ) -> Result<(), ModelError> {
+        let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
+        self.forward_with(w, cfg, x, s, &mut |s| {
+            angles.apply_qk(&mut s.q, &mut s.k, cfg.head_dim);
+            for (i, cache) in caches.iter_mut().enumerate() {
+                let pos = cache.len();
+                let (q, kv) = (i * q_dim..(i + 1) * q_dim, i * kv_dim..(i + 1) * kv_dim);
+                cache.store(il, pos, &s.k[kv.clone()], &s.v[kv]);
+                attention::attend(
+                    w.kernels.isa,
+                    cache.shape(),
+                    &cache.layer(il),
+                    &s.q[q.clone()],
+                    pos,
+                    &mut s.attn[q],
+                );
+            }
+        })
+    }
+
+    /// The layer around its attention: `attend` turns `s.q`/`s.k`/`s.v` into `s.attn` (RoPE,
+    /// cache store and attention, which depend on how rows map to sequences).
+    fn forward_with(
+        &self,
+        w: &Weights,
+        cfg: &LlamaConfig,
+        x: &mut [f32],
+        s: &mut Scratch,
+        attend: &mut dyn FnMut(&mut Scratch),
+    ) -> Result<(), ModelError> {
         // Attention block.
         ops::rms_norm_rows(x, &self.attn_norm, cfg.rms_eps, &mut s.xn);
         w.matmuls(
@@ -222,16 +277,7 @@ impl Layer {
                 (&self.attn_v, &mut s.v),
             ],
         )?;
-        angles.apply_qk(&mut s.q, &mut s.k, cfg.head_dim);
-        cache.store(il, pos0, &s.k, &s.v);
-        attention::attend(
-            w.kernels.isa,
-            cache.shape(),
-            &cache.layer(il),
-            &s.q,
-            pos0,
-            &mut s.attn,
-        );
+        attend(s);
         w.matmuls(&s.attn, &mut [(&self.attn_output, &mut s.proj)])?;
         ops::add_in_place(x, &s.proj);
 
@@ -507,5 +553,56 @@ impl Llama {
         cache.advance(n);
 
         output_head(&w, cfg, &self.output_norm, &self.output, &x, which, trace)
+    }
+
+    /// Decodes one token for each of several sequences at once (`tokens[i]` appended to
+    /// `caches[i]`): every weight matrix is read once for all of them, which is what makes N
+    /// concurrent decodes cheaper than N single ones. Returns `[n][n_vocab]` logits.
+    pub fn forward_batch(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Vec<f32>, ModelError> {
+        let cfg = &self.config;
+        assert_eq!(tokens.len(), caches.len(), "one token per cache");
+        let n = tokens.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        for cache in caches.iter() {
+            if cache.len() + 1 > cache.capacity() {
+                return Err(ModelError::ContextFull {
+                    needed: cache.len() + 1,
+                    n_ctx: cache.capacity(),
+                });
+            }
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
+            return Err(ModelError::BadToken {
+                id: bad,
+                n_vocab: cfg.n_vocab,
+            });
+        }
+        let e = cfg.n_embd;
+        let mut x = embed(&self.view(&self.token_embd), tokens, e)?;
+        let mut scratch = Scratch::new(cfg, n);
+        let positions: Vec<usize> = caches.iter().map(|c| c.len()).collect();
+        let angles = self.rope.angles_at(&positions);
+        let w = self.weights();
+        for (il, layer) in self.layers.iter().enumerate() {
+            layer.forward_rows(&w, cfg, il, &angles, caches, &mut x, &mut scratch)?;
+        }
+        for cache in caches.iter_mut() {
+            cache.advance(1);
+        }
+        output_head(
+            &w,
+            cfg,
+            &self.output_norm,
+            &self.output,
+            &x,
+            Logits::All,
+            &mut |_, _| {},
+        )
     }
 }

@@ -28,6 +28,19 @@ pub trait ServeModel: Send + 'static {
     fn truncate(cache: &mut Self::Cache, len: usize);
     /// Appends `tokens` to `cache` and returns the logits of the last one.
     fn forward_last(&self, tokens: &[u32], cache: &mut Self::Cache) -> Result<Vec<f32>, String>;
+    /// Appends one token to each cache (several sequences decoding together) and returns each
+    /// one's logits. Models that can batch read their weights once for all of them.
+    fn forward_batch(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut Self::Cache],
+    ) -> Result<Vec<Vec<f32>>, String> {
+        tokens
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(&t, cache)| self.forward_last(&[t], cache))
+            .collect()
+    }
     /// Whether requests may carry images.
     fn accepts_images(&self) -> bool {
         false
@@ -367,28 +380,65 @@ impl<M: ServeModel> Worker<M> {
 
 /// One round of model evaluation: every active slot's pending tokens (a new request's whole
 /// prompt, else its last sampled token) go through the model, leaving that slot's logits.
-///
-/// This is the one place to batch: one forward over all slots' next tokens would replace the
-/// loop without changing the callers.
+/// New prompts are evaluated one by one; the slots that are decoding go through one batched
+/// forward, so the weights are read once per round for all of them.
 pub fn step<M: ServeModel>(model: &M, slots: &mut [Slot<M::Cache>]) {
+    let mut decoding: Vec<&mut Slot<M::Cache>> = Vec::new();
     for slot in slots.iter_mut() {
-        if let Some(a) = slot.active.as_mut() {
-            if a.pending.is_empty() {
-                continue;
+        let Some(a) = slot.active.as_ref() else {
+            continue;
+        };
+        match a.pending.len() {
+            0 => {}
+            1 => decoding.push(slot),
+            _ => {
+                let tokens = std::mem::take(&mut slot.active.as_mut().unwrap().pending);
+                let result = guarded(|| model.forward_last(&tokens, &mut slot.cache));
+                finish_forward(slot, &tokens, result);
             }
-            let tokens = std::mem::take(&mut a.pending);
-            // A panic in the model must cost this request, not the engine every request needs.
-            let forward = || model.forward_last(&tokens, &mut slot.cache);
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(forward))
-                .unwrap_or_else(|_| Err("internal error in the model's forward pass".into()));
-            if result.is_ok() {
-                slot.tokens.extend_from_slice(&tokens);
-            } else {
-                // The cache may hold part of the failed batch: trust none of it.
-                slot.tokens.clear();
-            }
-            a.logits = Some(result);
         }
+    }
+    if decoding.is_empty() {
+        return;
+    }
+    let tokens: Vec<u32> = decoding
+        .iter_mut()
+        .map(|slot| std::mem::take(&mut slot.active.as_mut().unwrap().pending)[0])
+        .collect();
+    let result = {
+        let mut caches: Vec<&mut M::Cache> = decoding.iter_mut().map(|s| &mut s.cache).collect();
+        guarded(|| model.forward_batch(&tokens, &mut caches))
+    };
+    match result {
+        Ok(all) => {
+            for ((slot, logits), &token) in decoding.into_iter().zip(all).zip(&tokens) {
+                finish_forward(slot, &[token], Ok(logits));
+            }
+        }
+        Err(e) => {
+            for (slot, &token) in decoding.into_iter().zip(&tokens) {
+                finish_forward(slot, &[token], Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// A panic in the model must cost the requests of this round, not the engine every request
+/// needs.
+fn guarded<T>(forward: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(forward))
+        .unwrap_or_else(|_| Err("internal error in the model's forward pass".into()))
+}
+
+fn finish_forward<C>(slot: &mut Slot<C>, tokens: &[u32], result: Result<Vec<f32>, String>) {
+    if result.is_ok() {
+        slot.tokens.extend_from_slice(tokens);
+    } else {
+        // The cache may hold part of the failed batch: trust none of it.
+        slot.tokens.clear();
+    }
+    if let Some(a) = slot.active.as_mut() {
+        a.logits = Some(result);
     }
 }
 

@@ -21,6 +21,15 @@ impl ServeModel for Llama {
         self.forward(tokens, cache, Logits::Last)
             .map_err(|e| e.to_string())
     }
+    fn forward_batch(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Vec<Vec<f32>>, String> {
+        let logits = Llama::forward_batch(self, tokens, caches).map_err(|e| e.to_string())?;
+        let n_vocab = self.config.n_vocab;
+        Ok(logits.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect())
+    }
 }
 
 /// Each request starts from a cleared cache: the cross-attention state binds images to token

@@ -90,9 +90,15 @@ impl Rope {
     /// The (cos, sin) of every pair at positions `pos0..pos0 + n`: computed once per forward
     /// pass and shared by every layer's Q and K.
     pub fn angles(&self, pos0: usize, n: usize) -> RopeAngles {
+        let positions: Vec<usize> = (pos0..pos0 + n).collect();
+        self.angles_at(&positions)
+    }
+
+    /// Angles for rows at arbitrary positions (one token of each of several sequences).
+    pub fn angles_at(&self, positions: &[usize]) -> RopeAngles {
         let half = self.inv_freq.len();
-        let mut cos_sin = Vec::with_capacity(n * half);
-        for pos in pos0..pos0 + n {
+        let mut cos_sin = Vec::with_capacity(positions.len() * half);
+        for &pos in positions {
             cos_sin.extend(self.inv_freq.iter().map(|&f| {
                 let (sin, cos) = (pos as f64 * f).sin_cos();
                 (cos as f32, sin as f32)
@@ -102,7 +108,6 @@ impl Rope {
     }
 }
 
-/// [`Rope::angles`]: `[position][pair]` of (cos, sin).
 pub struct RopeAngles {
     cos_sin: Vec<(f32, f32)>,
     half: usize,
