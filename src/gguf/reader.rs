@@ -272,6 +272,27 @@ impl GgufFile {
     pub fn bytes_at(&self, offset: usize, len: usize) -> &[u8] {
         &self.storage.bytes()[offset..offset + len]
     }
+
+    /// Tells the OS that the mapped pages of `offset..offset + len` are not needed for now
+    /// (after a load-time copy such as a packed layout), so they stop counting in the resident
+    /// set. The bytes stay readable: the kernel reads them from the file again if touched.
+    /// Nothing happens for a file read into memory.
+    pub fn release_range(&self, offset: usize, len: usize) {
+        let Storage::Mapped(map) = &self.storage else {
+            return;
+        };
+        // Whole pages inside the range only: a neighbour's bytes may share the edge pages.
+        let page = 4096;
+        let start = offset.div_ceil(page) * page;
+        let end = (offset + len) / page * page;
+        if end > start {
+            // SAFETY: the map is a read-only, file-backed mapping; DONTNEED drops clean pages,
+            // which later reads fault back in from the file, so no slice ever sees other data.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
+    }
 }
 
 struct Header {

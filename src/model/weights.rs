@@ -42,6 +42,9 @@ impl Matrix {
         let bytes = file.bytes_at(self.offset, self.n_bytes);
         let packed = PackedMatrix::pack(self.ty, self.rows, self.cols, bytes)?;
         self.packed = Some(Arc::new(packed));
+        // The kernels read the packed copy from now on; the mapped original need not stay
+        // resident too (it is read back from the file if a fallback path ever touches it).
+        file.release_range(self.offset, self.n_bytes);
         Ok(())
     }
 
