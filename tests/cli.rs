@@ -457,3 +457,33 @@ fn chat_refuses_an_image_for_a_text_only_model() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("text-only model"), "{out}");
 }
+
+/// A wide panorama and a tall strip in one prompt run through the whole path (preprocessing as
+/// checked in `mllama_image_proc.rs`, encoder, cross-attention): 1×4 and 4×1 tile layouts.
+#[test]
+fn run_with_a_panorama_and_a_tall_strip_in_one_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |name: &str, w: u32, h: u32| {
+        let path = dir.path().join(name);
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x * 7 % 256) as u8,
+                (y * 5 % 256) as u8,
+                ((x + y) % 256) as u8,
+            ])
+        });
+        img.save(&path).unwrap();
+        path
+    };
+    let wide = make("panorama.png", 1500, 300);
+    let tall = make("strip.png", 200, 900);
+    let o = run_mllama(
+        "<|image|><|image|>Compare these two",
+        &[&wide, &tall],
+        &["-n", "4"],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("2 image(s), tiles [4, 4]"), "{err}");
+    assert!(!String::from_utf8_lossy(&o.stdout).trim().is_empty());
+}
