@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use lumen_kernels::dense_attention::{self, DenseShape};
 use lumen_kernels::dense_gemm::{self, PanelMatrix};
-use lumen_kernels::{GgmlType, KernelSet};
+use lumen_kernels::matmul::{matmul_many, QuantizedRows, WeightView};
+use lumen_kernels::{GgmlType, KernelSet, PackedMatrix};
 use rayon::prelude::*;
 
 use crate::gguf::{keys, names, GgufFile};
@@ -216,16 +217,117 @@ fn gelu_in_place(x: &mut [f32]) {
     });
 }
 
-/// Applies weight matrices to the activation rows `x`. Thousands of tokens per image make this
-/// compute-bound, so where the kernel level has the f32 panel GEMM the matrix is dequantized
-/// and repacked for it (a few ms per matrix); otherwise, and for reference runs, the shared
-/// quantized-activation matmuls.
-fn linear(w: &Weights, x: &[f32], targets: &mut [(&Matrix, &mut [f32])]) -> Result<(), ModelError> {
+/// A weight matrix of the encoder and, on the default path, its Q8_0 requantization.
+///
+/// Why int8: thousands of tokens per image make the linear layers compute-bound (≈10 TFLOP
+/// at 11B), and the packed Q8_0 tiles (`vpdpbusd`) run them about 3× faster than the f32
+/// GEMM (11B shape, 2 threads: ≈0.55 s vs ≈1.55 s per layer). The cost is Q8_0 rounding of
+/// weights and activations: on tiny-mllama (a worst case: 32-wide rows) the encoder output
+/// moves 1.8e-2 relative L2 from the exact path (`tools/tests/mllama_vision.rs`). F32 files
+/// keep f32 weights: converting to F32 asks for exactness. `LUMEN_VISION_F32=1` keeps the f32
+/// GEMM and f32 attention for every layer (A/B). Layers whose matrices run in int8 also run
+/// attention in bf16 (`dense_attention::attend_bf16`, where the CPU has AVX-512 BF16).
+struct Linear {
+    matrix: Matrix,
+    int8: Option<Int8Copy>,
+}
+
+/// A Q8_0 copy of a matrix: GGUF row layout (what the matmul drivers check and fall back to)
+/// and the packed layout the VNNI tiles read.
+struct Int8Copy {
+    bytes: Vec<u8>,
+    packed: PackedMatrix,
+}
+
+impl Linear {
+    /// `matrix`, requantized to Q8_0 when `int8` is on and its type and shape allow it.
+    fn new(file: &GgufFile, matrix: Matrix, int8: bool) -> Result<Self, ModelError> {
+        let int8 = if int8 {
+            requantize_q8_0(file, &matrix)?
+        } else {
+            None
+        };
+        Ok(Self { matrix, int8 })
+    }
+
+    fn int8_view(&self) -> Option<WeightView<'_>> {
+        self.int8.as_ref().map(|c| WeightView {
+            ty: GgmlType::Q8_0,
+            rows: self.matrix.rows,
+            cols: self.matrix.cols,
+            bytes: &c.bytes,
+            packed: Some(&c.packed),
+        })
+    }
+}
+
+/// Whether the encoder requantizes its matrices to Q8_0 (the default; `LUMEN_VISION_F32=1`
+/// keeps the f32 GEMM).
+fn int8_enabled() -> bool {
+    std::env::var("LUMEN_VISION_F32").map_or(true, |v| v != "1")
+}
+
+/// Q8_0 of every row of `m`, packed; `None` for F32
+/// weights and shapes the packed layout cannot hold.
+fn requantize_q8_0(file: &GgufFile, m: &Matrix) -> Result<Option<Int8Copy>, ModelError> {
+    let q8 = GgmlType::Q8_0;
+    let row_bytes = q8.row_bytes(m.cols);
+    let Some(row_bytes) =
+        row_bytes.filter(|_| m.ty != GgmlType::F32 && PackedMatrix::supports(q8, m.rows, m.cols))
+    else {
+        return Ok(None);
+    };
+    // The level's activation quantizer writes the same Q8_0 blocks as llama.cpp's reference
+    // quantizer (max-abs scale, round to nearest), vectorised: loading 11B's tower is ~0.8 G
+    // weights.
+    let quantize = lumen_kernels::kernels()
+        .quantize(q8)
+        .ok_or(lumen_kernels::KernelError::NotActivationFormat { ty: q8 })?;
+    let view = m.view(file);
+    let mut bytes = vec![0u8; m.rows * row_bytes];
+    if m.ty == q8 {
+        bytes.copy_from_slice(view.bytes);
+    } else {
+        bytes
+            .par_chunks_mut(row_bytes)
+            .enumerate()
+            .try_for_each_init(
+                || vec![0.0f32; m.cols],
+                |buf, (r, dst)| {
+                    lumen_kernels::dequantize_row(m.ty, view.row(r), buf)?;
+                    quantize(buf, dst);
+                    Ok::<_, ModelError>(())
+                },
+            )?;
+    }
+    let packed = PackedMatrix::pack(q8, m.rows, m.cols, &bytes)?;
+    Ok(Some(Int8Copy { bytes, packed }))
+}
+
+/// Applies weight matrices to the activation rows `x`: reference runs through the shared
+/// dequantized-f32 matmuls; otherwise the Q8_0 copies through the packed int8 GEMM (one
+/// activation quantization for all of them), and matrices without one through the f32 panel
+/// GEMM on dequantized weights (a few ms of repacking per matrix) where the kernel level has
+/// it, else the shared quantized-activation matmuls.
+fn linear(w: &Weights, x: &[f32], targets: &mut [(&Linear, &mut [f32])]) -> Result<(), ModelError> {
+    let (int8, rest): (Vec<_>, Vec<_>) = targets
+        .iter_mut()
+        .map(|(l, out)| (*l, &mut **out))
+        .partition(|(l, _)| l.int8.is_some() && !w.reference_matmul);
+    if let Some((first, _)) = int8.first() {
+        let qr = QuantizedRows::quantize(w.kernels, GgmlType::Q8_0, x, first.matrix.cols)?;
+        let views: Vec<WeightView> = int8.iter().filter_map(|(l, _)| l.int8_view()).collect();
+        let mut outs: Vec<&mut [f32]> = int8.into_iter().map(|(_, out)| out).collect();
+        matmul_many(w.kernels, &views, &qr, &mut outs)?;
+    }
     let isa = w.kernels.isa;
     if w.reference_matmul || !dense_gemm::has_fast_kernel(isa) {
-        return w.matmuls(x, targets);
+        let mut targets: Vec<(&Matrix, &mut [f32])> =
+            rest.into_iter().map(|(l, out)| (&l.matrix, out)).collect();
+        return w.matmuls(x, &mut targets);
     }
-    for (m, out) in targets.iter_mut() {
+    for (l, out) in rest {
+        let m = &l.matrix;
         let view = m.view(w.file);
         let panels = PanelMatrix::pack(m.rows, m.cols, |r, buf: &mut [f32]| {
             lumen_kernels::dequantize_row(m.ty, view.row(r), buf).map_err(ModelError::from)
@@ -309,14 +411,14 @@ fn gate(file: &GgufFile, name: &str) -> Result<f32, ModelError> {
 /// One encoder layer; `gates` (attention, MLP) only in the global encoder.
 struct EncoderLayer {
     attn_norm: LayerNorm,
-    attn_q: Matrix,
-    attn_k: Matrix,
-    attn_v: Matrix,
-    attn_output: Matrix,
+    attn_q: Linear,
+    attn_k: Linear,
+    attn_v: Linear,
+    attn_output: Linear,
     ffn_norm: LayerNorm,
-    ffn_up: Matrix,
+    ffn_up: Linear,
     ffn_up_bias: Vec<f32>,
-    ffn_down: Matrix,
+    ffn_down: Linear,
     ffn_down_bias: Vec<f32>,
     gates: Option<(f32, f32)>,
 }
@@ -327,8 +429,11 @@ impl EncoderLayer {
         cfg: &VisionConfig,
         name: &dyn Fn(&str) -> String,
         gated: bool,
+        int8: bool,
     ) -> Result<Self, ModelError> {
         let (e, f) = (cfg.n_embd, cfg.n_ff);
+        let linear =
+            |suffix, cols, rows| Linear::new(file, matrix(file, &name(suffix), cols, rows)?, int8);
         let gates = if gated {
             Some((
                 gate(file, &name(names::V_ATTN_GATE))?,
@@ -344,19 +449,19 @@ impl EncoderLayer {
                 &name(names::V_ATTN_NORM_BIAS),
                 e,
             )?,
-            attn_q: matrix(file, &name(names::V_ATTN_Q), e, e)?,
-            attn_k: matrix(file, &name(names::V_ATTN_K), e, e)?,
-            attn_v: matrix(file, &name(names::V_ATTN_V), e, e)?,
-            attn_output: matrix(file, &name(names::V_ATTN_OUTPUT), e, e)?,
+            attn_q: linear(names::V_ATTN_Q, e, e)?,
+            attn_k: linear(names::V_ATTN_K, e, e)?,
+            attn_v: linear(names::V_ATTN_V, e, e)?,
+            attn_output: linear(names::V_ATTN_OUTPUT, e, e)?,
             ffn_norm: LayerNorm::load(
                 file,
                 &name(names::V_FFN_NORM_WEIGHT),
                 &name(names::V_FFN_NORM_BIAS),
                 e,
             )?,
-            ffn_up: matrix(file, &name(names::V_FFN_UP_WEIGHT), e, f)?,
+            ffn_up: linear(names::V_FFN_UP_WEIGHT, e, f)?,
             ffn_up_bias: vector(file, &name(names::V_FFN_UP_BIAS), f)?,
-            ffn_down: matrix(file, &name(names::V_FFN_DOWN_WEIGHT), f, e)?,
+            ffn_down: linear(names::V_FFN_DOWN_WEIGHT, f, e)?,
             ffn_down_bias: vector(file, &name(names::V_FFN_DOWN_BIAS), e)?,
             gates,
         })
@@ -387,7 +492,13 @@ impl EncoderLayer {
             n_head: cfg.n_head,
             head_dim: cfg.head_dim(),
         };
-        dense_attention::attend(
+        // The fast path (int8 matrices) also runs attention in bf16; exact runs stay f32.
+        let attend = if self.attn_q.int8.is_some() && !w.reference_matmul {
+            dense_attention::attend_bf16
+        } else {
+            dense_attention::attend
+        };
+        attend(
             w.kernels.isa,
             &shape,
             &s.q,
@@ -441,7 +552,7 @@ pub struct VisionEncoder {
     file: Arc<GgufFile>,
     pub config: VisionConfig,
     /// The patch convolution as a matrix: `n_embd` rows of `(channel, ky, kx)` inputs.
-    patch_embd: Matrix,
+    patch_embd: Linear,
     class_embd: Vec<f32>,
     /// `[n_tile_tokens][n_embd]`.
     position_embd: Vec<f32>,
@@ -460,7 +571,7 @@ pub struct VisionEncoder {
     post_ln: LayerNorm,
     layers: Vec<EncoderLayer>,
     global_layers: Vec<EncoderLayer>,
-    projector: Matrix,
+    projector: Linear,
     projector_bias: Vec<f32>,
     reference_matmul: bool,
     kernels: &'static KernelSet,
@@ -479,6 +590,7 @@ impl VisionEncoder {
         let f = &*file;
         let e = cfg.n_embd;
         let tokens = cfg.n_tile_tokens();
+        let int8 = int8_enabled();
         let tile_position_embd =
             AspectTable::load(f, names::V_TILE_POSITION_EMBD, cfg.max_tiles * tokens * e)?;
         let pre_tile_embd =
@@ -486,13 +598,13 @@ impl VisionEncoder {
         let post_tile_embd =
             AspectTable::load(f, names::V_POST_TILE_POSITION_EMBD, cfg.max_tiles * e)?;
         let layers = (0..cfg.n_layer)
-            .map(|i| EncoderLayer::load(f, &cfg, &|s| names::v_blk(i, s), false))
+            .map(|i| EncoderLayer::load(f, &cfg, &|s| names::v_blk(i, s), false, int8))
             .collect::<Result<Vec<_>, _>>()?;
         let global_layers = (0..cfg.n_global_layer)
-            .map(|i| EncoderLayer::load(f, &cfg, &|s| names::v_global_blk(i, s), true))
+            .map(|i| EncoderLayer::load(f, &cfg, &|s| names::v_global_blk(i, s), true, int8))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            patch_embd: patch_matrix(f, &cfg)?,
+            patch_embd: Linear::new(f, patch_matrix(f, &cfg)?, int8)?,
             class_embd: vector(f, names::V_CLASS_EMBD, e)?,
             position_embd: vector(f, names::V_POSITION_EMBD, tokens * e)?,
             position_gate: gate(f, names::V_POSITION_EMBD_GATE)?,
@@ -506,7 +618,11 @@ impl VisionEncoder {
             post_ln: LayerNorm::load(f, names::V_POST_LN_WEIGHT, names::V_POST_LN_BIAS, e)?,
             layers,
             global_layers,
-            projector: matrix(f, names::MM_PROJ_WEIGHT, cfg.output_dim(), cfg.text_embd)?,
+            projector: Linear::new(
+                f,
+                matrix(f, names::MM_PROJ_WEIGHT, cfg.output_dim(), cfg.text_embd)?,
+                int8,
+            )?,
             projector_bias: vector(f, names::MM_PROJ_BIAS, cfg.text_embd)?,
             reference_matmul: false,
             kernels: lumen_kernels::kernels(),
