@@ -52,7 +52,10 @@ impl WeightView<'_> {
                 len: self.cols,
                 block_elems: self.ty.block_elems(),
             })?;
-        if self.bytes.len() != row_bytes * self.rows {
+        // A packed-only view (the row layout dropped to save memory) is checked where the
+        // drivers pick their kernels: it needs the level's packed kernels.
+        let packed_only = self.bytes.is_empty() && self.packed.is_some();
+        if !packed_only && self.bytes.len() != row_bytes * self.rows {
             return Err(KernelError::LengthMismatch {
                 ty: self.ty,
                 what: "weight matrix bytes",
@@ -203,12 +206,21 @@ pub fn matmul_many(
         let dot4 = ks
             .row_dot4(w.ty)
             .ok_or(KernelError::NotWeightFormat { ty: w.ty })?;
+        let packed = packed_kernels(ks, w);
+        if packed.is_none() && w.bytes.is_empty() && w.rows > 0 {
+            return Err(KernelError::LengthMismatch {
+                ty: w.ty,
+                what: "weight rows (only a packed copy, and no packed kernels at this level)",
+                expected: w.rows,
+                got: 0,
+            });
+        }
         kernels.push(RowKernels {
             dot,
             dot4,
             tile: ks.tile4x4(w.ty),
             rows4: ks.rows4(w.ty),
-            packed: packed_kernels(ks, w),
+            packed,
         });
     }
     let total_rows: usize = ws.iter().map(|w| w.rows).sum();

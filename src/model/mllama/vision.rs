@@ -250,6 +250,16 @@ impl Linear {
         Ok(Self { matrix, int8 })
     }
 
+    /// Whether the Q8_0 copy can run here: not in reference mode, and either the row layout
+    /// was kept or the level has the packed Q8_0 kernels (a kernel set forced after load may
+    /// lack them; the exact path then serves).
+    fn int8_usable(&self, w: &Weights) -> bool {
+        self.int8.as_ref().is_some_and(|c| {
+            !w.reference_matmul
+                && (!c.bytes.is_empty() || w.kernels.packed_gemv(GgmlType::Q8_0).is_some())
+        })
+    }
+
     fn int8_view(&self) -> Option<WeightView<'_>> {
         self.int8.as_ref().map(|c| WeightView {
             ty: GgmlType::Q8_0,
@@ -301,6 +311,15 @@ fn requantize_q8_0(file: &GgufFile, m: &Matrix) -> Result<Option<Int8Copy>, Mode
             )?;
     }
     let packed = PackedMatrix::pack(q8, m.rows, m.cols, &bytes)?;
+    // With packed Q8_0 kernels at this level the drivers never read the row layout: keep one
+    // copy, not two (~0.8 GB at 11B). The mapped original is only read again by the exact
+    // reference path, so its pages need not stay resident either.
+    let bytes = if lumen_kernels::kernels().packed_gemv(q8).is_some() {
+        file.release_range(m.offset, m.n_bytes);
+        Vec::new()
+    } else {
+        bytes
+    };
     Ok(Some(Int8Copy { bytes, packed }))
 }
 
@@ -313,7 +332,7 @@ fn linear(w: &Weights, x: &[f32], targets: &mut [(&Linear, &mut [f32])]) -> Resu
     let (int8, rest): (Vec<_>, Vec<_>) = targets
         .iter_mut()
         .map(|(l, out)| (*l, &mut **out))
-        .partition(|(l, _)| l.int8.is_some() && !w.reference_matmul);
+        .partition(|(l, _)| l.int8_usable(w));
     if let Some((first, _)) = int8.first() {
         let qr = QuantizedRows::quantize(w.kernels, GgmlType::Q8_0, x, first.matrix.cols)?;
         let views: Vec<WeightView> = int8.iter().filter_map(|(l, _)| l.int8_view()).collect();
