@@ -21,7 +21,10 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
-        let model = common::smollm2_path();
+        Self::start_model(&common::smollm2_path(), extra)
+    }
+
+    fn start_model(model: &std::path::Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_lumen"))
             .args(["serve", "-m", model.to_str().unwrap(), "--port", "0"])
             .args(extra)
@@ -630,4 +633,66 @@ fn a_burst_of_32_streamed_requests_completes_or_gets_503() {
         "RSS grew from {rss_before} to {rss_after} KiB"
     );
     assert_eq!(request(a, "GET", "/health", None, "").status, 200);
+}
+
+/// tiny-mllama converted to F32 by the sibling `lumen-convert` (built by `cargo build --workspace`).
+fn tiny_mllama_gguf() -> std::path::PathBuf {
+    let convert = std::path::Path::new(env!("CARGO_BIN_EXE_lumen"))
+        .with_file_name(format!("lumen-convert{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        convert.is_file(),
+        "{} is missing: run `cargo build --workspace` first",
+        convert.display()
+    );
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("server-tiny-mllama-f32.gguf");
+    let o = Command::new(convert)
+        .arg(common::shared_dir().join("fixtures/tiny-mllama"))
+        .args(["--outtype", "f32", "--force", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+/// A Vision model takes images as base64 data URIs (object and string forms) and the answer
+/// depends on them; a corrupt image is a 400 and the server goes on.
+#[test]
+fn a_vision_model_answers_about_a_data_uri_image() {
+    use base64::Engine as _;
+    let server = Server::start_model(&tiny_mllama_gguf(), &[]);
+    let png = std::fs::read(common::refs_dir().join("tiny-mllama/test.png")).unwrap();
+    let uri = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png)
+    );
+    let ask = |image: Option<Value>| {
+        let mut content =
+            vec![json!({"type": "text", "text": "If I had to write a haiku for this one"})];
+        if let Some(part) = image {
+            content.insert(0, part);
+        }
+        let body = json!({"messages": [{"role": "user", "content": content}],
+                          "max_tokens": 8, "temperature": 0});
+        post(server.addr, "/v1/chat/completions", &body)
+    };
+    let with_object = ask(Some(
+        json!({"type": "image_url", "image_url": {"url": uri}}),
+    ));
+    let with_string = ask(Some(json!({"type": "image_url", "image_url": uri})));
+    let without = ask(None);
+    let text = |r: &Reply| {
+        r.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b, c) = (text(&with_object), text(&with_string), text(&without));
+    assert!(!a.is_empty());
+    assert_eq!(a, b, "the two image_url forms give the same answer");
+    assert_ne!(a, c, "the image changes the answer");
+    let corrupt = ask(Some(json!({"type": "image_url",
+        "image_url": {"url": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUg=="}})));
+    corrupt.error(400);
+    assert_eq!(text(&ask(None)), c, "the server goes on after a bad image");
 }
