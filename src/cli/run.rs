@@ -339,7 +339,7 @@ where
 
 /// The default model from the built-in models.toml, fetched into the cache on first use.
 fn fetch_default_model() -> anyhow::Result<PathBuf> {
-    let registry = Registry::builtin();
+    let registry = Registry::load(None)?;
     let entry = registry.get(&registry.default)?;
     let cache = registry::cache_dir();
     let mut last_percent = u64::MAX;
