@@ -337,7 +337,8 @@ where
     Ok(())
 }
 
-/// The default model from the built-in models.toml, fetched into the cache on first use.
+/// The default model of models.toml (`$LUMEN_REGISTRY`, else the built-in one), fetched into
+/// the cache on first use.
 fn fetch_default_model() -> anyhow::Result<PathBuf> {
     let registry = Registry::load(None)?;
     let entry = registry.get(&registry.default)?;
