@@ -117,6 +117,7 @@ impl GgufFile {
         let mut file = File::open(&path).map_err(io)?;
         let file_len = file.metadata().map_err(io)?.len();
         let header = read_header(&mut file, &path, file_len)?;
+        check_lengths_fit(&mut file, &path, file_len, &header)?;
 
         // gguf-rs continues from just after the magic.
         file.seek(SeekFrom::Start(4)).map_err(io)?;
@@ -297,6 +298,7 @@ impl GgufFile {
 
 struct Header {
     version: u32,
+    n_tensors: u64,
     n_kv: u64,
 }
 
@@ -344,7 +346,11 @@ fn read_header(file: &mut File, path: &Path, file_len: u64) -> Result<Header, Gg
         MAX_KVS,
         body / MIN_KV_BYTES,
     )?;
-    Ok(Header { version, n_kv })
+    Ok(Header {
+        version,
+        n_tensors,
+        n_kv,
+    })
 }
 
 fn check_count(
@@ -486,4 +492,214 @@ fn check_no_overlap(path: &Path, tensors: &[TensorInfo]) -> Result<(), GgufError
         }
     }
     Ok(())
+}
+
+/// Walks the metadata and tensor-info sections once, checking every announced string length and
+/// array length against the bytes left in the file, before gguf-rs reads them: gguf-rs
+/// allocates a string's announced length (up to 1 GiB) before reading it, which aborts the
+/// process where memory is limited, and loops over an array's announced length until EOF.
+fn check_lengths_fit(
+    file: &mut File,
+    path: &Path,
+    file_len: u64,
+    header: &Header,
+) -> Result<(), GgufError> {
+    file.seek(SeekFrom::Start(HEADER_BYTES))
+        .map_err(|source| GgufError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let mut scan = LengthScan {
+        reader: BufReader::with_capacity(1 << 16, file),
+        pos: HEADER_BYTES,
+        file_len,
+        path,
+    };
+    for i in 0..header.n_kv {
+        let key = scan.key(&format!("metadata key #{i}"))?;
+        let value_type = scan.u32(&format!("type of metadata key '{key}'"))?;
+        scan.value(&key, value_type)?;
+    }
+    for i in 0..header.n_tensors {
+        let name = scan.key(&format!("name of tensor #{i}"))?;
+        let n_dims = scan.u32(&format!("tensor '{name}' dimension count"))?;
+        if n_dims > 4 {
+            return Err(GgufError::BadTensor {
+                path: path.to_path_buf(),
+                name,
+                message: format!("{n_dims} dimensions (GGUF allows at most 4)"),
+            });
+        }
+        // Dims, type and offset: fixed size, checked by gguf-rs and `validate_tensor`.
+        scan.skip(8 * n_dims as u64 + 4 + 8, &format!("tensor '{name}' info"))?;
+    }
+    Ok(())
+}
+
+/// GGUF metadata value types with a fixed size, by type id.
+fn scalar_size(value_type: u32) -> Option<u64> {
+    match value_type {
+        0 | 1 | 7 => Some(1), // u8, i8, bool
+        2 | 3 => Some(2),     // u16, i16
+        4..=6 => Some(4),     // u32, i32, f32
+        10..=12 => Some(8),   // u64, i64, f64
+        _ => None,
+    }
+}
+const VALUE_TYPE_STRING: u32 = 8;
+const VALUE_TYPE_ARRAY: u32 = 9;
+/// Keys and tensor names longer than this are not kept for error messages.
+const MAX_NAME_BYTES: u64 = 1024;
+
+struct LengthScan<'a, R> {
+    reader: R,
+    pos: u64,
+    file_len: u64,
+    path: &'a Path,
+}
+
+impl<R: Read> LengthScan<'_, R> {
+    fn truncated(&self, what: &str, needed: u64) -> GgufError {
+        GgufError::Truncated {
+            path: self.path.to_path_buf(),
+            what: what.to_string(),
+            needed,
+            file_len: self.file_len,
+        }
+    }
+
+    /// Fails unless `n` more bytes exist after the current position.
+    fn ensure(&self, n: u64, what: &str) -> Result<(), GgufError> {
+        match self.pos.checked_add(n) {
+            Some(end) if end <= self.file_len => Ok(()),
+            end => Err(self.truncated(what, end.unwrap_or(u64::MAX))),
+        }
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8], what: &str) -> Result<(), GgufError> {
+        self.ensure(buf.len() as u64, what)?;
+        self.reader
+            .read_exact(buf)
+            .map_err(|source| GgufError::Io {
+                path: self.path.to_path_buf(),
+                source,
+            })?;
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, GgufError> {
+        let mut b = [0u8; 4];
+        self.read_exact(&mut b, what)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, GgufError> {
+        let mut b = [0u8; 8];
+        self.read_exact(&mut b, what)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn skip(&mut self, n: u64, what: &str) -> Result<(), GgufError> {
+        self.ensure(n, what)?;
+        let copied = std::io::copy(&mut (&mut self.reader).take(n), &mut std::io::sink()).map_err(
+            |source| GgufError::Io {
+                path: self.path.to_path_buf(),
+                source,
+            },
+        )?;
+        if copied != n {
+            return Err(self.truncated(what, self.pos + n));
+        }
+        self.pos += n;
+        Ok(())
+    }
+
+    /// A string's length, checked against the rest of the file.
+    fn string_len(&mut self, what: &str) -> Result<u64, GgufError> {
+        let len = self.u64(&format!("{what} length"))?;
+        self.ensure(
+            len,
+            &format!("{what} (a {len}-byte string at byte {})", self.pos),
+        )?;
+        Ok(len)
+    }
+
+    /// A key or tensor name, kept (lossily) when short enough to quote in later errors.
+    fn key(&mut self, what: &str) -> Result<String, GgufError> {
+        let len = self.string_len(what)?;
+        if len > MAX_NAME_BYTES {
+            self.skip(len, what)?;
+            return Ok(what.to_string());
+        }
+        let mut bytes = vec![0u8; len as usize];
+        self.read_exact(&mut bytes, what)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn value(&mut self, key: &str, value_type: u32) -> Result<(), GgufError> {
+        let what = format!("value of metadata key '{key}'");
+        if let Some(size) = scalar_size(value_type) {
+            return self.skip(size, &what);
+        }
+        match value_type {
+            VALUE_TYPE_STRING => {
+                let len = self.string_len(&what)?;
+                self.skip(len, &what)
+            }
+            VALUE_TYPE_ARRAY => self.array(key),
+            other => Err(self.bad_value(key, format!("unknown value type {other}"))),
+        }
+    }
+
+    fn array(&mut self, key: &str) -> Result<(), GgufError> {
+        let elem_type = self.u32(&format!("element type of metadata array '{key}'"))?;
+        let len = self.u64(&format!("length of metadata array '{key}'"))?;
+        let min_elem = match (scalar_size(elem_type), elem_type) {
+            (Some(size), _) => size,
+            (None, VALUE_TYPE_STRING) => 8,
+            (None, VALUE_TYPE_ARRAY) => {
+                return Err(self.bad_value(key, "arrays of arrays are not supported".into()))
+            }
+            (None, other) => {
+                return Err(self.bad_value(key, format!("unknown array element type {other}")))
+            }
+        };
+        let what = format!("metadata array '{key}' of {len} entries");
+        self.ensure(len.saturating_mul(min_elem), &what)?;
+        // gguf-rs keeps every entry as a 32-byte JSON value: a long array of bytes would cost
+        // 32× its size in memory.
+        if len > MAX_ARRAY_LEN as u64 {
+            return Err(self.bad_value(
+                key,
+                format!("array of {len} entries is longer than the cap of {MAX_ARRAY_LEN}"),
+            ));
+        }
+        if elem_type != VALUE_TYPE_STRING {
+            return self.skip(len * min_elem, &what);
+        }
+        // Vocabularies have 10⁵ entries: the message is only formatted for a bad one.
+        let entry = |i: u64| format!("entry {i} of metadata array '{key}'");
+        for i in 0..len {
+            let mut b = [0u8; 8];
+            if self.read_exact(&mut b, "").is_err() {
+                return Err(self.truncated(&format!("{} length", entry(i)), self.pos + 8));
+            }
+            let n = u64::from_le_bytes(b);
+            if self.ensure(n, "").is_err() {
+                let what = format!("{} (a {n}-byte string at byte {})", entry(i), self.pos);
+                return Err(self.truncated(&what, self.pos.saturating_add(n)));
+            }
+            self.skip(n, "")?;
+        }
+        Ok(())
+    }
+
+    fn bad_value(&self, key: &str, message: String) -> GgufError {
+        GgufError::BadValue {
+            path: self.path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        }
+    }
 }

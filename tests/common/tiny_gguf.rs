@@ -88,3 +88,59 @@ pub fn tensor_type_field(bytes: &[u8], name: &str) -> usize {
     let n_dims = u32::from_le_bytes(bytes[n_dims_at..n_dims_at + 4].try_into().unwrap()) as usize;
     n_dims_at + 4 + 8 * n_dims
 }
+
+/// GGUF metadata value type ids (the GGUF spec's `gguf_metadata_value_type`).
+pub const GGUF_TYPE_U32: u32 = 4;
+pub const GGUF_TYPE_STRING: u32 = 8;
+pub const GGUF_TYPE_ARRAY: u32 = 9;
+
+/// A GGUF v3 file written field by field, for hostile inputs the writer refuses to produce
+/// (lengths that lie, counts past the end of the file).
+pub struct RawGguf {
+    pub bytes: Vec<u8>,
+}
+
+impl RawGguf {
+    /// Magic, version 3, and the two counts.
+    pub fn new(n_tensors: u64, n_kv: u64) -> Self {
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(&n_tensors.to_le_bytes());
+        bytes.extend_from_slice(&n_kv.to_le_bytes());
+        RawGguf { bytes }
+    }
+
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    /// A GGUF string: u64 length, then the bytes.
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        self.u64(s.len() as u64);
+        self.bytes.extend_from_slice(s.as_bytes());
+        self
+    }
+
+    /// A string whose announced length (`len`) need not match the bytes that follow.
+    pub fn str_claiming(&mut self, len: u64, s: &str) -> &mut Self {
+        self.u64(len);
+        self.bytes.extend_from_slice(s.as_bytes());
+        self
+    }
+
+    /// The head of an array value: its element type and announced length.
+    pub fn array_head(&mut self, key: &str, elem_type: u32, len: u64) -> &mut Self {
+        self.str(key).u32(GGUF_TYPE_ARRAY).u32(elem_type).u64(len)
+    }
+
+    pub fn pad(&mut self, n: usize) -> &mut Self {
+        self.bytes.resize(self.bytes.len() + n, 0);
+        self
+    }
+}

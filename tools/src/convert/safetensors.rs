@@ -236,6 +236,9 @@ fn is_plain_file_name(f: &str) -> bool {
     !f.is_empty() && !f.contains('/') && !f.contains('\\') && f != "." && f != ".."
 }
 
+/// The `safetensors` crate's cap on the header JSON (its `MAX_HEADER_SIZE`, not exported).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
 /// The safetensors crate's header check, its errors turned into ones that name the file, the
 /// tensor and the sizes.
 fn read_header(path: &Path, bytes: &[u8]) -> Result<(usize, Metadata), ConvertError> {
@@ -259,6 +262,14 @@ fn explain_header_error(path: &Path, bytes: &[u8], err: SafeTensorError) -> Conv
         .map(u64::from_le_bytes);
     match err {
         SafeTensorError::HeaderTooSmall => truncated(8),
+        // Checked before the length is compared with the file, so say which applies.
+        SafeTensorError::HeaderTooLarge => match header_len {
+            Some(n) if n.saturating_add(8) > file_len => truncated(n.saturating_add(8)),
+            _ => bad(format!(
+                "header length {} is over the safetensors limit of {MAX_HEADER_BYTES} bytes",
+                header_len.unwrap_or(0)
+            )),
+        },
         SafeTensorError::InvalidHeaderLength => match header_len {
             Some(n) if n.saturating_add(8) > file_len => truncated(n.saturating_add(8)),
             _ => bad(format!("header length {header_len:?} is invalid")),
