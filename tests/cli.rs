@@ -487,3 +487,23 @@ fn run_with_a_panorama_and_a_tall_strip_in_one_prompt() {
     assert!(err.contains("2 image(s), tiles [4, 4]"), "{err}");
     assert!(!String::from_utf8_lossy(&o.stdout).trim().is_empty());
 }
+
+/// `lumen inspect FILE | head -1`: the reader closing the pipe early is not an error.
+#[test]
+fn inspect_into_a_pipe_closed_early_exits_cleanly() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lumen"))
+        // --full lists the whole vocabulary: far more than a pipe buffer holds.
+        .args(["inspect", "--full"])
+        .arg(smollm2_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The pipe's read end is dropped here, with most of the listing unread.
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}

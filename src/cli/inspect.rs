@@ -1,5 +1,6 @@
 //! `lumen inspect FILE [--json]`.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -24,6 +25,20 @@ pub struct InspectArgs {
 const ARRAY_PREVIEW: usize = 8;
 
 pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
+    match print_inspection(&args) {
+        // `lumen inspect F | head` closes the pipe early: that is the reader's choice, not an error.
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+fn print_inspection(args: &InspectArgs) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
     let file = GgufFile::open_with(&args.file, OpenOptions { mmap: true })
         .with_context(|| format!("cannot inspect {}", args.file.display()))?;
     let metadata: Vec<(String, Value)> = file
@@ -45,48 +60,52 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
             "metadata": metadata.into_iter().collect::<serde_json::Map<_, _>>(),
             "tensors": tensors,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(());
     }
-    println!(
+    writeln!(
+        out,
         "{}: GGUF v{}, {} metadata keys, {} tensors",
         args.file.display(),
         file.version(),
         metadata.len(),
         file.tensors().len()
-    );
-    println!("\nmetadata:");
+    )?;
+    writeln!(out, "\nmetadata:")?;
     let width = metadata.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in &metadata {
-        println!("  {k:width$}  {}", show(v));
+        writeln!(out, "  {k:width$}  {}", show(v))?;
     }
-    println!("\ntensors:");
+    writeln!(out, "\ntensors:")?;
     let width = file
         .tensors()
         .iter()
         .map(|t| t.name.len())
         .max()
         .unwrap_or(0);
-    println!(
+    writeln!(
+        out,
         "  {:width$}  {:6}  {:24}  {:>12}  {:>12}",
         "name", "type", "shape", "bytes", "offset"
-    );
+    )?;
     for t in file.tensors() {
         let shape = format!("{:?}", t.shape);
-        println!(
+        writeln!(
+            out,
             "  {:width$}  {:6}  {shape:24}  {:>12}  {:>12}",
             t.name,
             t.ty.name(),
             t.n_bytes,
             t.offset
-        );
+        )?;
     }
     let total: usize = file.tensors().iter().map(|t| t.n_bytes).sum();
-    println!(
+    writeln!(
+        out,
         "\n  {} tensors, {:.1} MiB of tensor data",
         file.tensors().len(),
         total as f64 / (1 << 20) as f64
-    );
+    )?;
     Ok(())
 }
 
