@@ -165,6 +165,7 @@ fn write_via_temp(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    remove_stale_temps(dir, &file_name);
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
@@ -176,6 +177,33 @@ fn write_via_temp(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Removes `.{file_name}.{pid}.tmp` files left in `dir` by writers that were killed (SIGKILL,
+/// power loss: no chance to clean up), i.e. whose process no longer exists. Linux only (the
+/// `/proc/{pid}` check); elsewhere nothing is removed.
+fn remove_stale_temps(dir: &Path, file_name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{file_name}.");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// What the tensor-info section records about one tensor.

@@ -1,7 +1,8 @@
 //! `lumen-quantize` killed with SIGKILL at spread-out moments of its run: the target path never
 //! holds a partial file. It is either absent (or the previous complete output, when one was
 //! there) or byte-identical to the output of an uninterrupted run. A kill may leave the
-//! temporary sibling file behind (nothing runs to remove it); the next run must still succeed.
+//! temporary sibling file behind (nothing runs to remove it); the next run must still succeed
+//! and removes it.
 #![cfg(target_os = "linux")]
 
 use std::path::{Path, PathBuf};
@@ -123,6 +124,7 @@ fn sigkill_never_leaves_a_partial_output() {
 
     let out = tmp.path().join("out.gguf");
     let mut completed = 0;
+    let mut killed_mid_write = false;
     for (trial, delay) in kill_delays(run).into_iter().enumerate() {
         // Every third trial starts with a complete output in place (the `--force` overwrite
         // path): a kill must leave that old file intact.
@@ -152,6 +154,21 @@ fn sigkill_never_leaves_a_partial_output() {
                 reference.len()
             ),
         }
+        let temps = temp_files(tmp.path());
+        // Each run removes the temp files of writers that no longer exist: at most this kill's.
+        assert!(
+            temps.len() <= 1,
+            "trial {trial}: stale temp files {temps:?}"
+        );
+        for t in &temps {
+            let len = std::fs::metadata(t).unwrap().len();
+            assert!(
+                len <= reference.len() as u64,
+                "{}: {len} bytes",
+                t.display()
+            );
+            killed_mid_write |= len > 0;
+        }
         println!(
             "trial {trial}: killed after {delay:?}: {}, output {}, {} temp file(s)",
             if finished { "had finished" } else { "killed" },
@@ -164,28 +181,17 @@ fn sigkill_never_leaves_a_partial_output() {
         "most runs finished before the kill: the delays do not cover the run"
     );
 
-    // Leftovers: at most one per kill, none larger than the output, and at least one with
-    // data in it (so some kill did land in the middle of the write).
-    let leftovers = temp_files(tmp.path());
-    assert!(
-        leftovers
-            .iter()
-            .any(|t| std::fs::metadata(t).unwrap().len() > 0),
-        "no kill landed during the write: {leftovers:?}"
-    );
-    assert!(leftovers.len() as u64 <= TRIALS, "{leftovers:?}");
-    for t in &leftovers {
-        let len = std::fs::metadata(t).unwrap().len();
-        assert!(
-            len <= reference.len() as u64,
-            "{}: {len} bytes",
-            t.display()
-        );
-    }
+    assert!(killed_mid_write, "no kill landed during the write");
     // The next run, with the leftovers still there, succeeds and writes the complete output.
     if out.exists() {
         std::fs::remove_file(&out).unwrap();
     }
     quantize_uninterrupted(&input, &out);
     assert!(std::fs::read(&out).unwrap() == reference);
+    // ... and removes the last killed writer's temp file.
+    assert!(
+        temp_files(tmp.path()).is_empty(),
+        "{:?}",
+        temp_files(tmp.path())
+    );
 }
