@@ -17,7 +17,6 @@ use lumen::chat::{ChatMessage, Content, ContentPart, Conversation, RenderOptions
 use lumen::generate::{generate, Decoder, Flow, GenerateParams, GenerateStats};
 use lumen::model::mllama::{image_proc, Mllama};
 use lumen::model::KvCache;
-use lumen::sampling::SamplingParams;
 use rustyline::error::ReadlineError;
 
 use super::load::{load_model, thread_pool, AnyModel, LoadedModel};
@@ -47,24 +46,8 @@ pub struct ChatArgs {
     /// Threads (default: all cores).
     #[arg(short = 't', long = "threads", env = "LUMEN_THREADS")]
     threads: Option<usize>,
-    /// Sampling temperature; 0 = greedy.
-    #[arg(long = "temp", env = "LUMEN_TEMP", default_value_t = 0.8)]
-    temp: f32,
-    #[arg(long = "top-k", env = "LUMEN_TOP_K", default_value_t = 40)]
-    top_k: usize,
-    #[arg(long = "top-p", env = "LUMEN_TOP_P", default_value_t = 0.95)]
-    top_p: f32,
-    #[arg(long = "min-p", env = "LUMEN_MIN_P", default_value_t = 0.05)]
-    min_p: f32,
-    #[arg(
-        long = "repeat-penalty",
-        env = "LUMEN_REPEAT_PENALTY",
-        default_value_t = 1.0
-    )]
-    repeat_penalty: f32,
-    /// Random seed (-1 = random).
-    #[arg(short = 's', long = "seed", env = "LUMEN_SEED", default_value_t = -1, allow_negative_numbers = true)]
-    seed: i64,
+    #[command(flatten)]
+    sampling: super::load::SamplingArgs,
     /// Timing statistics after each answer, in Ollama's wording.
     #[arg(long = "verbose", env = "LUMEN_VERBOSE")]
     verbose: bool,
@@ -139,15 +122,7 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
         },
         params: GenerateParams {
             n_predict: usize::try_from(args.n_predict).ok(),
-            sampling: SamplingParams {
-                temperature: args.temp,
-                top_k: args.top_k,
-                top_p: args.top_p,
-                min_p: args.min_p,
-                repeat_penalty: args.repeat_penalty,
-                repeat_last_n: 64,
-                seed: u64::try_from(args.seed).unwrap_or_else(|_| rand::random()),
-            },
+            sampling: args.sampling.params(),
         },
         n_ctx,
         verbose: args.verbose,

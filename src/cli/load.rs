@@ -131,3 +131,51 @@ pub fn thread_pool(threads: Option<usize>) -> anyhow::Result<(rayon::ThreadPool,
     anyhow::ensure!(n > 0, "-t must be at least 1");
     Ok((rayon::ThreadPoolBuilder::new().num_threads(n).build()?, n))
 }
+
+/// The sampling flags, llama.cpp's names and defaults, shared by `run` and `chat`.
+#[derive(clap::Args, Debug)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long = "temp", env = "LUMEN_TEMP", default_value_t = 0.8)]
+    pub temp: f32,
+    /// Keep the k most likely tokens (0 = off).
+    #[arg(long = "top-k", env = "LUMEN_TOP_K", default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1.0 = off).
+    #[arg(long = "top-p", env = "LUMEN_TOP_P", default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than min-p × the most likely one (0 = off).
+    #[arg(long = "min-p", env = "LUMEN_MIN_P", default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalise repeating recent tokens (1.0 = off).
+    #[arg(
+        long = "repeat-penalty",
+        env = "LUMEN_REPEAT_PENALTY",
+        default_value_t = 1.0
+    )]
+    pub repeat_penalty: f32,
+    /// How many recent tokens the repeat penalty looks at.
+    #[arg(
+        long = "repeat-last-n",
+        env = "LUMEN_REPEAT_LAST_N",
+        default_value_t = 64
+    )]
+    pub repeat_last_n: usize,
+    /// Random seed (-1 = random).
+    #[arg(short = 's', long = "seed", env = "LUMEN_SEED", default_value_t = -1, allow_negative_numbers = true)]
+    pub seed: i64,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> lumen::sampling::SamplingParams {
+        lumen::sampling::SamplingParams {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed: u64::try_from(self.seed).unwrap_or_else(|_| rand::random()),
+        }
+    }
+}

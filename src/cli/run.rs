@@ -12,7 +12,6 @@ use lumen::gguf::{GgufFile, OpenOptions};
 use lumen::model::mllama::{self, image_proc, Mllama};
 use lumen::model::Llama;
 use lumen::registry::{self, FetchEvent, Registry};
-use lumen::sampling::SamplingParams;
 use lumen::tokenizer::{Tokenizer, VocabSpec, IMAGE_TOKEN};
 
 #[derive(Args, Debug)]
@@ -45,35 +44,8 @@ pub struct RunArgs {
     /// Threads (default: all cores).
     #[arg(short = 't', long = "threads", env = "LUMEN_THREADS")]
     threads: Option<usize>,
-    /// Sampling temperature; 0 = greedy.
-    #[arg(long = "temp", env = "LUMEN_TEMP", default_value_t = 0.8)]
-    temp: f32,
-    /// Keep the k most likely tokens (0 = off).
-    #[arg(long = "top-k", env = "LUMEN_TOP_K", default_value_t = 40)]
-    top_k: usize,
-    /// Keep the smallest set of tokens whose probability reaches p (1.0 = off).
-    #[arg(long = "top-p", env = "LUMEN_TOP_P", default_value_t = 0.95)]
-    top_p: f32,
-    /// Drop tokens less likely than min-p × the most likely one (0 = off).
-    #[arg(long = "min-p", env = "LUMEN_MIN_P", default_value_t = 0.05)]
-    min_p: f32,
-    /// Penalise repeating recent tokens (1.0 = off).
-    #[arg(
-        long = "repeat-penalty",
-        env = "LUMEN_REPEAT_PENALTY",
-        default_value_t = 1.0
-    )]
-    repeat_penalty: f32,
-    /// How many recent tokens the repeat penalty looks at.
-    #[arg(
-        long = "repeat-last-n",
-        env = "LUMEN_REPEAT_LAST_N",
-        default_value_t = 64
-    )]
-    repeat_last_n: usize,
-    /// Random seed (-1 = random).
-    #[arg(short = 's', long = "seed", env = "LUMEN_SEED", default_value_t = -1, allow_negative_numbers = true)]
-    seed: i64,
+    #[command(flatten)]
+    sampling: super::load::SamplingArgs,
     /// Read the model into memory instead of mapping it.
     #[arg(long = "no-mmap", env = "LUMEN_NO_MMAP")]
     no_mmap: bool,
@@ -288,15 +260,7 @@ where
     }
     let params = GenerateParams {
         n_predict: usize::try_from(args.n_predict).ok(),
-        sampling: SamplingParams {
-            temperature: args.temp,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            min_p: args.min_p,
-            repeat_penalty: args.repeat_penalty,
-            repeat_last_n: args.repeat_last_n,
-            seed: u64::try_from(args.seed).unwrap_or_else(|_| rand::random()),
-        },
+        sampling: args.sampling.params(),
     };
     let mut stdout = std::io::stdout();
     let mut write_failed = None;
