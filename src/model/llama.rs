@@ -361,6 +361,29 @@ pub(crate) fn embed(
     Ok(x)
 }
 
+/// Refuses a forward pass that would fill the cache to `needed` positions of `capacity`, or
+/// that names a token outside the `n_rows` embedding rows.
+pub(crate) fn check_input(
+    tokens: &[u32],
+    needed: usize,
+    capacity: usize,
+    n_rows: usize,
+) -> Result<(), ModelError> {
+    if needed > capacity {
+        return Err(ModelError::ContextFull {
+            needed,
+            n_ctx: capacity,
+        });
+    }
+    match tokens.iter().find(|&&t| t as usize >= n_rows) {
+        Some(&bad) => Err(ModelError::BadToken {
+            id: bad,
+            n_vocab: n_rows,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Which positions' logits a forward pass returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -527,18 +550,7 @@ impl Llama {
         if n == 0 {
             return Ok(Vec::new());
         }
-        if pos0 + n > cache.capacity() {
-            return Err(ModelError::ContextFull {
-                needed: pos0 + n,
-                n_ctx: cache.capacity(),
-            });
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
-            return Err(ModelError::BadToken {
-                id: bad,
-                n_vocab: cfg.n_vocab,
-            });
-        }
+        check_input(tokens, pos0 + n, cache.capacity(), cfg.n_vocab)?;
         let e = cfg.n_embd;
 
         // x: [n, n_embd] — the residual stream.
@@ -569,19 +581,13 @@ impl Llama {
         if n == 0 {
             return Ok(Vec::new());
         }
-        for cache in caches.iter() {
-            if cache.len() + 1 > cache.capacity() {
-                return Err(ModelError::ContextFull {
-                    needed: cache.len() + 1,
-                    n_ctx: cache.capacity(),
-                });
-            }
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
-            return Err(ModelError::BadToken {
-                id: bad,
-                n_vocab: cfg.n_vocab,
-            });
+        for (i, cache) in caches.iter().enumerate() {
+            check_input(
+                &tokens[i..=i],
+                cache.len() + 1,
+                cache.capacity(),
+                cfg.n_vocab,
+            )?;
         }
         let e = cfg.n_embd;
         let mut x = embed(&self.view(&self.token_embd), tokens, e)?;

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::gguf::{keys, names, GgufFile};
 use crate::model::kv_cache::KvCache;
-use crate::model::llama::{embed, output_head, Layer, LlamaConfig, Logits, Scratch};
+use crate::model::llama::{check_input, embed, output_head, Layer, LlamaConfig, Logits, Scratch};
 use crate::model::weights::{matrix, repack_enabled, vector, Matrix, Weights};
 use crate::model::ModelError;
 use crate::tensor::ops::{self, Rope};
@@ -557,21 +557,7 @@ impl MllamaText {
         if n == 0 {
             return Ok(Vec::new());
         }
-        if pos0 + n > cache.capacity() {
-            return Err(ModelError::ContextFull {
-                needed: pos0 + n,
-                n_ctx: cache.capacity(),
-            });
-        }
-        if let Some(&bad) = tokens
-            .iter()
-            .find(|&&t| t as usize >= self.config.n_embd_rows)
-        {
-            return Err(ModelError::BadToken {
-                id: bad,
-                n_vocab: self.config.n_embd_rows,
-            });
-        }
+        check_input(tokens, pos0 + n, cache.capacity(), self.config.n_embd_rows)?;
         // Bindings are committed only when the whole pass succeeds.
         let mut visibility = cache.visibility.clone();
         let row_keys = self.row_keys(tokens, pos0, cache, &mut visibility)?;
