@@ -586,6 +586,11 @@ impl Tokenizer {
         self.eog.contains(&id)
     }
 
+    /// Every token that ends a generation (EOS, EOT, EOM and the like).
+    pub fn end_of_generation_tokens(&self) -> impl Iterator<Item = u32> + '_ {
+        self.eog.iter().copied()
+    }
+
     /// The token's text as stored in the vocabulary (byte-level alphabet for gpt2, `▁` for
     /// llama).
     pub fn token_text(&self, id: u32) -> Option<&str> {

@@ -506,6 +506,21 @@ fn refuses_huge_images_before_decoding() {
         (gif_with_header(20000, 20000), "huge.gif"),
         (jpeg_with_header(20000, 20000), "huge.jpg"),
         (jpeg_with_header(100, 17000), "tall.jpg"),
+        // Under the per-side limit, over the pixel budget by one row.
+        (
+            png_with_header(8192, 8193, &[0x78, 0x9C, 3, 0]),
+            "many-pixels.png",
+        ),
+        // Found by the fuzzer (fuzz/regressions/image): 45 bytes of lossless WebP announcing
+        // 11594x8577, which used to decode in full (1.45 s, 821 MB).
+        (
+            std::fs::read(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("fuzz/regressions/image/webp-lossless-11594x8577.webp"),
+            )
+            .unwrap(),
+            "bomb.webp",
+        ),
     ] {
         let start = Instant::now();
         let err = load_image_bytes(&bytes, name).unwrap_err();
@@ -522,6 +537,11 @@ fn refuses_huge_images_before_decoding() {
     }
     // The limit itself is allowed through the size check (this one then fails on its data).
     let err = load_image_bytes(&png_with_header(16384, 1, &[0x78, 0x9C, 3, 0]), "edge.png");
+    assert!(matches!(err, Err(ImageError::Corrupt { .. })), "{err:?}");
+    let err = load_image_bytes(
+        &png_with_header(8192, 8192, &[0x78, 0x9C, 3, 0]),
+        "edge.png",
+    );
     assert!(matches!(err, Err(ImageError::Corrupt { .. })), "{err:?}");
 }
 

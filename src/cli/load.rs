@@ -45,6 +45,9 @@ pub struct LoadedModel {
 pub fn load_model(path: &Path, mmap: bool) -> anyhow::Result<LoadedModel> {
     let start = Instant::now();
     let file = Arc::new(GgufFile::open_with(path, OpenOptions { mmap })?);
+    if mmap {
+        super::sigbus::report_shrunk_model_file(path);
+    }
     let model = if mllama::is_mllama(&file) {
         AnyModel::Vision(Mllama::load(file.clone())?)
     } else {

@@ -12,6 +12,7 @@ mod pull;
 mod quantize;
 mod run;
 mod serve;
+mod sigbus;
 
 use clap::{Parser, Subcommand};
 

@@ -1,14 +1,17 @@
 //! `lumen serve`: loads the model, starts the engine thread and serves the OpenAI-compatible API
-//! (see `lumen::server`) until Ctrl-C.
+//! (see `lumen::server`) until SIGTERM or Ctrl-C: the first lets admitted requests finish for
+//! `--shutdown-grace` seconds, a second cancels them at once.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use lumen::server::engine::Engine;
-use lumen::server::{api, ServerState};
+use lumen::server::{api, ServeLimits, ServerState, Shutdown};
+use tokio::sync::mpsc;
 
 use super::load::{load_model, thread_pool, AnyModel};
 
@@ -49,11 +52,54 @@ pub struct ServeArgs {
     /// Model id for /v1/models and the requests' `model` field (default: the file stem).
     #[arg(short = 'a', long = "alias", env = "LUMEN_ALIAS")]
     alias: Option<String>,
+    /// Seconds a request body may take to arrive and a write to a client may stay blocked
+    /// (a client that stops reading a stream); request heads and idle keep-alive connections
+    /// get the smaller of this and 30 s.
+    #[arg(long = "timeout", env = "LUMEN_TIMEOUT", default_value_t = 600.0)]
+    timeout: f64,
+    /// Connections open at once; more wait to be accepted.
+    #[arg(
+        long = "max-connections",
+        env = "LUMEN_MAX_CONNECTIONS",
+        default_value_t = 256
+    )]
+    max_connections: usize,
+    /// Seconds admitted requests may go on after SIGTERM or Ctrl-C before they are cancelled.
+    #[arg(
+        long = "shutdown-grace",
+        env = "LUMEN_SHUTDOWN_GRACE",
+        default_value_t = 10.0
+    )]
+    shutdown_grace: f64,
+}
+
+impl ServeArgs {
+    fn limits(&self) -> anyhow::Result<ServeLimits> {
+        let seconds = |name: &str, v: f64| {
+            anyhow::ensure!(
+                v.is_finite() && v > 0.0 && v <= 86_400.0,
+                "{name} must be between 0 and 86400 seconds, got {v}"
+            );
+            Ok(Duration::from_secs_f64(v))
+        };
+        anyhow::ensure!(
+            self.max_connections >= 1,
+            "--max-connections must be at least 1"
+        );
+        let io_timeout = seconds("--timeout", self.timeout)?;
+        Ok(ServeLimits {
+            header_timeout: io_timeout.min(ServeLimits::default().header_timeout),
+            io_timeout,
+            max_connections: self.max_connections,
+            shutdown_grace: seconds("--shutdown-grace", self.shutdown_grace)?,
+        })
+    }
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.parallel >= 1, "--parallel must be at least 1");
     anyhow::ensure!(args.ctx_size >= 16, "-c must be at least 16");
+    let limits = args.limits()?;
     let (pool, threads) = thread_pool(args.threads)?;
     let loaded = load_model(&args.model, true)?;
     let template = match loaded.chat_template(args.chat_template_file.as_deref()) {
@@ -84,6 +130,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         model_id,
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         created: api::now(),
+        limits,
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -108,15 +155,41 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.queue,
             if state.api_key.is_some() { " | API key required" } else { "" },
         );
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        tokio::select! {
-            r = lumen::server::serve(listener, state, std::future::pending()) => r.context("server failed"),
-            _ = shutdown => {
-                eprintln!("lumen serve: stopping");
-                Ok(())
+        let signals = forward_signals(state.clone(), limits.shutdown_grace)?;
+        match lumen::server::serve(listener, state, signals).await.context("server failed")? {
+            Shutdown::Drained => eprintln!("lumen serve: stopped"),
+            Shutdown::Cancelled { in_flight } => {
+                eprintln!("lumen serve: stopped, {in_flight} request(s) cancelled")
             }
         }
+        Ok(())
     })
+}
+
+/// SIGTERM and Ctrl-C (SIGINT), each announced on stderr and passed on to the server.
+fn forward_signals(state: Arc<ServerState>, grace: Duration) -> anyhow::Result<mpsc::Receiver<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let (tx, rx) = mpsc::channel(2);
+    tokio::spawn(async move {
+        for nth in 1.. {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            let in_flight = state.engine.in_flight();
+            if nth == 1 {
+                eprintln!(
+                    "lumen serve: stopping: no new requests; {in_flight} in flight get up to {grace:?} to finish (signal again to cancel them now)"
+                );
+            } else {
+                eprintln!("lumen serve: cancelling {in_flight} request(s)");
+            }
+            if tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }

@@ -1,10 +1,13 @@
 //! Writing GGUF v3 files: metadata with explicit value types, tensor infos, aligned data.
 //!
 //! The whole file is written to a temporary file beside the target and renamed into place
-//! when complete, so the target never holds a partial file.
+//! when complete, so the target never holds a partial file. A failed write removes its
+//! temporary file; so does Ctrl-C in a binary that called [`remove_temps_on_interrupt`]; one
+//! left by a killed process is removed by the next write to the same target.
 
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use lumen_kernels::GgmlType;
 
@@ -151,6 +154,48 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_via_temp(path, |w| w.write_all(bytes))
 }
 
+/// Temporary files this process is writing, for the interrupt handler to remove.
+static TEMPS_IN_PROGRESS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Makes Ctrl-C (SIGINT) remove the temporary files of the writes in progress, then exit with
+/// status 130 as a shell reports an interrupted command. For binaries whose work is writing
+/// files (convert, quantize); call once at start. SIGTERM keeps its default action (the next
+/// write to the same target removes what it leaves).
+pub fn remove_temps_on_interrupt() -> Result<(), ctrlc::Error> {
+    ctrlc::set_handler(|| {
+        // Holding the lock until exit also stops a rename racing with this removal.
+        let temps = TEMPS_IN_PROGRESS.lock().unwrap_or_else(|e| e.into_inner());
+        for tmp in temps.iter() {
+            let _ = std::fs::remove_file(tmp);
+        }
+        std::process::exit(130);
+    })
+}
+
+/// Registers `tmp` in [`TEMPS_IN_PROGRESS`] while it exists.
+struct TempGuard(PathBuf);
+
+impl TempGuard {
+    fn new(tmp: PathBuf) -> Self {
+        let mut temps = TEMPS_IN_PROGRESS.lock().unwrap_or_else(|e| e.into_inner());
+        temps.push(tmp.clone());
+        Self(tmp)
+    }
+
+    /// Renames the temporary file to `path` while no interrupt handler can run its removal.
+    fn rename_to(&self, path: &Path) -> std::io::Result<()> {
+        let _temps = TEMPS_IN_PROGRESS.lock().unwrap_or_else(|e| e.into_inner());
+        std::fs::rename(&self.0, path)
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        let mut temps = TEMPS_IN_PROGRESS.lock().unwrap_or_else(|e| e.into_inner());
+        temps.retain(|t| t != &self.0);
+    }
+}
+
 /// Runs `write` on a buffered temporary file beside `path`, fsyncs it and renames it into
 /// place; on any error the temporary file is removed and `path` is untouched.
 fn write_via_temp(
@@ -167,11 +212,12 @@ fn write_via_temp(
         .unwrap_or_default();
     remove_stale_temps(dir, &file_name);
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let guard = TempGuard::new(tmp.clone());
     let result = (|| {
         let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
         write(&mut w)?;
         w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, path)
+        guard.rename_to(path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -81,6 +81,8 @@ pub struct GenerationFields {
     pub repeat_penalty: Option<f32>,
     pub seed: Option<u64>,
     pub stop: Vec<String>,
+    /// llama.cpp's extension: never end on an end-of-generation token.
+    pub ignore_eos: bool,
 }
 
 pub struct ChatRequest {
@@ -179,6 +181,7 @@ fn generation_fields(obj: &Map<String, Value>) -> Result<GenerationFields, ApiEr
         repeat_penalty: field(obj, "repeat_penalty")?,
         seed: field::<i64>(obj, "seed")?.map(|s| s as u64),
         stop,
+        ignore_eos: field(obj, "ignore_eos")?.unwrap_or(false),
     })
 }
 

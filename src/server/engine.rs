@@ -4,9 +4,14 @@
 //! round, sending text back over each request's channel. A request whose receiver is gone (the
 //! client hung up) frees its slot at the next round.
 //!
+//! Shutting down is two calls: [`Engine::stop_admitting`] refuses new requests while the
+//! admitted ones go on, and [`Engine::cancel_all`] ends whatever is still running or queued with
+//! [`Event::Cancelled`] at the next round.
+//!
 //! The per-round model call is [`step`]: today one forward per active slot in turn; batched
 //! decoding (one forward over all slots' next tokens) replaces that one function.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -65,6 +70,9 @@ pub struct Job {
     pub sampling: SamplingParams,
     /// Generation stops before any of these texts, which are not returned.
     pub stop: Vec<String>,
+    /// Never sample an end-of-generation token (llama.cpp's `ignore_eos`): the answer runs to
+    /// `max_tokens` or a stop string.
+    pub ignore_eos: bool,
     pub events: mpsc::UnboundedSender<Event>,
 }
 
@@ -97,6 +105,8 @@ pub enum Event {
         completion_tokens: usize,
     },
     Error(String),
+    /// The server is shutting down and cut this request short (after any `Text` already sent).
+    Cancelled,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +115,8 @@ pub enum SubmitError {
     Busy(usize),
     #[error("the engine has stopped")]
     Stopped,
+    #[error("the server is shutting down and takes no new requests")]
+    ShuttingDown,
 }
 
 /// The handle the HTTP side holds: submits jobs, refusing them when the queue is full.
@@ -117,6 +129,9 @@ pub struct Engine {
     pub n_ctx: usize,
     /// Whether the model takes images ([`ServeModel::accepts_images`]).
     pub accepts_images: bool,
+    admitting: AtomicBool,
+    /// Set by [`Engine::cancel_all`]; the worker reads it between rounds.
+    cancel: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -133,11 +148,13 @@ impl Engine {
         let (tx, rx) = std_mpsc::channel();
         let capacity = n_slots + queue;
         let accepts_images = model.accepts_images();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let worker_cancel = cancel.clone();
         let handle = std::thread::Builder::new()
             .name("lumen-engine".into())
             .spawn(move || {
                 run_in(Box::new(move || {
-                    Worker::new(model, tokenizer, n_slots, n_ctx).run(rx)
+                    Worker::new(model, tokenizer, n_slots, n_ctx, worker_cancel).run(rx)
                 }))
             })?;
         let engine = Engine {
@@ -147,12 +164,17 @@ impl Engine {
             n_slots,
             n_ctx,
             accepts_images,
+            admitting: AtomicBool::new(true),
+            cancel,
         };
         Ok((engine, handle))
     }
 
     /// Queues `job`, or refuses it at once when every slot and queue place is taken.
     pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
+        if !self.admitting.load(Ordering::Acquire) {
+            return Err(SubmitError::ShuttingDown);
+        }
         let permit = self
             .places
             .clone()
@@ -166,6 +188,19 @@ impl Engine {
     /// Requests admitted and not finished (running or queued).
     pub fn in_flight(&self) -> usize {
         self.capacity - self.places.available_permits()
+    }
+
+    /// Refuses every later [`Engine::submit`] with [`SubmitError::ShuttingDown`]; admitted
+    /// requests go on.
+    pub fn stop_admitting(&self) {
+        self.admitting.store(false, Ordering::Release);
+    }
+
+    /// Ends every running and queued request with [`Event::Cancelled`] at the worker's next
+    /// round (after the forward pass in progress, if any).
+    pub fn cancel_all(&self) {
+        self.stop_admitting();
+        self.cancel.store(true, Ordering::Release);
     }
 }
 
@@ -199,10 +234,17 @@ struct Worker<M: ServeModel> {
     model: M,
     tokenizer: Arc<Tokenizer>,
     slots: Vec<Slot<M::Cache>>,
+    cancel: Arc<AtomicBool>,
 }
 
 impl<M: ServeModel> Worker<M> {
-    fn new(model: M, tokenizer: Arc<Tokenizer>, n_slots: usize, n_ctx: usize) -> Self {
+    fn new(
+        model: M,
+        tokenizer: Arc<Tokenizer>,
+        n_slots: usize,
+        n_ctx: usize,
+        cancel: Arc<AtomicBool>,
+    ) -> Self {
         let slots = (0..n_slots)
             .map(|_| Slot {
                 cache: model.new_cache(n_ctx),
@@ -215,11 +257,15 @@ impl<M: ServeModel> Worker<M> {
             model,
             tokenizer,
             slots,
+            cancel,
         }
     }
 
     fn run(mut self, jobs: std_mpsc::Receiver<(Job, OwnedSemaphorePermit)>) {
         loop {
+            if self.cancel.load(Ordering::Acquire) {
+                self.cancel_everything(&jobs);
+            }
             if !self.admit(&jobs) {
                 return;
             }
@@ -302,6 +348,20 @@ impl<M: ServeModel> Worker<M> {
         });
     }
 
+    /// Ends every active and queued request with [`Event::Cancelled`].
+    fn cancel_everything(&mut self, jobs: &std_mpsc::Receiver<(Job, OwnedSemaphorePermit)>) {
+        for slot in &mut self.slots {
+            if let Some(a) = slot.active.take() {
+                drop(a.permit);
+                let _ = a.job.events.send(Event::Cancelled);
+            }
+        }
+        while let Ok((job, permit)) = jobs.try_recv() {
+            drop(permit);
+            let _ = job.events.send(Event::Cancelled);
+        }
+    }
+
     /// Frees the slots of clients that hung up.
     fn drop_abandoned(&mut self) {
         for slot in &mut self.slots {
@@ -321,7 +381,7 @@ impl<M: ServeModel> Worker<M> {
         let Some(a) = self.slots[index].active.as_mut() else {
             return;
         };
-        let logits = match a.logits.take() {
+        let mut logits = match a.logits.take() {
             Some(Ok(l)) => l,
             Some(Err(e)) => {
                 a.permit = None;
@@ -331,6 +391,13 @@ impl<M: ServeModel> Worker<M> {
             }
             None => return,
         };
+        if a.job.ignore_eos {
+            for t in self.tokenizer.end_of_generation_tokens() {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
         let token = a.sampler.sample(&logits, &a.history);
         let finish = if self.tokenizer.is_end_of_generation(token) {
             Some(FinishReason::Stop)

@@ -4,18 +4,22 @@
 //! Every bad request gets an OpenAI error object (`{"error": {message, type, param, code}}`)
 //! with a proper status, and the server goes on: 400 for malformed or ill-typed fields, prompts
 //! that do not fit the context or images for a text-only model, 401 for a wrong API key, 404 for
-//! another model's name, 413 for a body over [`MAX_BODY_BYTES`], 503 when every slot and queue
-//! place is taken.
+//! another model's name, 413 for a body over [`MAX_BODY_BYTES`], 408 for a body that does not
+//! arrive in time, 503 when every slot and queue place is taken or the server is shutting down.
+//! Connections, timeouts and shutdown are in [`listen`].
 
 pub mod api;
 pub mod engine;
+pub mod listen;
 pub mod models;
+
+pub use listen::{serve, ServeLimits, Shutdown};
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode};
@@ -48,6 +52,7 @@ pub struct ServerState {
     pub api_key: Option<String>,
     /// Load time, as `created` in `/v1/models`.
     pub created: u64,
+    pub limits: ServeLimits,
 }
 
 /// The application: every route, the API-key check and the body-size cap.
@@ -65,19 +70,53 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/health", get(health))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            read_body_in_time,
+        ))
         .layer(middleware::from_fn(refuse_announced_large_bodies))
         .with_state(state)
 }
 
-/// Serves on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<ServerState>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+/// Reads the whole body before routing, within [`ServeLimits::io_timeout`] and
+/// [`MAX_BODY_BYTES`]: a client that announces a body and trickles it (or never sends it) gets
+/// 408 instead of holding the connection.
+async fn read_body_in_time(
+    State(st): State<Arc<ServerState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = st.limits.io_timeout;
+    let read = tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY_BYTES));
+    match read.await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) if is_length_limit(&e) => too_large().into_response(),
+        Ok(Err(e)) => {
+            ApiError::invalid(format!("cannot read the request body: {e}"), None).into_response()
+        }
+        Err(_) => ApiError::invalid(
+            format!("the request body did not arrive within {limit:?}"),
+            None,
+        )
+        .with_code("request_timeout")
+        .status(StatusCode::REQUEST_TIMEOUT)
+        .into_response(),
+    }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Answers 413 at once when `Content-Length` is over the cap, before any of the body is read
@@ -92,6 +131,13 @@ async fn refuse_announced_large_bodies(req: Request, next: Next) -> Response {
         return too_large().into_response();
     }
     next.run(req).await
+}
+
+/// 503 for a request refused or cut short because the server is stopping.
+fn shutting_down() -> ApiError {
+    ApiError::server("the server is shutting down; retry on another instance or after it restarts")
+        .status(StatusCode::SERVICE_UNAVAILABLE)
+        .with_code("server_shutting_down")
 }
 
 fn too_large() -> ApiError {
@@ -346,17 +392,18 @@ async fn run(
         max_tokens,
         sampling,
         stop: fields.stop.clone(),
+        ignore_eos: fields.ignore_eos,
         events: tx,
     };
     if let Err(e) = st.engine.submit(job) {
-        let status = match e {
-            SubmitError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-            SubmitError::Stopped => StatusCode::INTERNAL_SERVER_ERROR,
+        let err = ApiError::server(e.to_string());
+        let err = match e {
+            SubmitError::Busy(_) => err
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .with_code("server_busy"),
+            SubmitError::ShuttingDown => shutting_down(),
+            SubmitError::Stopped => err,
         };
-        let mut err = ApiError::server(e.to_string()).status(status);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            err = err.with_code("server_busy");
-        }
         return err.into_response();
     }
     let shape = ChunkShape {
@@ -452,6 +499,7 @@ async fn whole_response(
                 return Json(body).into_response();
             }
             Some(Event::Error(e)) => return ApiError::server(e).into_response(),
+            Some(Event::Cancelled) => return shutting_down().into_response(),
             None => {
                 return ApiError::server(format!(
                     "the engine stopped while answering (prompt of {n_prompt} tokens)"
@@ -531,6 +579,10 @@ impl SseState {
             }
             Some(Event::Error(e)) => {
                 self.out.push_back(data(&ApiError::server(e).body()));
+                self.end();
+            }
+            Some(Event::Cancelled) => {
+                self.out.push_back(data(&shutting_down().body()));
                 self.end();
             }
             None => {

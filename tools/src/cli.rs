@@ -13,6 +13,12 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Ctrl-C removes the temporary file of the output being written and exits with 130.
+pub fn clean_up_on_ctrl_c() -> anyhow::Result<()> {
+    lumen::gguf::writer::remove_temps_on_interrupt()
+        .map_err(|e| anyhow::anyhow!("cannot install the Ctrl-C handler: {e}"))
+}
+
 /// Success, or the error with its causes on stderr and exit status 1.
 pub fn exit_with(result: anyhow::Result<()>) -> ExitCode {
     match result {

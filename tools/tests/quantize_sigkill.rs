@@ -2,7 +2,7 @@
 //! holds a partial file. It is either absent (or the previous complete output, when one was
 //! there) or byte-identical to the output of an uninterrupted run. A kill may leave the
 //! temporary sibling file behind (nothing runs to remove it); the next run must still succeed
-//! and removes it.
+//! and removes it. Ctrl-C (SIGINT) mid-write removes the temporary file itself and exits 130.
 #![cfg(target_os = "linux")]
 
 use std::path::{Path, PathBuf};
@@ -194,4 +194,67 @@ fn sigkill_never_leaves_a_partial_output() {
         "{:?}",
         temp_files(tmp.path())
     );
+}
+
+/// Waits until a temporary output file exists and has data in it.
+fn wait_for_temp_with_data(dir: &Path, child: &mut Child) -> PathBuf {
+    let start = Instant::now();
+    loop {
+        if let Some(t) = temp_files(dir)
+            .into_iter()
+            .find(|t| std::fs::metadata(t).is_ok_and(|m| m.len() > 0))
+        {
+            return t;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before writing was seen"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no temp file appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn ctrl_c_mid_write_removes_the_temp_file_and_exits_130() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("model-f32.gguf");
+    write_input(&input);
+    let input_bytes = std::fs::read(&input).unwrap();
+    let out = tmp.path().join("out.gguf");
+    for trial in 0..3 {
+        // The last trial overwrites an existing (complete) output with --force.
+        let previous = (trial == 2).then(|| {
+            std::fs::write(&out, b"previous complete output").unwrap();
+            std::fs::read(&out).unwrap()
+        });
+        let mut child = spawn_quantize(&input, &out);
+        let temp = wait_for_temp_with_data(tmp.path(), &mut child);
+        // SAFETY: signals our own child.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "trial {trial}: {status}");
+        assert!(
+            !temp.exists(),
+            "trial {trial}: {} left behind",
+            temp.display()
+        );
+        assert!(temp_files(tmp.path()).is_empty(), "trial {trial}");
+        match &previous {
+            None => assert!(!out.exists(), "trial {trial}: an output appeared"),
+            Some(bytes) => assert_eq!(&std::fs::read(&out).unwrap(), bytes, "trial {trial}"),
+        }
+        assert_eq!(
+            std::fs::read(&input).unwrap(),
+            input_bytes,
+            "the input changed"
+        );
+        println!(
+            "trial {trial}: interrupted while {} was being written; cleaned up",
+            temp.display()
+        );
+    }
 }

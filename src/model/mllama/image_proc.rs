@@ -16,6 +16,12 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 /// Largest accepted width or height, checked on the header before anything is decoded.
 pub const MAX_IMAGE_SIDE: u32 = 16384;
 
+/// Most pixels an accepted image may have (8192 × 8192), also checked on the header. The model
+/// never sees more than four 560-pixel tiles (1.25 Mpx), so this only has to admit real photos
+/// (a 48 Mpx phone picture, an 8K frame is 33 Mpx) while refusing the few-byte WebP or PNG
+/// that announces 100+ Mpx and would cost a second of CPU and most of a gigabyte to decode.
+pub const MAX_IMAGE_PIXELS: u64 = 8192 * 8192;
+
 /// Most memory a decoder may allocate (a 16384² RGBA8 image needs exactly 1 GiB).
 pub const DECODE_ALLOC_LIMIT: u64 = 1 << 30;
 
@@ -41,7 +47,7 @@ pub enum ImageError {
         width: u32,
         height: u32,
     },
-    #[error("{name}: the image is {width}x{height}, larger than the {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} limit")]
+    #[error("{name}: the image is {width}x{height}, over the limits of {MAX_IMAGE_SIDE} pixels a side and {MAX_IMAGE_PIXELS} pixels in all; scale it down first")]
     TooLarge {
         name: String,
         width: u32,
@@ -210,7 +216,8 @@ fn check_dimensions(name: &str, width: u32, height: u32) -> Result<(), ImageErro
             height,
         });
     }
-    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+    let pixels = width as u64 * height as u64;
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE || pixels > MAX_IMAGE_PIXELS {
         return Err(ImageError::TooLarge {
             name: name.to_string(),
             width,

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     cli::set_threads(args.threads)?;
+    cli::clean_up_on_ctrl_c()?;
     let outtype: OutType = args.outtype.parse()?;
     let opts = ConvertOptions {
         input: args.input,

@@ -90,6 +90,7 @@ fn options(args: Args) -> Result<QuantizeOptions, QuantizeError> {
 
 fn run(args: Args) -> anyhow::Result<()> {
     cli::set_threads(args.threads)?;
+    cli::clean_up_on_ctrl_c()?;
     let opts = options(args)?;
     let start = std::time::Instant::now();
     let summary = progress::track(
