@@ -3,13 +3,15 @@
 //! key, every kind of bad request, the queue limit, hung-up clients, and a burst of requests.
 
 mod common;
+#[path = "common/http.rs"]
+mod http;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::http::*;
+use http::*;
 
 use serde_json::{json, Value};
 

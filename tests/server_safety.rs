@@ -6,6 +6,8 @@
 //! and file descriptors bounded, and the well-behaved ones answered.
 
 mod common;
+#[path = "common/http.rs"]
+mod http;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::http::*;
+use http::*;
 use serde_json::{json, Value};
 
 /// Writes `body` as a POST to `path` on an open connection (kept alive).

@@ -1,5 +1,7 @@
 //! A `lumen serve` child process and a minimal HTTP/1.1 client over std sockets, for the server
-//! tests.
+//! tests. Included with `#[path]` by the server test files only: it needs the `lumen` binary,
+//! which the converter crate's tests (sharing `common/`) do not have.
+#![allow(dead_code)] // each test file uses its own part
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -21,7 +23,7 @@ pub struct Server {
 
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
-        Self::start_model(&super::smollm2_path(), extra)
+        Self::start_model(&crate::common::smollm2_path(), extra)
     }
 
     pub fn start_model(model: &std::path::Path, extra: &[&str]) -> Server {

@@ -1,7 +1,6 @@
 //! Helpers shared by the integration tests: reference locations, the test model, npy arrays.
 #![allow(dead_code)]
 
-pub mod http;
 pub mod tiny_gguf;
 
 use std::path::{Path, PathBuf};
