@@ -7,93 +7,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::measured::*;
 use common::tiny_gguf::*;
 
-const TIME_LIMIT: Duration = Duration::from_secs(1);
-const RSS_LIMIT_KIB: u64 = 50 * 1024;
 /// Far above what inspecting a small file maps, far below the 1 GiB strings gguf-rs would
 /// allocate for a length it has not checked against the file.
 const ADDRESS_SPACE_LIMIT_KIB: u64 = 384 * 1024;
-/// How long a child may run before it is killed as hung (well past `TIME_LIMIT`, so a slow
-/// case reports its time instead of a bare "killed").
-const HANG_LIMIT: Duration = Duration::from_secs(20);
-
-/// `struct rusage` on 64-bit Linux: two `timeval`s, then 14 `long`s, `ru_maxrss` (KiB) first.
-#[repr(C)]
-#[derive(Default)]
-struct RUsage {
-    utime: [i64; 2],
-    stime: [i64; 2],
-    maxrss_kib: i64,
-    rest: [i64; 13],
-}
-
-// The root crate does not depend on `libc`; std links the C library anyway.
-extern "C" {
-    fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut RUsage) -> i32;
-}
-const WNOHANG: i32 = 1;
-
-struct Outcome {
-    /// `None` when a signal ended the child.
-    code: Option<i32>,
-    signal: Option<i32>,
-    stderr: String,
-    elapsed: Duration,
-    max_rss_kib: u64,
-}
-
-/// Runs `cmd` to completion, reaping it with `wait4` to read its own peak RSS (not its
-/// siblings' — tests run in parallel threads). Linux carries the spawning process's RSS at
-/// `exec` into the child's high-water mark, so this is an upper bound, meaningful while this
-/// test process stays small (it only ever holds the tiny files it writes, and its high-water
-/// mark is reset before each spawn).
-fn run_measured(mut cmd: Command, stderr_path: &Path) -> Outcome {
-    let stderr_file = std::fs::File::create(stderr_path).unwrap();
-    // Lower this process's RSS high-water mark to its current RSS, since the child inherits
-    // it at `exec`. (A backtrace printed for a failing test keeps this process ~300 MiB large
-    // for the rest of the run, inflating later measurements: read the first failure.)
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let start = Instant::now();
-    #[allow(clippy::zombie_processes)] // reaped by `wait4` below, which `Child` cannot see
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr_file)
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
-    let mut status = 0i32;
-    let mut usage = RUsage::default();
-    loop {
-        // SAFETY: `pid` is our unreaped child; the out-pointers are valid for the call.
-        let r = unsafe { wait4(pid, &mut status, WNOHANG, &mut usage) };
-        assert!(r >= 0, "wait4: {}", std::io::Error::last_os_error());
-        if r == pid {
-            break;
-        }
-        if start.elapsed() > HANG_LIMIT {
-            child.kill().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let elapsed = start.elapsed();
-    let (code, signal) = if status & 0x7f == 0 {
-        (Some((status >> 8) & 0xff), None)
-    } else {
-        (None, Some(status & 0x7f))
-    };
-    Outcome {
-        code,
-        signal,
-        stderr: std::fs::read_to_string(stderr_path).unwrap(),
-        elapsed,
-        max_rss_kib: usage.maxrss_kib as u64,
-    }
-}
 
 /// `lumen inspect FILE` with its address space capped at `ADDRESS_SPACE_LIMIT_KIB`: an
 /// allocation sized by an unchecked length (even one the kernel would back lazily and that
@@ -116,41 +37,7 @@ fn refused_within_bounds(name: &str, bytes: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("{name}.gguf"));
     std::fs::write(&path, bytes).unwrap();
-    let o = inspect(&path);
-    println!(
-        "{name}: exit {:?}, {:.0} ms, max RSS {} KiB: {}",
-        o.code,
-        o.elapsed.as_secs_f64() * 1e3,
-        o.max_rss_kib,
-        o.stderr.trim()
-    );
-    assert_eq!(o.signal, None, "{name}: killed by a signal: {}", o.stderr);
-    assert_eq!(o.code, Some(1), "{name}: {}", o.stderr);
-    assert!(
-        !o.stderr.contains("panicked"),
-        "{name}: panicked: {}",
-        o.stderr
-    );
-    let error_line = o
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_else(|| panic!("{name}: no `error:` line: {}", o.stderr));
-    assert!(
-        error_line.contains(&format!("{name}.gguf")),
-        "{name}: the error does not name the file: {error_line}"
-    );
-    assert!(
-        o.elapsed < TIME_LIMIT,
-        "{name}: took {:?} (limit {TIME_LIMIT:?})",
-        o.elapsed
-    );
-    assert!(
-        o.max_rss_kib < RSS_LIMIT_KIB,
-        "{name}: peak RSS {} KiB (limit {RSS_LIMIT_KIB} KiB)",
-        o.max_rss_kib
-    );
-    error_line.to_string()
+    assert_refused_within_bounds(name, &inspect(&path), &format!("{name}.gguf"))
 }
 
 /// The harness itself: a valid file is inspected successfully, and the RSS it reports is a

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: reference locations, the test model, npy arrays.
 #![allow(dead_code)]
 
+pub mod measured;
 pub mod tiny_gguf;
 
 use std::path::{Path, PathBuf};

@@ -7,77 +7,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::measured::*;
 use common::tiny_llama_dir;
 use serde_json::Value;
 
-const TIME_LIMIT: Duration = Duration::from_secs(1);
-const RSS_LIMIT_KIB: u64 = 50 * 1024;
-/// A child still running after this is killed as hung.
-const HANG_LIMIT: Duration = Duration::from_secs(20);
-
 const SHARD1: &str = "model-00001-of-00002.safetensors";
 const SHARD2: &str = "model-00002-of-00002.safetensors";
-
-struct Outcome {
-    code: Option<i32>,
-    signal: Option<i32>,
-    stderr: String,
-    elapsed: Duration,
-    max_rss_kib: u64,
-}
-
-/// Runs `cmd` to completion, reaping it with `wait4` to read its own peak RSS (not its
-/// siblings' — tests run in parallel threads). Linux carries the spawning process's RSS at
-/// `exec` into the child's high-water mark, so this is an upper bound that stays meaningful
-/// only while this test process is small: the tests never read the 16 MB shard into memory,
-/// and the high-water mark is reset before each spawn.
-fn run_measured(mut cmd: Command, stderr_path: &Path) -> Outcome {
-    let stderr_file = std::fs::File::create(stderr_path).unwrap();
-    // Lower this process's RSS high-water mark to its current RSS, since the child inherits
-    // it at `exec`. (A backtrace printed for a failing test keeps this process ~300 MiB large
-    // for the rest of the run, inflating later measurements: read the first failure.)
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let start = Instant::now();
-    #[allow(clippy::zombie_processes)] // reaped by `wait4` below, which `Child` cannot see
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr_file)
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    // SAFETY: `rusage` is plain data; all-zero is a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: `pid` is our unreaped child; the out-pointers are valid for the call.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        assert!(r >= 0, "wait4: {}", std::io::Error::last_os_error());
-        if r == pid {
-            break;
-        }
-        if start.elapsed() > HANG_LIMIT {
-            child.kill().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let elapsed = start.elapsed();
-    let (code, signal) = if libc::WIFEXITED(status) {
-        (Some(libc::WEXITSTATUS(status)), None)
-    } else {
-        (None, Some(libc::WTERMSIG(status)))
-    };
-    Outcome {
-        code,
-        signal,
-        stderr: std::fs::read_to_string(stderr_path).unwrap(),
-        elapsed,
-        max_rss_kib: usage.ru_maxrss as u64,
-    }
-}
 
 /// A writable copy of the fixture's model files in a temporary directory.
 struct Checkpoint {
@@ -124,48 +61,15 @@ impl Checkpoint {
     }
 }
 
-/// Converts, then checks the named-error contract and the time and memory bounds. Returns the
-/// `error:` line.
+/// Converts, then checks the named-error contract and the time and memory bounds, and that no
+/// output was left. Returns the `error:` line.
 fn refused_within_bounds(case: &str, ckpt: &Checkpoint, shard: &str) -> String {
-    let o = ckpt.convert();
-    println!(
-        "{case}: exit {:?}, {:.0} ms, max RSS {} KiB: {}",
-        o.code,
-        o.elapsed.as_secs_f64() * 1e3,
-        o.max_rss_kib,
-        o.stderr.trim()
-    );
-    assert_eq!(o.signal, None, "{case}: killed by a signal: {}", o.stderr);
-    assert_eq!(o.code, Some(1), "{case}: {}", o.stderr);
-    assert!(
-        !o.stderr.contains("panicked"),
-        "{case}: panicked: {}",
-        o.stderr
-    );
-    let error_line = o
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_else(|| panic!("{case}: no `error:` line: {}", o.stderr));
-    assert!(
-        error_line.contains(shard),
-        "{case}: the error does not name {shard}: {error_line}"
-    );
-    assert!(
-        o.elapsed < TIME_LIMIT,
-        "{case}: took {:?} (limit {TIME_LIMIT:?})",
-        o.elapsed
-    );
-    assert!(
-        o.max_rss_kib < RSS_LIMIT_KIB,
-        "{case}: peak RSS {} KiB (limit {RSS_LIMIT_KIB} KiB)",
-        o.max_rss_kib
-    );
+    let error_line = assert_refused_within_bounds(case, &ckpt.convert(), shard);
     assert!(
         !ckpt.tmp.path().join("out.gguf").exists(),
         "{case}: an output file was left"
     );
-    error_line.to_string()
+    error_line
 }
 
 /// Overwrites the first 8 bytes in place (the 16 MB shard is never read into this process).

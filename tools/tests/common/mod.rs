@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use lumen_tools::convert::{self, ConvertError, ConvertOptions, FileType, Summary};
 #[allow(unused_imports)] // not every test file uses them all
-pub use root_common::{argmax, read_npy};
+pub use root_common::{argmax, measured, read_npy};
 #[allow(unused_imports)]
 pub use tokenizer_common::{ids_of, read_json};
 
