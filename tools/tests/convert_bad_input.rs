@@ -82,22 +82,6 @@ fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
     std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
 }
 
-/// Rewrites a shard's header JSON, keeping its data bytes.
-fn edit_shard_header(path: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Map<String, Value> =
-        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    edit(&mut header);
-    let mut text = serde_json::to_vec(&header).unwrap();
-    // safetensors pads the header with spaces to keep the data 8-byte aligned.
-    text.resize(text.len().next_multiple_of(8), b' ');
-    let mut out = (text.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&text);
-    out.extend_from_slice(&bytes[8 + n..]);
-    std::fs::write(path, out).unwrap();
-}
-
 #[test]
 fn missing_config_json_is_named() {
     let b = broken_copy(|d| std::fs::remove_file(d.join("config.json")).unwrap());

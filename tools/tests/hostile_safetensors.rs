@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::measured::*;
-use common::tiny_llama_dir;
+use common::{edit_shard_header, tiny_llama_dir};
 use serde_json::Value;
 
 const SHARD1: &str = "model-00001-of-00002.safetensors";
@@ -77,21 +77,6 @@ fn set_header_len(path: &Path, len: u64) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.write_all_at(&len.to_le_bytes(), 0).unwrap();
-}
-
-/// Rewrites a shard's header JSON, keeping its data bytes.
-fn edit_shard_header(path: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Map<String, Value> =
-        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    edit(&mut header);
-    let mut text = serde_json::to_vec(&header).unwrap();
-    text.resize(text.len().next_multiple_of(8), b' ');
-    let mut out = (text.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&text);
-    out.extend_from_slice(&bytes[8 + n..]);
-    std::fs::write(path, out).unwrap();
 }
 
 /// The harness itself: the undamaged copy converts (exit 0) and its RSS is a real

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{attend, DenseShape};
+use super::{attend, check_operands, DenseShape};
 use crate::cpu::Isa;
 
 /// Whether [`attend_bf16`] has its kernel on this CPU (AVX-512 BF16, `vdpbf16ps`).
@@ -37,14 +37,7 @@ pub fn attend_bf16(
 ) {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 && has_bf16_kernel() {
-        let len = shape.n_tok * shape.row();
-        assert!(
-            q.len() == len && k.len() == len && v.len() == len && out.len() == len,
-            "dense attention operands must be n_tok × n_head·head_dim"
-        );
-        if let Some(f) = flagged {
-            assert_eq!(f.len(), shape.n_tok, "one flag per token");
-        }
+        check_operands(shape, [q, k, v, out], flagged);
         kernel::attend(shape, q, k, v, flagged, out);
         return;
     }

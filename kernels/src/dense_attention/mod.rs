@@ -57,19 +57,24 @@ pub fn attend(
     flagged: Option<&[bool]>,
     out: &mut [f32],
 ) {
-    let len = shape.n_tok * shape.row();
-    assert!(
-        q.len() == len && k.len() == len && v.len() == len && out.len() == len,
-        "dense attention operands must be n_tok × n_head·head_dim"
-    );
-    if let Some(f) = flagged {
-        assert_eq!(f.len(), shape.n_tok, "one flag per token");
-    }
+    check_operands(shape, [q, k, v, out], flagged);
     if isa == Isa::Scalar {
         reference(shape, q, k, v, flagged, out);
         return;
     }
     blocked(isa, shape, q, k, v, flagged, out);
+}
+
+/// Panics unless every operand is `[n_tok][n_head·head_dim]` and there is one flag per token.
+fn check_operands(shape: &DenseShape, operands: [&[f32]; 4], flagged: Option<&[bool]>) {
+    let len = shape.n_tok * shape.row();
+    assert!(
+        operands.iter().all(|o| o.len() == len),
+        "dense attention operands must be n_tok × n_head·head_dim"
+    );
+    if let Some(f) = flagged {
+        assert_eq!(f.len(), shape.n_tok, "one flag per token");
+    }
 }
 
 /// The reference: one query at a time, scores in f32, libm `exp`.

@@ -261,17 +261,7 @@ pub(super) fn mllama_metadata(
     let i32s =
         |l: &[usize]| MetaValue::Array(l.iter().map(|&i| MetaValue::I32(i as i32)).collect());
     let f32s = |l: [f32; 3]| MetaValue::Array(l.iter().map(|&x| MetaValue::F32(x)).collect());
-    let mut md = vec![
-        (
-            keys::GENERAL_ARCHITECTURE.into(),
-            MetaValue::Str(arch.into()),
-        ),
-        (
-            keys::GENERAL_NAME.into(),
-            MetaValue::Str(format!("synthetic {} {}", shape.id, mix.file_type_name())),
-        ),
-    ];
-    md.extend(text_hparams(arch, shape));
+    let mut md = general_and_text_metadata(arch, shape, mix);
     md.extend([
         (
             k(keys::CROSS_ATTENTION_LAYERS),

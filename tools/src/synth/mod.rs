@@ -164,8 +164,12 @@ fn byte_level_char(b: u8) -> char {
     char::from_u32(256 + shifted as u32).unwrap_or('?')
 }
 
-fn metadata(shape: &SyntheticShape, mix: WeightMix) -> Vec<(String, MetaValue)> {
-    let arch = "llama";
+/// The architecture, a name saying what the file is, and the text model's hyper-parameters.
+fn general_and_text_metadata(
+    arch: &str,
+    shape: &SyntheticShape,
+    mix: WeightMix,
+) -> Vec<(String, MetaValue)> {
     let mut md = vec![
         (
             keys::GENERAL_ARCHITECTURE.into(),
@@ -177,6 +181,11 @@ fn metadata(shape: &SyntheticShape, mix: WeightMix) -> Vec<(String, MetaValue)> 
         ),
     ];
     md.extend(text_hparams(arch, shape));
+    md
+}
+
+fn metadata(shape: &SyntheticShape, mix: WeightMix) -> Vec<(String, MetaValue)> {
+    let mut md = general_and_text_metadata("llama", shape, mix);
     md.extend(vocab_metadata(shape.n_vocab, &[]));
     md
 }
