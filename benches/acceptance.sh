@@ -8,15 +8,16 @@
 # Needs: a release build (cargo build --release --workspace) and the default model fetched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${1:-${LUMEN_HOME:-$HOME/.cache/lumen}/venv/bin/python}
+PY=${1:?usage: benches/acceptance.sh PYTHON_WITH_LLAMA_CPP [THREADS] [REPS]}
 THREADS=${2:-2}
 REPS=${3:-3}
-HOME_DIR=${LUMEN_HOME:-$HOME/.cache/lumen}
-SYN=$HOME_DIR/synth
-BENCH=$HOME_DIR/bench
+# Scratch files (synthetic and requantized models) go beside the build, not into a home dir.
+WORK=${LUMEN_BENCH_DIR:-target/bench}
+SYN=$WORK/synth
+BENCH=$WORK/bench
 mkdir -p "$SYN" "$BENCH"
-SMOL=$HOME_DIR/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
-[ -f "$SMOL" ] || ./target/release/lumen run -p hi -n 1 >/dev/null
+# The default model through lumen's own resolver (models.toml, $LUMEN_HOME), fetched if absent.
+SMOL=$(./target/release/lumen pull smollm2-135m-instruct | sed -n 's/.* verified (sha256) at //p')
 
 requant() { # SRC DST LLAMA_FTYPE
   [ -f "$2" ] || "$PY" - "$1" "$2" "$3" <<'PYEOF'

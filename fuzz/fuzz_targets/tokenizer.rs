@@ -5,11 +5,10 @@
 //! SmolLM2's vocabulary lacks a few byte tokens (e.g. 0x1D): those bytes are dropped on
 //! encoding, as llama.cpp does too (checked with llama-cpp-python), so they are exempt.
 //!
-//! Needs `$LUMEN_HOME/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf`
-//! (`LUMEN_HOME` defaults to `/root/.cache/lumen`; `lumen pull smollm2-135m-instruct`).
+//! The model comes through the project's resolver (models.toml, `$LUMEN_HOME`), fetched on
+//! first use as `lumen run` does.
 #![no_main]
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
@@ -19,10 +18,11 @@ use lumen::tokenizer::{StreamDecoder, Tokenizer, VocabSpec};
 fn smollm2() -> &'static Tokenizer {
     static TOK: OnceLock<Tokenizer> = OnceLock::new();
     TOK.get_or_init(|| {
-        let home = std::env::var_os("LUMEN_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/root/.cache/lumen"));
-        let path = home.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+        let registry = lumen::registry::Registry::builtin();
+        let entry = registry.get("smollm2-135m-instruct").expect("registered");
+        let path = entry
+            .ensure(&lumen::registry::cache_dir(), &mut |_| {})
+            .unwrap_or_else(|e| panic!("cannot fetch the tokenizer target's model: {e}"));
         let file = GgufFile::open(&path)
             .unwrap_or_else(|e| panic!("the tokenizer target needs {}: {e}", path.display()));
         Tokenizer::from_spec(VocabSpec::from_gguf(file.metadata()).expect("SmolLM2 vocabulary"))

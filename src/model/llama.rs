@@ -412,7 +412,7 @@ impl Llama {
             return Err(ModelError::UnsupportedArchitecture {
                 path: file.path().to_path_buf(),
                 arch: arch.to_string(),
-                expected: ARCHITECTURES.join(", "),
+                expected: super::SUPPORTED_ARCHITECTURES.join(", "),
             });
         }
         let cfg = LlamaConfig::from_gguf(&file)?;

@@ -12,6 +12,9 @@ pub use llama::{Llama, LlamaConfig, Logits};
 
 use crate::gguf::GgufError;
 
+/// Every `general.architecture` Lumen runs, named in the error for any other.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mllama"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error(transparent)]
@@ -20,7 +23,7 @@ pub enum ModelError {
     UnsupportedArchitecture {
         path: PathBuf,
         arch: String,
-        /// The architectures the loader that refused the file runs.
+        /// Every architecture Lumen runs (not only the refusing loader's).
         expected: String,
     },
     #[error("{path}: tensor '{tensor}' has shape {found:?}, expected {expected:?}")]

@@ -22,10 +22,25 @@ pub fn smollm2_path() -> PathBuf {
         return PathBuf::from(p);
     }
     let registry = lumen::registry::Registry::builtin();
-    let entry = registry.get("smollm2-135m-instruct").expect("registered");
+    fetch(registry.get("smollm2-135m-instruct").expect("registered"))
+}
+
+/// A registered model by id, from the cache (`$LUMEN_HOME`), fetched there on first use.
+pub fn model_path(id: &str) -> PathBuf {
+    let registry = lumen::registry::Registry::builtin();
+    fetch(registry.get(id).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// A registered non-model file (models.toml `[[asset]]`), fetched like a model.
+pub fn asset_path(id: &str) -> PathBuf {
+    let registry = lumen::registry::Registry::builtin();
+    fetch(registry.asset(id).unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn fetch(entry: &lumen::registry::ModelEntry) -> PathBuf {
     entry
         .ensure(&lumen::registry::cache_dir(), &mut |_| {})
-        .unwrap_or_else(|e| panic!("cannot fetch the test model: {e}"))
+        .unwrap_or_else(|e| panic!("cannot fetch '{}': {e}", entry.id))
 }
 
 /// A little-endian float32 or float64 `.npy` array, returned as f32 with its shape.

@@ -4,7 +4,7 @@
 The SmolLM2 template is read from its GGUF by the small header reader below. Run with the
 torch venv:
 
-    /root/.cache/lumen/venv-torch/bin/python tools/scripts/chat_template_refs.py \
+    $VENV_TORCH/bin/python tools/scripts/chat_template_refs.py \
         $LUMEN_HOME/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf \
         tests/fixtures/chat_templates.json
 """

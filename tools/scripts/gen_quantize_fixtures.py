@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference fixtures for Lumen's weight quantizers (`lumen quantize`).
 
-Usage:  /root/.cache/lumen/venv/bin/python tools/scripts/gen_quantize_fixtures.py [OUT_DIR]
+Usage:  $VENV/bin/python tools/scripts/gen_quantize_fixtures.py [OUT_DIR]
         (default OUT_DIR: tools/fixtures/quantize)
 
 Needs numpy, gguf-py (`gguf`, written against 0.19.0) and llama-cpp-python (its bundled

@@ -7,13 +7,13 @@
 #
 # Needs: llama.cpp's converter, taken from the llama-cpp-python 0.3.36 sdist (PyPI), and a venv
 # with torch + transformers (PyPI torch is several GB: it goes to its own venv).
-#   VENV_TORCH (default ~/.cache/lumen/venv-torch)   created if missing
+#   VENV_TORCH (required)   a venv directory, created if missing
 #   WORK       (default /tmp/lumen-llamacpp-ref)      sdist, converted files
 # Usage: bash tools/scripts/llamacpp_convert_reference.sh   (from the repository root)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 FIXTURE=${FIXTURE:-$ROOT/../shared/fixtures/tiny-llama}
-VENV_TORCH=${VENV_TORCH:-$HOME/.cache/lumen/venv-torch}
+VENV_TORCH=${VENV_TORCH:?set VENV_TORCH to a venv directory (created if missing)}
 WORK=${WORK:-/tmp/lumen-llamacpp-ref}
 mkdir -p "$WORK"
 

@@ -26,7 +26,7 @@ the shape and per output type the ggml type and the sha256 of the expected bytes
 Usage:
   lumen-convert ../shared/fixtures/tiny-mllama --outtype f32 -o /tmp/mllama/tiny-mllama-f32.gguf
   (same for f16, q8_0)
-  /root/.cache/lumen/venv/bin/python tools/scripts/mllama_gguf_check.py \
+  $VENV/bin/python tools/scripts/mllama_gguf_check.py \
       --model ../shared/fixtures/tiny-mllama --gguf f32=/tmp/mllama/tiny-mllama-f32.gguf \
       --gguf f16=/tmp/mllama/tiny-mllama-f16.gguf --gguf q8_0=/tmp/mllama/tiny-mllama-q8_0.gguf \
       --write-fixture tools/tests/fixtures/tiny_mllama_gguf.json

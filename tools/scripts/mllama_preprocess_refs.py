@@ -3,7 +3,7 @@ transformers 4.46.3's only processor) for `tests/mllama_image_proc.rs`.
 
 Run with the torch venv (transformers 5.x, numpy, Pillow):
 
-    /root/.cache/lumen/venv-torch/bin/python tools/scripts/mllama_preprocess_refs.py \
+    $VENV_TORCH/bin/python tools/scripts/mllama_preprocess_refs.py \
         tests/fixtures/mllama_preprocess
 
 Inputs. The large RGB/RGBA images are generated from integer formulas that the Rust test

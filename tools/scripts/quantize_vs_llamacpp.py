@@ -3,7 +3,7 @@
 `lumen-quantize`, then compare them tensor by tensor.
 
 Usage:
-  /root/.cache/lumen/venv/bin/python tools/scripts/quantize_vs_llamacpp.py IN.gguf TYPE \\
+  $VENV/bin/python tools/scripts/quantize_vs_llamacpp.py IN.gguf TYPE \\
       [--threads 2] [--lumen target/release/lumen-quantize] [--workdir DIR] \\
       [--allow-requantize] [--keep] [--json OUT.json]
 

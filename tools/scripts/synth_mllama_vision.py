@@ -2,7 +2,7 @@
 layers and random F16 weights, for timing the vision encoder (not for correctness: weights are
 random). Only the `v.*` / `mm.0.*` tensors and `mllama.vision.*` keys the encoder reads.
 
-Usage: /root/.cache/lumen/venv/bin/python tools/scripts/synth_mllama_vision.py OUT.gguf N_LOCAL N_GLOBAL
+Usage: $VENV/bin/python tools/scripts/synth_mllama_vision.py OUT.gguf N_LOCAL N_GLOBAL
 then: LUMEN_VISION_TIMING_GGUF=OUT.gguf RAYON_NUM_THREADS=2 cargo test --release -p lumen-tools \
       --test mllama_vision timing -- --ignored --nocapture
 """

@@ -106,23 +106,22 @@ fn bf16_conversion_reproduces_transformers_logits_and_greedy_tokens() {
     check_conversion(FileType::BF16);
 }
 
-/// Interop: Lumen runs llama.cpp's own conversion of the fixture just as well. The file comes
-/// from `tools/scripts/llamacpp_convert_reference.sh` (torch + transformers, not in CI), so
-/// the test is skipped when it is absent.
+/// Interop: Lumen runs llama.cpp's own conversion of the fixture just as well. The files come
+/// from `tools/scripts/llamacpp_convert_reference.sh` (torch + transformers, several GB, not in
+/// CI), so the test is opt-in (`--ignored`) and fails, never skips, when they are absent.
 #[test]
+#[ignore = "needs tools/scripts/llamacpp_convert_reference.sh output in $LUMEN_LLAMACPP_REF_DIR"]
 fn llama_cpp_conversion_runs_in_lumen_like_transformers() {
     let dir = std::env::var_os("LUMEN_LLAMACPP_REF_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/lumen-llamacpp-ref"));
+        .expect("set LUMEN_LLAMACPP_REF_DIR to the folder llamacpp_convert_reference.sh wrote");
     for t in ["bf16", "f32"] {
         let path = dir.join(format!("llamacpp-{t}.gguf"));
-        if !path.is_file() {
-            eprintln!(
-                "skipped: {} absent (run tools/scripts/llamacpp_convert_reference.sh)",
-                path.display()
-            );
-            continue;
-        }
+        assert!(
+            path.is_file(),
+            "{} absent (run tools/scripts/llamacpp_convert_reference.sh)",
+            path.display()
+        );
         check_against_transformers(&format!("llama.cpp {t}"), &path);
     }
 }

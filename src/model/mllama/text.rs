@@ -333,7 +333,7 @@ impl MllamaText {
             return Err(ModelError::UnsupportedArchitecture {
                 path: file.path().to_path_buf(),
                 arch: arch.to_string(),
-                expected: ARCHITECTURE.to_string(),
+                expected: crate::model::SUPPORTED_ARCHITECTURES.join(", "),
             });
         }
         let config = MllamaTextConfig::from_gguf(&file)?;
