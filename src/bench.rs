@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use crate::model::{Llama, Logits, ModelError};
+use crate::model::{Logits, Model, ModelError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TestKind {
@@ -92,12 +92,12 @@ fn stddev(x: &[f64]) -> f64 {
 
 /// Runs one test `repetitions` times (after one warm-up run) on the current rayon pool.
 pub fn run_test(
-    model: &Llama,
+    model: &dyn Model,
     test: TestKind,
     repetitions: usize,
     seed: u64,
 ) -> Result<Vec<Duration>, ModelError> {
-    let n_vocab = model.config.n_vocab as u32;
+    let n_vocab = model.info().n_vocab as u32;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut tokens = |n: usize| {
         (0..n)

@@ -2,8 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::model::mllama::text::{MllamaCache, MllamaText};
-use crate::model::{KvCache, Llama, Logits, ModelError};
+use crate::model::{Cache, Logits, Model, ModelError};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -72,42 +71,13 @@ pub enum Flow {
     Stop,
 }
 
-/// What [`generate`] needs of a model: append tokens to a cache and return the last logits.
-pub trait Decoder {
-    type Cache;
-    fn decode(&self, tokens: &[u32], cache: &mut Self::Cache) -> Result<Vec<f32>, ModelError>;
-    /// (positions filled, capacity) of `cache`.
-    fn cache_fill(cache: &Self::Cache) -> (usize, usize);
-}
-
-impl Decoder for Llama {
-    type Cache = KvCache;
-    fn decode(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, ModelError> {
-        self.forward(tokens, cache, Logits::Last)
-    }
-    fn cache_fill(cache: &KvCache) -> (usize, usize) {
-        (cache.len(), cache.capacity())
-    }
-}
-
-/// Images must be attached to the cache ([`MllamaText::attach_image`]) before the prompt that
-/// holds their `<|image|>` tokens.
-impl Decoder for MllamaText {
-    type Cache = MllamaCache;
-    fn decode(&self, tokens: &[u32], cache: &mut MllamaCache) -> Result<Vec<f32>, ModelError> {
-        self.forward(tokens, cache, Logits::Last)
-    }
-    fn cache_fill(cache: &MllamaCache) -> (usize, usize) {
-        (cache.len(), cache.capacity())
-    }
-}
-
 /// Generates after `prompt` (token ids, BOS included if wanted) into an empty or continuing
-/// `cache`, calling `on_text` with each complete piece of UTF-8 text as it is produced.
-pub fn generate<M: Decoder>(
-    model: &M,
+/// `cache`, calling `on_text` with each complete piece of UTF-8 text as it is produced. A vision
+/// model's images must be attached to the cache before the prompt that refers to them.
+pub fn generate(
+    model: &dyn Model,
     tokenizer: &Tokenizer,
-    cache: &mut M::Cache,
+    cache: &mut Cache,
     prompt: &[u32],
     params: &GenerateParams,
     on_text: &mut dyn FnMut(&str) -> Flow,
@@ -115,7 +85,7 @@ pub fn generate<M: Decoder>(
     if prompt.is_empty() {
         return Err(GenerateError::EmptyPrompt);
     }
-    let (filled, n_ctx) = M::cache_fill(cache);
+    let (filled, n_ctx) = (cache.len(), cache.capacity());
     let room = n_ctx.saturating_sub(filled);
     if let Some(n_predict) = params.n_predict {
         if prompt.len() + n_predict > room {
@@ -142,7 +112,7 @@ pub fn generate<M: Decoder>(
     let mut decoder = StreamDecoder::new();
 
     let start = Instant::now();
-    let mut logits = model.decode(prompt, cache)?;
+    let mut logits = model.forward(prompt, cache, Logits::Last)?;
     stats.prompt_time = start.elapsed();
 
     let start = Instant::now();
@@ -164,10 +134,10 @@ pub fn generate<M: Decoder>(
         if stats.n_generated >= limit {
             break StopReason::MaxTokens;
         }
-        if M::cache_fill(cache).0 >= n_ctx {
+        if cache.len() >= n_ctx {
             break StopReason::ContextFull;
         }
-        logits = model.decode(&[token], cache)?;
+        logits = model.forward(&[token], cache, Logits::Last)?;
     };
     let rest = decoder.flush();
     if !rest.is_empty() {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::model::{Llama, Logits, ModelError};
+use crate::model::{Cache, Logits, Model, ModelError};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// llama-perplexity's default context.
@@ -156,7 +156,7 @@ pub fn token_nll(logits: &[f32], token: u32) -> f64 {
 
 /// Runs llama-perplexity's method over `tokens` (from [`tokenize`]).
 pub fn perplexity(
-    model: &Llama,
+    model: &dyn Model,
     tokens: &[u32],
     bos: Option<u32>,
     opts: &PerplexityOptions,
@@ -215,8 +215,8 @@ pub fn perplexity(
 
 /// Evaluates one chunk from an empty cache and adds the nll of its second half to `stats`.
 fn score_chunk(
-    model: &Llama,
-    cache: &mut crate::model::KvCache,
+    model: &dyn Model,
+    cache: &mut Cache,
     chunk: &[u32],
     bos: Option<u32>,
     n_batch: usize,
@@ -224,7 +224,7 @@ fn score_chunk(
 ) -> Result<(), PerplexityError> {
     let n = chunk.len();
     let first = n / 2;
-    let n_vocab = model.config.n_vocab;
+    let n_vocab = model.info().n_vocab;
     let mut fed = chunk.to_vec();
     if let Some(bos) = bos {
         fed[0] = bos;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use lumen::bench::{run_test, BenchResult, TestKind};
 use lumen::gguf::GgufFile;
-use lumen::model::Llama;
+use lumen::model::Model;
 use serde_json::json;
 
 #[derive(Args, Debug)]
@@ -56,7 +56,7 @@ enum Output {
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let file = Arc::new(GgufFile::open(&args.model)?);
-    let model = Llama::load(file.clone())?;
+    let model = lumen::model::load(file.clone())?;
     let threads = if args.threads.is_empty() {
         vec![std::thread::available_parallelism().map_or(1, |n| n.get())]
     } else {
@@ -74,7 +74,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 .map(|&n| TestKind::Generate(n)),
         )
         .collect();
-    let info = ModelInfo::new(&args.model, &file, &model);
+    let info = ModelInfo::new(&args.model, &file, &*model);
     if matches!(args.output, Output::Md) {
         println!("| model | size | params | backend | threads | test | t/s |");
         println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
@@ -88,7 +88,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
         for &test in &tests {
             let samples = pool
-                .install(|| run_test(&model, test, args.repetitions, 1234))
+                .install(|| run_test(&*model, test, args.repetitions, 1234))
                 .with_context(|| format!("{} with {t} threads", test.label()))?;
             let result = BenchResult {
                 test,
@@ -148,13 +148,13 @@ struct ModelInfo {
 }
 
 impl ModelInfo {
-    fn new(path: &std::path::Path, file: &GgufFile, model: &Llama) -> Self {
+    fn new(path: &std::path::Path, file: &GgufFile, model: &dyn Model) -> Self {
         let n_params = file.tensors().iter().map(|t| t.n_elements()).sum();
         let size = file.tensors().iter().map(|t| t.n_bytes).sum();
         let ty = dominant_type(file);
         Self {
             filename: path.display().to_string(),
-            model_type: format!("llama {}L {ty}", model.config.n_layer),
+            model_type: format!("{} {}L {ty}", model.info().arch, model.info().n_layer),
             size,
             n_params,
             backend: format!(

@@ -14,12 +14,11 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use lumen::chat::{ChatMessage, Content, ContentPart, Conversation, RenderOptions};
-use lumen::generate::{generate, Decoder, Flow, GenerateParams, GenerateStats};
-use lumen::model::mllama::{image_proc, Mllama};
-use lumen::model::KvCache;
+use lumen::generate::{generate, Flow, GenerateParams, GenerateStats};
+use lumen::model::{Cache, EncodedImage, Model};
 use rustyline::error::ReadlineError;
 
-use super::load::{load_model, thread_pool, AnyModel, LoadedModel};
+use super::load::{load_model, thread_pool, LoadedModel};
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
@@ -79,11 +78,6 @@ enum Input {
 }
 
 /// An image run through the vision encoder once, kept for every later turn that shows it.
-struct EncodedImage {
-    states: Vec<f32>,
-    n_tiles: usize,
-}
-
 struct Session {
     loaded: LoadedModel,
     pool: rayon::ThreadPool,
@@ -94,7 +88,7 @@ struct Session {
     verbose: bool,
     verbose_prompt: bool,
     /// The text model's cache, kept between turns.
-    cache: Option<KvCache>,
+    cache: Option<Cache>,
     /// Tokens whose keys and values are in `cache` (text models).
     cached: Vec<u32>,
     /// Images of the conversation, in order (vision models).
@@ -110,9 +104,9 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     eprintln!("{}", loaded.summary(threads));
     let n_ctx = args.ctx_size.max(16);
     // Vision models rebuild their cache each turn (images are attached first).
-    let cache = match &loaded.model {
-        AnyModel::Text(m) => Some(m.new_cache(n_ctx)),
-        AnyModel::Vision(_) => None,
+    let cache = match loaded.model.vision() {
+        None => Some(loaded.model.new_cache(n_ctx)),
+        Some(_) => None,
     };
     let mut session = Session {
         template,
@@ -309,7 +303,7 @@ fn describe(params: &GenerateParams) -> String {
 impl Session {
     /// Encodes an image for the next message.
     fn add_image(&mut self, path: &str) -> anyhow::Result<String> {
-        let AnyModel::Vision(model) = &self.loaded.model else {
+        let Some(vision) = self.loaded.model.vision() else {
             anyhow::bail!(
                 "{} is a text-only model; images need a vision model (mllama)",
                 self.loaded.path.display()
@@ -317,22 +311,12 @@ impl Session {
         };
         anyhow::ensure!(!path.is_empty(), "usage: /image <path>");
         let start = Instant::now();
-        let rgb = image_proc::load_image(std::path::Path::new(path))?;
-        let image = image_proc::preprocess(&rgb, &model.preprocess);
-        let states = self.pool.install(|| {
-            model.vision.encode(
-                &image.pixels,
-                image.aspect_ratio_id,
-                &image.aspect_ratio_mask,
-            )
-        })?;
-        self.pending.push(EncodedImage {
-            states,
-            n_tiles: image.num_tiles,
-        });
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read image {path}"))?;
+        let image = self.pool.install(|| vision.encode_image(&bytes, path))?;
+        let n_tiles = image.n_tiles;
+        self.pending.push(image);
         Ok(format!(
-            "Added image '{path}' ({} tile(s), encoded in {:.1} s)",
-            image.num_tiles,
+            "Added image '{path}' ({n_tiles} tile(s), encoded in {:.1} s)",
             start.elapsed().as_secs_f64()
         ))
     }
@@ -409,8 +393,9 @@ impl Session {
             }
         };
         let (pool, params) = (&self.pool, &self.params);
-        let stats = match &self.loaded.model {
-            AnyModel::Text(model) => {
+        let model = &*self.loaded.model;
+        let stats = match model.vision() {
+            None => {
                 let cache = self
                     .cache
                     .get_or_insert_with(|| model.new_cache(self.n_ctx));
@@ -424,7 +409,7 @@ impl Session {
                 self.cached = fitted.ids.clone();
                 stats
             }
-            AnyModel::Vision(model) => pool.install(|| {
+            Some(_) => pool.install(|| {
                 answer_with_images(
                     model,
                     tokenizer,
@@ -457,10 +442,10 @@ impl Session {
     }
 }
 
-fn stream_answer<M: Decoder>(
-    model: &M,
+fn stream_answer(
+    model: &dyn Model,
     tokenizer: &lumen::tokenizer::Tokenizer,
-    cache: &mut M::Cache,
+    cache: &mut Cache,
     ids: &[u32],
     params: &GenerateParams,
     on_text: &mut dyn FnMut(&str) -> Flow,
@@ -471,7 +456,7 @@ fn stream_answer<M: Decoder>(
 /// A vision model's turn: a fresh cache with the conversation's images attached in order,
 /// then the whole prompt (its `<|image|>` tokens bind to them).
 fn answer_with_images(
-    model: &Mllama,
+    model: &dyn Model,
     tokenizer: &lumen::tokenizer::Tokenizer,
     images: &[EncodedImage],
     n_ctx: usize,
@@ -479,7 +464,8 @@ fn answer_with_images(
     params: &GenerateParams,
     on_text: &mut dyn FnMut(&str) -> Flow,
 ) -> anyhow::Result<GenerateStats> {
-    let image_token = model.text.config.image_token();
+    let vision = model.vision().context("not a vision model")?;
+    let image_token = vision.image_token();
     let n_tokens = ids.iter().filter(|&&t| t == image_token).count();
     anyhow::ensure!(
         n_tokens == images.len(),
@@ -488,14 +474,9 @@ fn answer_with_images(
     );
     let mut cache = model.new_cache(n_ctx);
     for image in images {
-        model.text.attach_image(
-            &mut cache,
-            &image.states,
-            model.vision.config.max_tiles,
-            image.n_tiles,
-        )?;
+        vision.attach_encoded(&mut cache, image)?;
     }
-    stream_answer(&model.text, tokenizer, &mut cache, ids, params, on_text)
+    stream_answer(model, tokenizer, &mut cache, ids, params, on_text)
 }
 
 /// How many images the conversation's messages show.
@@ -511,7 +492,7 @@ fn images_in(conv: &Conversation) -> usize {
 
 /// Keeps the part of `cache` (holding `cached`) that `ids` start with, and returns the tokens
 /// still to evaluate (at least one, so there are logits to sample from).
-fn reuse_cache<'a>(cache: &mut KvCache, cached: &[u32], ids: &'a [u32]) -> &'a [u32] {
+fn reuse_cache<'a>(cache: &mut Cache, cached: &[u32], ids: &'a [u32]) -> &'a [u32] {
     let common = cached
         .iter()
         .zip(ids)

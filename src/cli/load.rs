@@ -8,36 +8,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use lumen::chat::ChatTemplate;
 use lumen::gguf::{GgufFile, OpenOptions};
-use lumen::model::mllama::{self, Mllama};
-use lumen::model::Llama;
+use lumen::model::Model;
 use lumen::tokenizer::{Tokenizer, VocabSpec};
-
-/// A text model, or a Llama 3.2 Vision model (text decoder + vision encoder).
-pub enum AnyModel {
-    Text(Llama),
-    Vision(Mllama),
-}
-
-impl AnyModel {
-    pub fn llama_config(&self) -> &lumen::model::LlamaConfig {
-        match self {
-            AnyModel::Text(m) => &m.config,
-            AnyModel::Vision(m) => &m.text.config.llama,
-        }
-    }
-
-    pub fn kernels(&self) -> &'static lumen::kernels::KernelSet {
-        match self {
-            AnyModel::Text(m) => m.kernels(),
-            AnyModel::Vision(m) => m.text.kernels(),
-        }
-    }
-}
 
 pub struct LoadedModel {
     pub path: PathBuf,
     pub file: Arc<GgufFile>,
-    pub model: AnyModel,
+    pub model: Box<dyn Model>,
     pub tokenizer: Tokenizer,
     pub load_time: Duration,
 }
@@ -48,11 +25,7 @@ pub fn load_model(path: &Path, mmap: bool) -> anyhow::Result<LoadedModel> {
     if mmap {
         super::sigbus::report_shrunk_model_file(path);
     }
-    let model = if mllama::is_mllama(&file) {
-        AnyModel::Vision(Mllama::load(file.clone())?)
-    } else {
-        AnyModel::Text(Llama::load(file.clone())?)
-    };
+    let model = lumen::model::load(file.clone())?;
     let tokenizer = Tokenizer::from_spec(VocabSpec::from_gguf(file.metadata())?)
         .with_context(|| format!("{}: cannot build the tokenizer", path.display()))?;
     Ok(LoadedModel {
@@ -94,20 +67,42 @@ impl LoadedModel {
 
     /// The start-up summary line.
     pub fn summary(&self, threads: usize) -> String {
-        let cfg = self.model.llama_config();
         format!(
-            "lumen: {} | {}, {} layers, {} embd, {} heads ({} kv), vocab {} | {} | kernels {} | {} threads | loaded in {:.0} ms",
+            "lumen: {} | {} | {} | {} | kernels {} | {} threads | loaded in {:.0} ms",
             self.path.display(),
-            self.file.architecture().unwrap_or("?"),
-            cfg.n_layer,
-            cfg.n_embd,
-            cfg.n_head,
-            cfg.n_head_kv,
-            cfg.n_vocab,
+            model_summary(&*self.model),
             file_summary(&self.file),
+            packed_summary(self.model.packed_bytes()),
             self.model.kernels().isa.name(),
             threads,
             self.load_time.as_secs_f64() * 1e3,
+        )
+    }
+}
+
+/// Architecture and shape, for start-up lines: `llama, 30 layers, 576 embd, 9 heads (3 kv),
+/// vocab 49152` (plus the architecture's own facts, and a vision model's encoder).
+pub fn model_summary(model: &dyn Model) -> String {
+    let i = model.info();
+    let mut s = format!(
+        "{}, {} layers, {} embd, {} heads ({} kv), vocab {}",
+        i.arch, i.n_layer, i.n_embd, i.n_head, i.n_head_kv, i.n_vocab
+    );
+    for extra in i.detail.into_iter().chain(model.vision().map(|v| v.describe())) {
+        s.push_str(", ");
+        s.push_str(&extra);
+    }
+    s
+}
+
+/// The memory cost of the load-time packed weight copies, for start-up lines.
+pub fn packed_summary(bytes: usize) -> String {
+    if bytes == 0 {
+        "weights not repacked".to_string()
+    } else {
+        format!(
+            "+{:.1} MiB repacked weights",
+            bytes as f64 / (1 << 20) as f64
         )
     }
 }

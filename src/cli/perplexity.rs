@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use lumen::gguf::GgufFile;
-use lumen::model::Llama;
 use lumen::perplexity::{
     perplexity as run_perplexity, tokenize, PerplexityEvent, PerplexityOptions,
 };
@@ -54,10 +53,10 @@ pub fn perplexity(args: PerplexityArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read the text file {}", args.file.display()))?;
     let file = Arc::new(GgufFile::open(&args.model)?);
-    let model = Llama::load(file.clone())?;
+    let model = lumen::model::load(file.clone())?;
     let tokenizer = Tokenizer::from_spec(VocabSpec::from_gguf(file.metadata())?)
         .with_context(|| format!("{}: cannot build the tokenizer", args.model.display()))?;
-    let n_ctx_train = model.config.n_ctx_train;
+    let n_ctx_train = model.info().n_ctx_train;
     if args.ctx_size > n_ctx_train && n_ctx_train > 0 {
         eprintln!(
             "perplexity: warning: the model was trained on only {n_ctx_train} context tokens ({} specified)",
@@ -79,7 +78,7 @@ pub fn perplexity(args: PerplexityArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     let result = pool
         .install(|| {
-            run_perplexity(&model, &tokens, bos, &opts, &mut |event| {
+            run_perplexity(&*model, &tokens, bos, &opts, &mut |event| {
                 print_event(&mut stdout, event)
             })
         })

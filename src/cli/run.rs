@@ -2,17 +2,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use lumen::generate::{generate, Decoder, Flow, GenerateParams};
-use lumen::gguf::{GgufFile, OpenOptions};
-use lumen::model::mllama::{self, image_proc, Mllama};
-use lumen::model::Llama;
+use lumen::generate::{generate, Flow, GenerateParams};
+use lumen::model::{Cache, Model};
 use lumen::registry::{self, FetchEvent, Registry};
-use lumen::tokenizer::{Tokenizer, VocabSpec, IMAGE_TOKEN};
+use lumen::tokenizer::{Tokenizer, IMAGE_TOKEN};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -77,131 +74,84 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let load_start = Instant::now();
     let path = match &args.model {
-        Some(p) => p.clone(),
+        Some(p) => resolve_model(p)?,
         None => fetch_default_model()?,
     };
-    let file = Arc::new(GgufFile::open_with(
-        &path,
-        OpenOptions {
-            mmap: !args.no_mmap,
-        },
-    )?);
-    if mllama::is_mllama(&file) {
-        return run_mllama(&args, &prompt, &path, file, load_start, &pool, threads);
-    }
-    if let Some(image) = args.images.first() {
+    let loaded = super::load::load_model(&path, !args.no_mmap)?;
+    let (model, tokenizer) = (&*loaded.model, &loaded.tokenizer);
+    let vision = model.vision();
+    if let (Some(image), None) = (args.images.first(), vision) {
         bail!(
             "--image {}: {} is a text-only model ({}); images need a vision model (mllama)",
             image.display(),
             path.display(),
-            file.architecture()?
+            model.info().arch
         );
     }
-    let model = Llama::load(file.clone())?;
-    let tokenizer = load_tokenizer(&file, &path)?;
+    let ids = match vision {
+        None => tokenizer.encode(&prompt, tokenizer.add_bos_default())?,
+        Some(vision) => {
+            // A raw prompt is tokenized the way the model's processor prepares it.
+            let bos = tokenizer
+                .bos()
+                .map(|id| String::from_utf8_lossy(&tokenizer.token_bytes(id)).into_owned())
+                .with_context(|| format!("{}: the vocabulary has no BOS token", path.display()))?;
+            let text = vision.processor_prompt(&prompt, args.images.len(), &bos);
+            let ids = tokenizer.encode(&text, tokenizer.add_bos_default())?;
+            let image_token = vision.image_token();
+            if tokenizer.image_token() != Some(image_token) {
+                bail!(
+                    "{}: the vocabulary's {IMAGE_TOKEN} is {:?}, the model's image row is {image_token}",
+                    path.display(),
+                    tokenizer.image_token()
+                );
+            }
+            let n_image_tokens = ids.iter().filter(|&&t| t == image_token).count();
+            if n_image_tokens != args.images.len() {
+                bail!(
+                    "the prompt has {n_image_tokens} {IMAGE_TOKEN} token(s) but {} image(s) were given with --image",
+                    args.images.len()
+                );
+            }
+            ids
+        }
+    };
     let load_time = load_start.elapsed();
-    let cfg = &model.config;
-    eprintln!(
-        "lumen: {} | llama, {} layers, {} embd, {} heads ({} kv), vocab {} | {} | {} | kernels {} | {} threads",
-        path.display(),
-        cfg.n_layer,
-        cfg.n_embd,
-        cfg.n_head,
-        cfg.n_head_kv,
-        cfg.n_vocab,
-        file_summary(&file),
-        packed_summary(model.packed_bytes()),
-        model.kernels().isa.name(),
-        threads
-    );
-    warn_forced_kernels(model.kernels());
 
-    let ids = tokenizer.encode(&prompt, tokenizer.add_bos_default())?;
-    let n_ctx = context_size(&args, cfg.n_ctx_train);
+    let n_ctx = context_size(&args, model.info().n_ctx_train);
     let mut cache = model.new_cache(n_ctx);
-    stream(
-        &args, &model, &tokenizer, &mut cache, &ids, &pool, load_time,
-    )
+    let mut line = loaded.summary(threads);
+    if let Some(vision) = vision {
+        let vision_start = Instant::now();
+        let mut n_tiles = Vec::new();
+        for image_path in &args.images {
+            let bytes = std::fs::read(image_path)
+                .with_context(|| format!("cannot read image {}", image_path.display()))?;
+            let name = image_path.display().to_string();
+            let tiles = pool
+                .install(|| vision.attach_image(&mut cache, &bytes, &name))
+                .with_context(|| format!("cannot encode image {}", image_path.display()))?;
+            n_tiles.push(tiles);
+        }
+        line = format!("{line} | {}", vision_summary(&n_tiles, vision_start.elapsed()));
+    }
+    eprintln!("{line}");
+    warn_forced_kernels(model.kernels());
+    stream(&args, model, tokenizer, &mut cache, &ids, &pool, load_time)
 }
 
-/// `lumen run` on a Llama 3.2 Vision file: images encoded and attached, then the prompt as the
-/// reference processor tokenizes it.
-fn run_mllama(
-    args: &RunArgs,
-    prompt: &str,
-    path: &Path,
-    file: Arc<GgufFile>,
-    load_start: Instant,
-    pool: &rayon::ThreadPool,
-    threads: usize,
-) -> anyhow::Result<()> {
-    let model = Mllama::load(file.clone())?;
-    let tokenizer = load_tokenizer(&file, path)?;
-    let load_time = load_start.elapsed();
-
-    let bos = tokenizer
-        .bos()
-        .map(|id| String::from_utf8_lossy(&tokenizer.token_bytes(id)).into_owned())
-        .with_context(|| format!("{}: the vocabulary has no BOS token", path.display()))?;
-    let text = mllama::processor_prompt(prompt, args.images.len(), &bos);
-    let ids = tokenizer.encode(&text, tokenizer.add_bos_default())?;
-    let image_token = model.text.config.image_token();
-    if tokenizer.image_token() != Some(image_token) {
-        bail!(
-            "{}: the vocabulary's {IMAGE_TOKEN} is {:?}, the model's image row is {image_token}",
-            path.display(),
-            tokenizer.image_token()
-        );
+/// `-m`: a file, else a model id of models.toml (fetched into the cache on first use, as
+/// `lumen pull` does), the way `ollama run NAME` works.
+fn resolve_model(arg: &Path) -> anyhow::Result<PathBuf> {
+    if arg.exists() {
+        return Ok(arg.to_path_buf());
     }
-    let n_image_tokens = ids.iter().filter(|&&t| t == image_token).count();
-    if n_image_tokens != args.images.len() {
-        bail!(
-            "the prompt has {n_image_tokens} {IMAGE_TOKEN} token(s) but {} image(s) were given with --image",
-            args.images.len()
-        );
+    let registry = Registry::load(None)?;
+    match arg.to_str().map(|name| registry.get(name)) {
+        Some(Ok(entry)) => fetch(entry),
+        Some(Err(e)) => bail!("{}: no such file, and {e}", arg.display()),
+        None => bail!("{}: no such file", arg.display()),
     }
-
-    let cfg = &model.text.config.llama;
-    let n_ctx = context_size(args, cfg.n_ctx_train);
-    let mut cache = model.new_cache(n_ctx);
-    let vision_start = Instant::now();
-    let mut n_tiles = Vec::new();
-    for image_path in &args.images {
-        let rgb = image_proc::load_image(image_path)?;
-        let image = image_proc::preprocess(&rgb, &model.preprocess);
-        n_tiles.push(image.num_tiles);
-        pool.install(|| model.attach_processed(&mut cache, &image, &mut |_| {}))
-            .with_context(|| format!("cannot encode image {}", image_path.display()))?;
-    }
-    let vision_time = vision_start.elapsed();
-    eprintln!(
-        "lumen: {} | mllama, {} layers ({} cross), {} embd, {} heads ({} kv), vocab {} | vision {} + {} layers, {} px tiles | {} | {} | kernels {} | {} threads | {}",
-        path.display(),
-        cfg.n_layer,
-        model.text.config.cross_layers.len(),
-        cfg.n_embd,
-        cfg.n_head,
-        cfg.n_head_kv,
-        cfg.n_vocab,
-        model.vision.config.n_layer,
-        model.vision.config.n_global_layer,
-        model.vision.config.image_size,
-        file_summary(&file),
-        packed_summary(model.text.packed_bytes()),
-        model.text.kernels().isa.name(),
-        threads,
-        vision_summary(&n_tiles, vision_time)
-    );
-    warn_forced_kernels(model.text.kernels());
-    stream(
-        args,
-        &model.text,
-        &tokenizer,
-        &mut cache,
-        &ids,
-        pool,
-        load_time,
-    )
 }
 
 /// What the vision encoder did, for the start-up line.
@@ -214,16 +164,6 @@ fn vision_summary(n_tiles: &[usize], time: Duration) -> String {
         n_tiles.len(),
         time.as_secs_f64() * 1e3
     )
-}
-
-fn load_tokenizer(file: &GgufFile, path: &Path) -> anyhow::Result<Tokenizer> {
-    Tokenizer::from_spec(VocabSpec::from_gguf(file.metadata())?)
-        .with_context(|| format!("{}: cannot build the tokenizer", path.display()))
-}
-
-/// Parameters, tensor types, file size and how it is held, for the start-up line.
-fn file_summary(file: &GgufFile) -> String {
-    super::load::file_summary(file)
 }
 
 fn warn_forced_kernels(kernels: &lumen::kernels::KernelSet) {
@@ -242,19 +182,15 @@ fn context_size(args: &RunArgs, n_ctx_train: usize) -> usize {
 }
 
 /// Generates after `ids`, streaming the text to stdout and the timings to stderr.
-fn stream<M>(
+fn stream(
     args: &RunArgs,
-    model: &M,
+    model: &dyn Model,
     tokenizer: &Tokenizer,
-    cache: &mut M::Cache,
+    cache: &mut Cache,
     ids: &[u32],
     pool: &rayon::ThreadPool,
     load_time: Duration,
-) -> anyhow::Result<()>
-where
-    M: Decoder + Sync,
-    M::Cache: Send,
-{
+) -> anyhow::Result<()> {
     if args.verbose_prompt {
         eprintln!("prompt: {} tokens: {:?}", ids.len(), ids);
     }
@@ -305,7 +241,11 @@ where
 /// the cache on first use.
 fn fetch_default_model() -> anyhow::Result<PathBuf> {
     let registry = Registry::load(None)?;
-    let entry = registry.get(&registry.default)?;
+    fetch(registry.get(&registry.default)?)
+}
+
+/// A registered model from the cache, fetched and verified first if it is not there yet.
+fn fetch(entry: &lumen::registry::ModelEntry) -> anyhow::Result<PathBuf> {
     let cache = registry::cache_dir();
     let mut last_percent = u64::MAX;
     let path = entry.ensure(&cache, &mut |event| match event {
@@ -327,14 +267,3 @@ fn fetch_default_model() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// The memory cost of the load-time packed weight copies, for the start-up line.
-fn packed_summary(bytes: usize) -> String {
-    if bytes == 0 {
-        "weights not repacked".to_string()
-    } else {
-        format!(
-            "+{:.1} MiB repacked weights",
-            bytes as f64 / (1 << 20) as f64
-        )
-    }
-}

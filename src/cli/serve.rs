@@ -13,7 +13,7 @@ use lumen::server::engine::Engine;
 use lumen::server::{api, ServeLimits, ServerState, Shutdown};
 use tokio::sync::mpsc;
 
-use super::load::{load_model, thread_pool, AnyModel};
+use super::load::{load_model, thread_pool};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -118,11 +118,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tokenizer = Arc::new(loaded.tokenizer);
     let run_in = move |work: Box<dyn FnOnce() + Send>| pool.install(work);
     let (n, c, q, tok) = (args.parallel, args.ctx_size, args.queue, tokenizer.clone());
-    let (engine, _worker) = match loaded.model {
-        AnyModel::Text(m) => Engine::start(m, tok, n, c, q, run_in),
-        AnyModel::Vision(m) => Engine::start(m, tok, n, c, q, run_in),
-    }
-    .context("cannot start the engine thread")?;
+    let (engine, _worker) = Engine::start(loaded.model, tok, n, c, q, run_in)
+        .context("cannot start the engine thread")?;
     let state = Arc::new(ServerState {
         engine,
         tokenizer,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::kv_cache::KvCache;
 use super::weights::{matrix, repack_enabled, vector, Matrix, Weights};
-use super::ModelError;
+use super::{Cache, Model, ModelError, ModelInfo};
 use crate::gguf::{keys, names, GgufFile};
 use crate::tensor::ops::{self, Rope, RopeAngles};
 use lumen_kernels::attention::{self, AttentionShape};
@@ -409,11 +409,7 @@ impl Llama {
     pub fn load(file: Arc<GgufFile>) -> Result<Self, ModelError> {
         let arch = file.architecture()?;
         if !ARCHITECTURES.contains(&arch) {
-            return Err(ModelError::UnsupportedArchitecture {
-                path: file.path().to_path_buf(),
-                arch: arch.to_string(),
-                expected: super::SUPPORTED_ARCHITECTURES.join(", "),
-            });
+            return Err(super::unsupported(&file, arch));
         }
         let cfg = LlamaConfig::from_gguf(&file)?;
         let f = &*file;
@@ -610,5 +606,64 @@ impl Llama {
             Logits::All,
             &mut |_, _| {},
         )
+    }
+}
+
+impl LlamaConfig {
+    /// The start-up line's facts about a model of this shape.
+    pub fn info(&self, arch: &str) -> ModelInfo {
+        ModelInfo {
+            arch: arch.to_string(),
+            n_layer: self.n_layer,
+            n_embd: self.n_embd,
+            n_head: self.n_head,
+            n_head_kv: self.n_head_kv,
+            n_vocab: self.n_vocab,
+            n_ctx_train: self.n_ctx_train,
+            detail: None,
+        }
+    }
+}
+
+impl Model for Llama {
+    fn info(&self) -> ModelInfo {
+        self.config.info(self.file.architecture().unwrap_or("llama"))
+    }
+    fn kernels(&self) -> &'static KernelSet {
+        self.kernels
+    }
+    fn packed_bytes(&self) -> usize {
+        Llama::packed_bytes(self)
+    }
+    fn set_reference_matmul(&mut self, on: bool) {
+        self.reference_matmul = on;
+    }
+    fn new_cache(&self, n_ctx: usize) -> Cache {
+        Cache::Text(Llama::new_cache(self, n_ctx))
+    }
+    fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut Cache,
+        which: Logits,
+    ) -> Result<Vec<f32>, ModelError> {
+        let Cache::Text(kv) = cache else {
+            return Err(ModelError::WrongCache("llama"));
+        };
+        Llama::forward(self, tokens, kv, which)
+    }
+    fn forward_batch(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut Cache],
+    ) -> Result<Vec<f32>, ModelError> {
+        let mut kvs = caches
+            .iter_mut()
+            .map(|c| match &mut **c {
+                Cache::Text(kv) => Ok(kv),
+                Cache::Vision(_) => Err(ModelError::WrongCache("llama")),
+            })
+            .collect::<Result<Vec<&mut KvCache>, ModelError>>()?;
+        Llama::forward_batch(self, tokens, &mut kvs)
     }
 }

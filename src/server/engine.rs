@@ -18,47 +18,9 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use crate::model::{Cache, Logits, Model};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
-
-/// What the engine needs of a model; implemented for each architecture in [`super::models`].
-pub trait ServeModel: Send + 'static {
-    type Cache: Send;
-    /// Whether [`ServeModel::truncate`] may keep a prefix (false: the cache is only ever reset).
-    const PREFIX_REUSE: bool = true;
-    fn new_cache(&self, n_ctx: usize) -> Self::Cache;
-    /// Forgets every position in `cache` (and any image attached to it).
-    fn reset(cache: &mut Self::Cache);
-    /// Keeps the first `len` positions of `cache` (a prompt prefix shared with the last request).
-    fn truncate(cache: &mut Self::Cache, len: usize);
-    /// Appends `tokens` to `cache` and returns the logits of the last one.
-    fn forward_last(&self, tokens: &[u32], cache: &mut Self::Cache) -> Result<Vec<f32>, String>;
-    /// Appends one token to each cache (several sequences decoding together) and returns each
-    /// one's logits. Models that can batch read their weights once for all of them.
-    fn forward_batch(
-        &self,
-        tokens: &[u32],
-        caches: &mut [&mut Self::Cache],
-    ) -> Result<Vec<Vec<f32>>, String> {
-        tokens
-            .iter()
-            .zip(caches.iter_mut())
-            .map(|(&t, cache)| self.forward_last(&[t], cache))
-            .collect()
-    }
-    /// Whether requests may carry images.
-    fn accepts_images(&self) -> bool {
-        false
-    }
-    /// Prepares `cache` for a prompt that refers to `images` (encoded PNG/JPEG/... bytes).
-    fn attach_images(&self, _cache: &mut Self::Cache, images: &[Vec<u8>]) -> Result<(), String> {
-        if images.is_empty() {
-            Ok(())
-        } else {
-            Err("this model does not accept images".into())
-        }
-    }
-}
 
 /// One request for the engine: a tokenized prompt and how to generate after it.
 pub struct Job {
@@ -127,7 +89,7 @@ pub struct Engine {
     capacity: usize,
     pub n_slots: usize,
     pub n_ctx: usize,
-    /// Whether the model takes images ([`ServeModel::accepts_images`]).
+    /// Whether the model takes images ([`Model::vision`]).
     pub accepts_images: bool,
     admitting: AtomicBool,
     /// Set by [`Engine::cancel_all`]; the worker reads it between rounds.
@@ -137,8 +99,8 @@ pub struct Engine {
 impl Engine {
     /// Starts the worker thread. `run_in` wraps the worker's loop (to run it inside a rayon
     /// pool); `queue` is how many requests may wait beyond the `n_slots` being served.
-    pub fn start<M: ServeModel>(
-        model: M,
+    pub fn start(
+        model: Box<dyn Model>,
         tokenizer: Arc<Tokenizer>,
         n_slots: usize,
         n_ctx: usize,
@@ -147,7 +109,7 @@ impl Engine {
     ) -> std::io::Result<(Engine, JoinHandle<()>)> {
         let (tx, rx) = std_mpsc::channel();
         let capacity = n_slots + queue;
-        let accepts_images = model.accepts_images();
+        let accepts_images = model.vision().is_some();
         let cancel = Arc::new(AtomicBool::new(false));
         let worker_cancel = cancel.clone();
         let handle = std::thread::Builder::new()
@@ -221,8 +183,8 @@ struct Active {
     n_cached: usize,
 }
 
-pub struct Slot<C> {
-    cache: C,
+pub struct Slot {
+    cache: Cache,
     /// The tokens whose keys and values `cache` holds, for reuse by the next request.
     tokens: Vec<u32>,
     /// Images are attached to `cache`: nothing in it may be reused by a request without them.
@@ -230,16 +192,16 @@ pub struct Slot<C> {
     active: Option<Active>,
 }
 
-struct Worker<M: ServeModel> {
-    model: M,
+struct Worker {
+    model: Box<dyn Model>,
     tokenizer: Arc<Tokenizer>,
-    slots: Vec<Slot<M::Cache>>,
+    slots: Vec<Slot>,
     cancel: Arc<AtomicBool>,
 }
 
-impl<M: ServeModel> Worker<M> {
+impl Worker {
     fn new(
-        model: M,
+        model: Box<dyn Model>,
         tokenizer: Arc<Tokenizer>,
         n_slots: usize,
         n_ctx: usize,
@@ -270,7 +232,7 @@ impl<M: ServeModel> Worker<M> {
                 return;
             }
             self.drop_abandoned();
-            step(&self.model, &mut self.slots);
+            step(&*self.model, &mut self.slots);
             for i in 0..self.slots.len() {
                 self.advance(i);
             }
@@ -310,24 +272,24 @@ impl<M: ServeModel> Worker<M> {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.active.is_none());
-        free.max_by_key(|(_, s)| reusable_prefix::<M>(s, job))
+        free.max_by_key(|(_, s)| reusable_prefix(s, job))
             .map(|(i, _)| i)
             .expect("called with a free slot")
     }
 
     fn start(&mut self, index: usize, job: Job, permit: OwnedSemaphorePermit) {
         let slot = &mut self.slots[index];
-        let keep = reusable_prefix::<M>(slot, &job);
+        let keep = reusable_prefix(slot, &job);
         if keep == 0 {
-            M::reset(&mut slot.cache);
+            slot.cache.clear();
             slot.has_images = false;
         } else {
-            M::truncate(&mut slot.cache, keep);
+            slot.cache.truncate(keep);
         }
         slot.tokens.truncate(keep);
         if !job.images.is_empty() {
             slot.has_images = true;
-            if let Err(e) = self.model.attach_images(&mut slot.cache, &job.images) {
+            if let Err(e) = attach_images(&*self.model, &mut slot.cache, &job.images) {
                 slot.tokens.clear();
                 drop(permit);
                 let _ = job.events.send(Event::Error(e));
@@ -449,8 +411,8 @@ impl<M: ServeModel> Worker<M> {
 /// prompt, else its last sampled token) go through the model, leaving that slot's logits.
 /// New prompts are evaluated one by one; the slots that are decoding go through one batched
 /// forward, so the weights are read once per round for all of them.
-pub fn step<M: ServeModel>(model: &M, slots: &mut [Slot<M::Cache>]) {
-    let mut decoding: Vec<&mut Slot<M::Cache>> = Vec::new();
+pub fn step(model: &dyn Model, slots: &mut [Slot]) {
+    let mut decoding: Vec<&mut Slot> = Vec::new();
     for slot in slots.iter_mut() {
         let Some(a) = slot.active.as_ref() else {
             continue;
@@ -460,7 +422,11 @@ pub fn step<M: ServeModel>(model: &M, slots: &mut [Slot<M::Cache>]) {
             1 => decoding.push(slot),
             _ => {
                 let tokens = std::mem::take(&mut slot.active.as_mut().unwrap().pending);
-                let result = guarded(|| model.forward_last(&tokens, &mut slot.cache));
+                let result = guarded(|| {
+                    model
+                        .forward(&tokens, &mut slot.cache, Logits::Last)
+                        .map_err(|e| e.to_string())
+                });
                 finish_forward(slot, &tokens, result);
             }
         }
@@ -473,8 +439,14 @@ pub fn step<M: ServeModel>(model: &M, slots: &mut [Slot<M::Cache>]) {
         .map(|slot| std::mem::take(&mut slot.active.as_mut().unwrap().pending)[0])
         .collect();
     let result = {
-        let mut caches: Vec<&mut M::Cache> = decoding.iter_mut().map(|s| &mut s.cache).collect();
-        guarded(|| model.forward_batch(&tokens, &mut caches))
+        let mut caches: Vec<&mut Cache> = decoding.iter_mut().map(|s| &mut s.cache).collect();
+        let n_vocab = model.info().n_vocab;
+        guarded(|| {
+            let logits = model
+                .forward_batch(&tokens, &mut caches)
+                .map_err(|e| e.to_string())?;
+            Ok(logits.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect::<Vec<_>>())
+        })
     };
     match result {
         Ok(all) => {
@@ -497,7 +469,7 @@ fn guarded<T>(forward: impl FnOnce() -> Result<T, String>) -> Result<T, String> 
         .unwrap_or_else(|_| Err("internal error in the model's forward pass".into()))
 }
 
-fn finish_forward<C>(slot: &mut Slot<C>, tokens: &[u32], result: Result<Vec<f32>, String>) {
+fn finish_forward(slot: &mut Slot, tokens: &[u32], result: Result<Vec<f32>, String>) {
     if result.is_ok() {
         slot.tokens.extend_from_slice(tokens);
     } else {
@@ -512,8 +484,8 @@ fn finish_forward<C>(slot: &mut Slot<C>, tokens: &[u32], result: Result<Vec<f32>
 /// How many leading prompt tokens of `job` the slot's cache already holds. At least one prompt
 /// token is always evaluated again, for the logits to sample from; caches with images attached
 /// (or for a job with images) are not reused.
-fn reusable_prefix<M: ServeModel>(slot: &Slot<M::Cache>, job: &Job) -> usize {
-    if !M::PREFIX_REUSE || slot.has_images || !job.images.is_empty() {
+fn reusable_prefix(slot: &Slot, job: &Job) -> usize {
+    if !slot.cache.keeps_prefix() || slot.has_images || !job.images.is_empty() {
         return 0;
     }
     let common = slot
@@ -523,6 +495,23 @@ fn reusable_prefix<M: ServeModel>(slot: &Slot<M::Cache>, job: &Job) -> usize {
         .take_while(|(a, b)| a == b)
         .count();
     common.min(job.prompt.len().saturating_sub(1))
+}
+
+/// Decodes, preprocesses and encodes each image, attaching them in order (the prompt's image
+/// tokens bind them in the same order).
+fn attach_images(model: &dyn Model, cache: &mut Cache, images: &[Vec<u8>]) -> Result<(), String> {
+    if images.is_empty() {
+        return Ok(());
+    }
+    let Some(vision) = model.vision() else {
+        return Err("this model does not accept images".into());
+    };
+    for (i, bytes) in images.iter().enumerate() {
+        vision
+            .attach_image(cache, bytes, &format!("image {}", i + 1))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Cuts generated text at the first stop string, holding back any tail that could be the start

@@ -11,7 +11,6 @@
 pub mod api;
 pub mod engine;
 pub mod listen;
-pub mod models;
 
 pub use listen::{serve, ServeLimits, Shutdown};
 

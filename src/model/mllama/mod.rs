@@ -19,7 +19,7 @@ use lumen_kernels::KernelSet;
 use self::image_proc::{PreprocessConfig, ProcessedImage, CLIP_MEAN, CLIP_STD};
 use self::text::{MllamaCache, MllamaText};
 use self::vision::{VisionConfig, VisionEncoder, VisionProgress};
-use super::ModelError;
+use super::{Cache, EncodedImage, ImageInput, Logits, Model, ModelError, ModelInfo};
 use crate::gguf::{keys, GgufFile};
 
 pub use self::text::{CrossAttentionSemantics, ARCHITECTURE};
@@ -112,6 +112,81 @@ impl Mllama {
             .encode_with(pixels, aspect_ratio_id, aspect_mask, on_progress)?;
         self.text
             .attach_image(cache, &states, self.vision.config.max_tiles, n_tiles)
+    }
+}
+
+impl Model for Mllama {
+    fn info(&self) -> ModelInfo {
+        let cfg = &self.text.config;
+        ModelInfo {
+            detail: Some(format!("{} cross-attention layers", cfg.cross_layers.len())),
+            ..cfg.llama.info(ARCHITECTURE)
+        }
+    }
+    fn kernels(&self) -> &'static KernelSet {
+        self.text.kernels()
+    }
+    fn packed_bytes(&self) -> usize {
+        self.text.packed_bytes()
+    }
+    fn set_reference_matmul(&mut self, on: bool) {
+        Mllama::set_reference_matmul(self, on);
+    }
+    fn new_cache(&self, n_ctx: usize) -> Cache {
+        Cache::Vision(Mllama::new_cache(self, n_ctx))
+    }
+    fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut Cache,
+        which: Logits,
+    ) -> Result<Vec<f32>, ModelError> {
+        let Cache::Vision(c) = cache else {
+            return Err(ModelError::WrongCache("mllama"));
+        };
+        self.text.forward(tokens, c, which)
+    }
+    fn vision(&self) -> Option<&dyn ImageInput> {
+        Some(self)
+    }
+}
+
+impl ImageInput for Mllama {
+    fn image_token(&self) -> u32 {
+        self.text.config.image_token()
+    }
+    fn encode_image(&self, bytes: &[u8], name: &str) -> anyhow::Result<EncodedImage> {
+        let rgb = image_proc::load_image_bytes(bytes, name)?;
+        let image = image_proc::preprocess(&rgb, &self.preprocess);
+        let states = self
+            .vision
+            .encode(&image.pixels, image.aspect_ratio_id, &image.aspect_ratio_mask)
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        Ok(EncodedImage {
+            states,
+            n_tiles: image.num_tiles,
+        })
+    }
+    fn attach_encoded(&self, cache: &mut Cache, image: &EncodedImage) -> Result<(), ModelError> {
+        let Cache::Vision(c) = cache else {
+            return Err(ModelError::WrongCache("mllama"));
+        };
+        self.text.attach_image(
+            c,
+            &image.states,
+            self.vision.config.max_tiles,
+            image.n_tiles,
+        )
+    }
+    fn processor_prompt(&self, prompt: &str, n_images: usize, bos: &str) -> String {
+        processor_prompt(prompt, n_images, bos)
+    }
+    fn describe(&self) -> String {
+        let v = &self.vision.config;
+        format!(
+            "vision {} + {} layers, {} px tiles",
+            v.n_layer, v.n_global_layer, v.image_size
+        )
     }
 }
 

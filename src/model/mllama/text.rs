@@ -330,11 +330,7 @@ impl MllamaText {
     pub fn load(file: Arc<GgufFile>) -> Result<Self, ModelError> {
         let arch = file.architecture()?;
         if arch != ARCHITECTURE {
-            return Err(ModelError::UnsupportedArchitecture {
-                path: file.path().to_path_buf(),
-                arch: arch.to_string(),
-                expected: crate::model::SUPPORTED_ARCHITECTURES.join(", "),
-            });
+            return Err(crate::model::unsupported(&file, arch));
         }
         let config = MllamaTextConfig::from_gguf(&file)?;
         let cfg = &config.llama;
