@@ -9,6 +9,8 @@
 //!   - `"llama-bpe"` / `"llama3"` / `"llama-v3"`: the Llama 3 split regex (isolated) then
 //!     byte-level mapping, with `ignore_merges` (a whole pre-token that is in the vocabulary is
 //!     emitted as is). BOS is added by default.
+//!   - `"qwen2"`: Qwen2's regex (Llama 3's with single digits) then byte-level mapping, merges
+//!     applied to every pre-token. No BOS by default.
 //!   - `"smollm"` (and `"starcoder"`, `"refact"`, `"codeshell"`, which llama.cpp treats alike):
 //!     every digit is its own piece, then the GPT-2 regex. Matches HF's SmolLM2 tokenizer
 //!     (`Digits(individual_digits)` + `ByteLevel(use_regex)`). No BOS by default.
@@ -127,10 +129,13 @@ pub enum TokenizerError {
     Backend(String),
 }
 
-const SUPPORTED_PRE: &str = "\"llama-bpe\" (\"llama3\", \"llama-v3\"), \"smollm\" (\"starcoder\", \"refact\", \"codeshell\"), \"gpt2\" (\"gpt-2\"), \"default\"";
+const SUPPORTED_PRE: &str = "\"llama-bpe\" (\"llama3\", \"llama-v3\"), \"qwen2\", \"smollm\" (\"starcoder\", \"refact\", \"codeshell\"), \"gpt2\" (\"gpt-2\"), \"default\"";
 
 /// The Llama 3 split regex as it appears in Meta's `tokenizer.json`.
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's split regex (its `tokenizer.json`): Llama 3's with single digits (`\p{N}`, not
+/// `\p{N}{1,3}`).
+const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// The GPT-2 split regex (the one `ByteLevel(use_regex = true)` applies).
 const GPT2_REGEX: &str =
     r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
@@ -164,6 +169,7 @@ enum Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pre {
     Llama3,
+    Qwen2,
     SmolLm,
     Gpt2,
     Default,
@@ -261,6 +267,7 @@ impl Tokenizer {
             Kind::Spm => None,
             Kind::ByteLevel => Some(match spec.pre.as_deref() {
                 Some("llama-bpe" | "llama3" | "llama-v3") => Pre::Llama3,
+                Some("qwen2") => Pre::Qwen2,
                 Some("smollm" | "starcoder" | "refact" | "codeshell") => Pre::SmolLm,
                 Some("gpt2" | "gpt-2") => Pre::Gpt2,
                 Some("default") | None => Pre::Default,
@@ -413,6 +420,7 @@ impl Tokenizer {
                 };
                 let steps: Vec<PreTokenizerWrapper> = match pre.expect("byte-level has a pre") {
                     Pre::Llama3 => vec![regex_split(LLAMA3_REGEX)?, byte_level.into()],
+                    Pre::Qwen2 => vec![regex_split(QWEN2_REGEX)?, byte_level.into()],
                     Pre::SmolLm => vec![
                         Digits::new(true).into(),
                         ByteLevel::new(false, true, true).into(),

@@ -58,6 +58,31 @@ pub fn store(
     }
 }
 
+/// How scores are formed besides the cache geometry: Gemma scales by `query_pre_attn_scalar`
+/// rather than the head size, Gemma 2 soft-caps scores, and sliding-window layers (Gemma 2/3,
+/// Mistral) see only the latest `window` positions.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScoreOptions {
+    /// Multiplies every `q·k` (usually `1/√head_dim`).
+    pub scale: f32,
+    /// `cap · tanh(score / cap)` after scaling.
+    pub softcap: Option<f32>,
+    /// A query at position p sees keys p − window + 1 ..= p (llama.cpp's `p1 - p0 >= n_swa`
+    /// mask).
+    pub window: Option<usize>,
+}
+
+impl ScoreOptions {
+    /// Plain scaled dot-product attention over every earlier position.
+    pub fn standard(head_dim: usize) -> Self {
+        Self {
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            softcap: None,
+            window: None,
+        }
+    }
+}
+
 /// Queries per parallel task: a few tasks per head keep two to a few dozen threads busy.
 const QUERIES_PER_TASK: usize = 8;
 
@@ -71,11 +96,28 @@ pub fn attend(
     pos0: usize,
     out: &mut [f32],
 ) {
+    let opts = ScoreOptions::standard(shape.head_dim);
+    attend_with(isa, shape, cache, q, pos0, &opts, out)
+}
+
+/// [`attend`] with the scores formed as `opts` says.
+pub fn attend_with(
+    isa: Isa,
+    shape: &AttentionShape,
+    cache: &LayerCache,
+    q: &[f32],
+    pos0: usize,
+    opts: &ScoreOptions,
+    out: &mut [f32],
+) {
     let hd = shape.head_dim;
     let q_dim = shape.n_head * hd;
     let n = q.len() / q_dim;
     let group = shape.n_head / shape.n_head_kv;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = opts.scale;
+    // A softcap is applied one score at a time, and a window that cuts into the block's keys
+    // gives each query its own first key: both go one query at a time.
+    let block_ok = |t1: usize| opts.softcap.is_none() && opts.window.is_none_or(|w| pos0 + t1 <= w);
     // Work items: (head, first query, output rows of that head for those queries) — the
     // output for head h of token t is out[t][h·hd..], so gather per task and scatter after.
     let tasks: Vec<(usize, usize)> = (0..shape.n_head)
@@ -91,7 +133,11 @@ pub fn attend(
             let mut o = vec![0.0f32; (t1 - t0) * hd];
             // The scalar level keeps one query at a time: it is the reference, and then a
             // prefill computes exactly what the same tokens decoded one by one compute.
-            if isa != Isa::Scalar && t1 - t0 == QUERIES_PER_TASK && hd.is_multiple_of(LANES) {
+            if isa != Isa::Scalar
+                && t1 - t0 == QUERIES_PER_TASK
+                && hd.is_multiple_of(LANES)
+                && block_ok(t1)
+            {
                 let q_rows: [&[f32]; QUERIES_PER_TASK] =
                     std::array::from_fn(|i| &q[(t0 + i) * q_dim + h * hd..][..hd]);
                 let n_keys = std::array::from_fn(|i| pos0 + t0 + i + 1);
@@ -107,16 +153,20 @@ pub fn attend(
             }
             let mut scores = vec![0.0f32; pos0 + t1];
             for (t, o_row) in (t0..t1).zip(o.chunks_exact_mut(hd)) {
-                let n_keys = pos0 + t + 1;
+                let end = pos0 + t + 1;
+                // Keys before `first` are outside the window: start the transposed rows and
+                // the values there (the key row stride stays n_ctx).
+                let first = opts.window.map_or(0, |w| end.saturating_sub(w));
+                let n_keys = end - first;
                 let q_row = &q[t * q_dim + h * hd..][..hd];
                 head_attention(
                     isa,
                     q_row,
-                    keys,
-                    values,
+                    &keys[first..],
+                    &values[first * hd..],
                     shape.n_ctx,
                     n_keys,
-                    scale,
+                    (scale, opts.softcap.unwrap_or(0.0)),
                     &mut scores[..n_keys],
                     o_row,
                 );
@@ -140,7 +190,7 @@ fn head_attention(
     values: &[f32],
     n_ctx: usize,
     n_keys: usize,
-    scale: f32,
+    scale: (f32, f32),
     scores: &mut [f32],
     out: &mut [f32],
 ) {
@@ -170,7 +220,7 @@ macro_rules! head_attention_for {
             values: &[f32],
             n_ctx: usize,
             n_keys: usize,
-            scale: f32,
+            scale: (f32, f32),
             scores: &mut [f32],
             out: &mut [f32],
         ) {
@@ -182,8 +232,9 @@ macro_rules! head_attention_for {
 head_attention_for!(head_attention_avx512, "avx512f,avx512bw,avx512vl,avx2,fma");
 head_attention_for!(head_attention_avx2, "avx2,fma");
 
-/// Scores over the transposed keys, softmax, weighted sum of values. `#[inline(always)]` so each
-/// `#[target_feature]` wrapper above gets its own vectorised copy.
+/// Scores over the transposed keys, softmax, weighted sum of values. `(scale, softcap)`: a
+/// softcap of 0 is none. `#[inline(always)]` so each `#[target_feature]` wrapper above gets its
+/// own vectorised copy.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn head_attention_generic(
@@ -192,7 +243,7 @@ fn head_attention_generic(
     values: &[f32],
     n_ctx: usize,
     n_keys: usize,
-    scale: f32,
+    (scale, softcap): (f32, f32),
     scores: &mut [f32],
     out: &mut [f32],
 ) {
@@ -219,9 +270,16 @@ fn head_attention_generic(
         d += 1;
     }
     let mut max = f32::NEG_INFINITY;
-    for s in scores.iter_mut() {
-        *s *= scale;
-        max = max.max(*s);
+    if softcap > 0.0 {
+        for s in scores.iter_mut() {
+            *s = softcap * (*s * scale / softcap).tanh();
+            max = max.max(*s);
+        }
+    } else {
+        for s in scores.iter_mut() {
+            *s *= scale;
+            max = max.max(*s);
+        }
     }
     let mut sum = 0.0f32;
     for s in scores.iter_mut() {

@@ -38,6 +38,16 @@ pub const ROPE_DIMENSION_COUNT: &str = "rope.dimension_count";
 pub const ROPE_FREQ_BASE: &str = "rope.freq_base";
 pub const ROPE_SCALING_TYPE: &str = "rope.scaling.type";
 pub const ROPE_SCALING_FACTOR: &str = "rope.scaling.factor";
+/// Gemma 2/3, Mistral: positions a sliding-window layer sees.
+pub const SLIDING_WINDOW: &str = "attention.sliding_window";
+/// uint n: every n-th layer (the last of each n) is global, the rest slide (llama.cpp's
+/// `set_swa_pattern`); absent = the architecture's own pattern.
+pub const SLIDING_WINDOW_PATTERN: &str = "attention.sliding_window_pattern";
+/// Gemma 3: RoPE base of the sliding-window layers.
+pub const ROPE_FREQ_BASE_SWA: &str = "rope.freq_base_swa";
+/// Gemma 2: `cap · tanh(x / cap)` on attention scores and on the final logits.
+pub const ATTN_LOGIT_SOFTCAPPING: &str = "attn_logit_softcapping";
+pub const FINAL_LOGIT_SOFTCAPPING: &str = "final_logit_softcapping";
 
 // Llama 3.2 Vision (`mllama.*`, Ollama's keys). Text keys are the llama ones under `mllama.`.
 /// i32 array: indices (in the merged layer list) of the cross-attention layers.

@@ -15,6 +15,19 @@ pub const FFN_NORM: &str = "ffn_norm.weight";
 pub const FFN_GATE: &str = "ffn_gate.weight";
 pub const FFN_UP: &str = "ffn_up.weight";
 pub const FFN_DOWN: &str = "ffn_down.weight";
+// Optional per-block tensors of the other families (llama.cpp's names; each is loaded where the
+// file has it, so one layer type serves them all).
+/// Q/K/V biases (Qwen2).
+pub const ATTN_Q_BIAS: &str = "attn_q.bias";
+pub const ATTN_K_BIAS: &str = "attn_k.bias";
+pub const ATTN_V_BIAS: &str = "attn_v.bias";
+/// Per-head RMSNorm of Q and K before RoPE (Qwen3, Gemma 3): `[head_dim]`.
+pub const ATTN_Q_NORM: &str = "attn_q_norm.weight";
+pub const ATTN_K_NORM: &str = "attn_k_norm.weight";
+/// RMSNorm of the attention output before the residual add (Gemma 2/3).
+pub const ATTN_POST_NORM: &str = "post_attention_norm.weight";
+/// RMSNorm of the FFN output before the residual add (Gemma 2/3).
+pub const FFN_POST_NORM: &str = "post_ffw_norm.weight";
 
 /// `blk.{layer}.{suffix}`, e.g. `blk.3.attn_q.weight`.
 pub fn blk(layer: usize, suffix: &str) -> String {

@@ -38,6 +38,57 @@ pub struct LlamaConfig {
     pub rope_base: f32,
     pub rope_linear_scale: f32,
     pub n_ctx_train: usize,
+    /// How this architecture's layers depart from Llama's (set by its file under `model/`).
+    pub flavor: Flavor,
+}
+
+/// What sets an architecture's decoder apart from Llama's: the one layer skeleton below runs
+/// every family, and each architecture's file says which of these it uses.
+#[derive(Clone, Debug)]
+pub struct Flavor {
+    /// RoPE on (i, i + n_rot/2) (ggml's NEOX mode: Qwen, Gemma, Phi-3) rather than adjacent
+    /// pairs (`llama` files, whose Q/K rows the converter permuted).
+    pub rope_halves: bool,
+    /// Multiplies every q·k (1/√head_dim unless the architecture says otherwise).
+    pub attn_scale: f32,
+    /// Gemma 2: `cap · tanh(score / cap)` on attention scores, and on the final logits.
+    pub attn_softcap: Option<f32>,
+    pub final_softcap: Option<f32>,
+    /// Multiplies the token embeddings (Gemma: √n_embd).
+    pub embd_scale: Option<f32>,
+    pub ffn: FfnKind,
+    /// Positions a sliding-window layer sees, and which layers slide (the rest see everything).
+    pub sliding_window: Option<usize>,
+    pub swa_layers: Vec<bool>,
+    /// RoPE base of the sliding-window layers where it differs (Gemma 3's local layers; they
+    /// also drop the linear RoPE scaling of the global ones).
+    pub rope_base_swa: Option<f32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FfnKind {
+    /// `down(silu(gate(x)) · up(x))` (Llama, Qwen, Phi-3).
+    SwiGlu,
+    /// `down(gelu_tanh(gate(x)) · up(x))` (Gemma).
+    GeGluTanh,
+}
+
+impl Flavor {
+    /// Llama's own layer: pairs RoPE, 1/√head_dim, SwiGLU, nothing else; a sliding window on
+    /// every layer where the file has one (Mistral).
+    pub fn llama(head_dim: usize, n_layer: usize, sliding_window: Option<usize>) -> Self {
+        Self {
+            rope_halves: false,
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            attn_softcap: None,
+            final_softcap: None,
+            embd_scale: None,
+            ffn: FfnKind::SwiGlu,
+            sliding_window,
+            swa_layers: vec![sliding_window.is_some(); n_layer],
+            rope_base_swa: None,
+        }
+    }
 }
 
 impl LlamaConfig {
@@ -103,9 +154,30 @@ impl LlamaConfig {
                     m.get_usize_capped(k, MAX_CONTEXT)
                 })?
                 .unwrap_or(4096),
+            flavor: Flavor::llama(head_dim, 0, None),
+        };
+        let n_layer = cfg.n_layer;
+        let window = md.opt(&key(keys::SLIDING_WINDOW), |m, k| {
+            m.get_usize_capped(k, MAX_CONTEXT)
+        })?;
+        let cfg = Self {
+            flavor: Flavor::llama(head_dim, n_layer, window.filter(|&w| w > 0)),
+            ..cfg
         };
         cfg.check(file)?;
         Ok(cfg)
+    }
+
+    /// How layer `il` forms its attention scores.
+    pub(crate) fn score_options(&self, il: usize) -> attention::ScoreOptions {
+        let f = &self.flavor;
+        attention::ScoreOptions {
+            scale: f.attn_scale,
+            softcap: f.attn_softcap,
+            window: f
+                .sliding_window
+                .filter(|_| f.swa_layers.get(il).copied().unwrap_or(false)),
+        }
     }
 
     fn check(&self, file: &GgufFile) -> Result<(), ModelError> {
@@ -153,6 +225,21 @@ pub(crate) struct Layer {
     ffn_gate: Matrix,
     ffn_up: Matrix,
     ffn_down: Matrix,
+    /// The tensors only some families have (`None` where the file has none).
+    extra: LayerExtras,
+}
+
+/// Optional per-layer tensors: Q/K/V biases (Qwen2), per-head Q/K norms (Qwen3, Gemma 3),
+/// norms of the attention and FFN outputs before the residual adds (Gemma 2/3).
+#[derive(Default)]
+struct LayerExtras {
+    q_bias: Option<Vec<f32>>,
+    k_bias: Option<Vec<f32>>,
+    v_bias: Option<Vec<f32>>,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    post_attn_norm: Option<Vec<f32>>,
+    post_ffn_norm: Option<Vec<f32>>,
 }
 
 impl Layer {
@@ -160,7 +247,25 @@ impl Layer {
     pub(crate) fn load(f: &GgufFile, i: usize, cfg: &LlamaConfig) -> Result<Self, ModelError> {
         let (e, q, kv, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
         let m = |suffix, cols, rows| matrix(f, &names::blk(i, suffix), cols, rows);
+        let opt = |suffix, len| -> Result<Option<Vec<f32>>, ModelError> {
+            let name = names::blk(i, suffix);
+            match f.tensor_info(&name) {
+                Some(_) => vector(f, &name, len).map(Some),
+                None => Ok(None),
+            }
+        };
+        let hd = cfg.head_dim;
+        let extra = LayerExtras {
+            q_bias: opt(names::ATTN_Q_BIAS, q)?,
+            k_bias: opt(names::ATTN_K_BIAS, kv)?,
+            v_bias: opt(names::ATTN_V_BIAS, kv)?,
+            q_norm: opt(names::ATTN_Q_NORM, hd)?,
+            k_norm: opt(names::ATTN_K_NORM, hd)?,
+            post_attn_norm: opt(names::ATTN_POST_NORM, e)?,
+            post_ffn_norm: opt(names::FFN_POST_NORM, e)?,
+        };
         Ok(Layer {
+            extra,
             attn_norm: vector(f, &names::blk(i, names::ATTN_NORM), e)?,
             attn_q: m(names::ATTN_Q, e, q)?,
             attn_k: m(names::ATTN_K, e, kv)?,
@@ -212,15 +317,17 @@ impl Layer {
         x: &mut [f32],
         s: &mut Scratch,
     ) -> Result<(), ModelError> {
+        let opts = cfg.score_options(il);
         self.forward_with(w, cfg, x, s, &mut |s| {
             angles.apply_qk(&mut s.q, &mut s.k, cfg.head_dim);
             cache.store(il, pos0, &s.k, &s.v);
-            attention::attend(
+            attention::attend_with(
                 w.kernels.isa,
                 cache.shape(),
                 &cache.layer(il),
                 &s.q,
                 pos0,
+                &opts,
                 &mut s.attn,
             );
         })
@@ -239,18 +346,20 @@ impl Layer {
         s: &mut Scratch,
     ) -> Result<(), ModelError> {
         let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
+        let opts = cfg.score_options(il);
         self.forward_with(w, cfg, x, s, &mut |s| {
             angles.apply_qk(&mut s.q, &mut s.k, cfg.head_dim);
             for (i, cache) in caches.iter_mut().enumerate() {
                 let pos = cache.len();
                 let (q, kv) = (i * q_dim..(i + 1) * q_dim, i * kv_dim..(i + 1) * kv_dim);
                 cache.store(il, pos, &s.k[kv.clone()], &s.v[kv]);
-                attention::attend(
+                attention::attend_with(
                     w.kernels.isa,
                     cache.shape(),
                     &cache.layer(il),
                     &s.q[q.clone()],
                     pos,
+                    &opts,
                     &mut s.attn[q],
                 );
             }
@@ -277,20 +386,46 @@ impl Layer {
                 (&self.attn_v, &mut s.v),
             ],
         )?;
+        let ex = &self.extra;
+        for (bias, rows) in [(&ex.q_bias, &mut s.q), (&ex.k_bias, &mut s.k), (&ex.v_bias, &mut s.v)] {
+            if let Some(b) = bias {
+                ops::add_bias_rows(rows, b);
+            }
+        }
+        for (norm, rows) in [(&ex.q_norm, &mut s.q), (&ex.k_norm, &mut s.k)] {
+            if let Some(w) = norm {
+                ops::rms_norm_pieces_in_place(rows, w, cfg.rms_eps);
+            }
+        }
         attend(s);
         w.matmuls(&s.attn, &mut [(&self.attn_output, &mut s.proj)])?;
-        ops::add_in_place(x, &s.proj);
+        residual_add(x, &mut s.proj, ex.post_attn_norm.as_deref(), cfg.rms_eps, &mut s.xn);
 
-        // Feed-forward block (SwiGLU).
+        // Feed-forward block (SwiGLU or GeGLU).
         ops::rms_norm_rows(x, &self.ffn_norm, cfg.rms_eps, &mut s.xn);
         w.matmuls(
             &s.xn,
             &mut [(&self.ffn_gate, &mut s.gate), (&self.ffn_up, &mut s.up)],
         )?;
-        ops::swiglu_in_place(&mut s.gate, &s.up);
+        match cfg.flavor.ffn {
+            FfnKind::SwiGlu => ops::swiglu_in_place(&mut s.gate, &s.up),
+            FfnKind::GeGluTanh => ops::geglu_in_place(&mut s.gate, &s.up),
+        }
         w.matmuls(&s.gate, &mut [(&self.ffn_down, &mut s.proj)])?;
-        ops::add_in_place(x, &s.proj);
+        residual_add(x, &mut s.proj, ex.post_ffn_norm.as_deref(), cfg.rms_eps, &mut s.xn);
         Ok(())
+    }
+}
+
+/// `x += out`, through `post_norm` first where the layer has one (Gemma); `tmp` is scratch of
+/// `out`'s size.
+fn residual_add(x: &mut [f32], out: &mut [f32], post_norm: Option<&[f32]>, eps: f32, tmp: &mut [f32]) {
+    match post_norm {
+        Some(w) => {
+            ops::rms_norm_rows(out, w, eps, tmp);
+            ops::add_in_place(x, tmp);
+        }
+        None => ops::add_in_place(x, out),
     }
 }
 
@@ -344,6 +479,9 @@ pub(crate) fn output_head(
     }
     let mut logits = vec![0.0f32; rows.len() / e * cfg.n_vocab];
     w.matmuls(&normed, &mut [(output, &mut logits)])?;
+    if let Some(cap) = cfg.flavor.final_softcap {
+        ops::softcap_in_place(&mut logits, cap);
+    }
     Ok(logits)
 }
 
@@ -384,6 +522,22 @@ pub(crate) fn check_input(
     }
 }
 
+/// One forward pass's RoPE angles: the global layers', and the sliding-window layers' where
+/// their RoPE differs.
+struct LayerAngles {
+    global: RopeAngles,
+    swa: Option<RopeAngles>,
+}
+
+impl LayerAngles {
+    fn of_layer(&self, cfg: &LlamaConfig, il: usize) -> &RopeAngles {
+        match &self.swa {
+            Some(swa) if cfg.flavor.swa_layers[il] => swa,
+            _ => &self.global,
+        }
+    }
+}
+
 /// Which positions' logits a forward pass returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -400,10 +554,15 @@ pub struct Llama {
     /// `output.weight`, or `token_embd.weight` when the embeddings are tied.
     output: Matrix,
     rope: Rope,
+    /// The sliding-window layers' RoPE where it differs from the others' (Gemma 3).
+    rope_swa: Option<Rope>,
     /// Dequantized-f32 matmuls instead of Q8 activations (validation only).
     reference_matmul: bool,
     kernels: &'static KernelSet,
 }
+
+/// An architecture's departures from Llama, read from its file's metadata.
+pub type FlavorOf = fn(&GgufFile, &LlamaConfig) -> Result<Flavor, ModelError>;
 
 impl Llama {
     pub fn load(file: Arc<GgufFile>) -> Result<Self, ModelError> {
@@ -411,7 +570,24 @@ impl Llama {
         if !ARCHITECTURES.contains(&arch) {
             return Err(super::unsupported(&file, arch));
         }
-        let cfg = LlamaConfig::from_gguf(&file)?;
+        Self::load_flavored(file, |_, cfg| Ok(cfg.flavor.clone()))
+    }
+
+    /// A model of any architecture that runs on the Llama layer skeleton, with `flavor_of`
+    /// saying how its layers differ (the architecture's file under `model/`).
+    pub fn load_flavored(file: Arc<GgufFile>, flavor_of: FlavorOf) -> Result<Self, ModelError> {
+        let mut cfg = LlamaConfig::from_gguf(&file)?;
+        cfg.flavor = flavor_of(&file, &cfg)?;
+        if cfg.flavor.swa_layers.len() != cfg.n_layer {
+            return Err(ModelError::BadConfig {
+                path: file.path().to_path_buf(),
+                message: format!(
+                    "{} sliding-window flags for {} layers",
+                    cfg.flavor.swa_layers.len(),
+                    cfg.n_layer
+                ),
+            });
+        }
         let f = &*file;
         let e = cfg.n_embd;
         let token_embd = matrix(f, names::TOKEN_EMBD, e, cfg.n_vocab)?;
@@ -431,7 +607,11 @@ impl Llama {
             cfg.rope_base,
             rope_freqs.as_deref(),
             cfg.rope_linear_scale,
-        );
+        )
+        .rotate_halves(cfg.flavor.rope_halves);
+        let rope_swa = cfg.flavor.rope_base_swa.map(|base| {
+            Rope::new(cfg.n_rot, base, None, 1.0).rotate_halves(cfg.flavor.rope_halves)
+        });
         let mut model = Self {
             output_norm: vector(f, names::OUTPUT_NORM, e)?,
             file: file.clone(),
@@ -440,6 +620,7 @@ impl Llama {
             layers,
             output,
             rope,
+            rope_swa,
             reference_matmul: false,
             kernels: lumen_kernels::kernels(),
         };
@@ -520,6 +701,23 @@ impl Llama {
         }
     }
 
+    /// The residual stream's first value: embedding rows, scaled where the architecture does.
+    fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let mut x = embed(&self.view(&self.token_embd), tokens, self.config.n_embd)?;
+        if let Some(scale) = self.config.flavor.embd_scale {
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
+        Ok(x)
+    }
+
+    /// RoPE angles of the rows at `positions`, for both kinds of layer.
+    fn angles(&self, positions: &[usize]) -> LayerAngles {
+        LayerAngles {
+            global: self.rope.angles_at(positions),
+            swa: self.rope_swa.as_ref().map(|r| r.angles_at(positions)),
+        }
+    }
+
     /// Runs `tokens` (appended after the cache's current length) through the model and returns
     /// logits for the last position or for all of them (`n_tokens × n_vocab`).
     pub fn forward(
@@ -547,16 +745,17 @@ impl Llama {
             return Ok(Vec::new());
         }
         check_input(tokens, pos0 + n, cache.capacity(), cfg.n_vocab)?;
-        let e = cfg.n_embd;
 
         // x: [n, n_embd] — the residual stream.
-        let mut x = embed(&self.view(&self.token_embd), tokens, e)?;
+        let mut x = self.embed(tokens)?;
         let mut scratch = Scratch::new(cfg, n);
-        let angles = self.rope.angles(pos0, n);
+        let positions: Vec<usize> = (pos0..pos0 + n).collect();
+        let angles = self.angles(&positions);
         let w = self.weights();
         for (il, layer) in self.layers.iter().enumerate() {
             trace(il, &x);
-            layer.forward(&w, cfg, il, &angles, cache, pos0, &mut x, &mut scratch)?;
+            let a = angles.of_layer(cfg, il);
+            layer.forward(&w, cfg, il, a, cache, pos0, &mut x, &mut scratch)?;
         }
         cache.advance(n);
 
@@ -585,14 +784,14 @@ impl Llama {
                 cfg.n_vocab,
             )?;
         }
-        let e = cfg.n_embd;
-        let mut x = embed(&self.view(&self.token_embd), tokens, e)?;
+        let mut x = self.embed(tokens)?;
         let mut scratch = Scratch::new(cfg, n);
         let positions: Vec<usize> = caches.iter().map(|c| c.len()).collect();
-        let angles = self.rope.angles_at(&positions);
+        let angles = self.angles(&positions);
         let w = self.weights();
         for (il, layer) in self.layers.iter().enumerate() {
-            layer.forward_rows(&w, cfg, il, &angles, caches, &mut x, &mut scratch)?;
+            let a = angles.of_layer(cfg, il);
+            layer.forward_rows(&w, cfg, il, a, caches, &mut x, &mut scratch)?;
         }
         for cache in caches.iter_mut() {
             cache.advance(1);

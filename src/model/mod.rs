@@ -5,9 +5,11 @@
 //! way llama.cpp has one file per architecture and one switch. Adding an architecture is one
 //! file here plus one row in that table.
 
+pub mod gemma;
 pub mod kv_cache;
 pub mod llama;
 pub mod mllama;
+pub mod qwen;
 pub mod weights;
 
 use std::path::PathBuf;
@@ -27,6 +29,10 @@ pub type Constructor = fn(Arc<GgufFile>) -> Result<Box<dyn Model>, ModelError>;
 pub const ARCHITECTURES: &[(&str, Constructor)] = &[
     ("llama", |f| Ok(Box::new(Llama::load(f)?))),
     ("mllama", |f| Ok(Box::new(mllama::Mllama::load(f)?))),
+    ("qwen2", |f| Ok(Box::new(Llama::load_flavored(f, qwen::flavor)?))),
+    ("qwen3", |f| Ok(Box::new(Llama::load_flavored(f, qwen::flavor)?))),
+    ("gemma2", |f| Ok(Box::new(Llama::load_flavored(f, gemma::gemma2_flavor)?))),
+    ("gemma3", |f| Ok(Box::new(Llama::load_flavored(f, gemma::gemma3_flavor)?))),
 ];
 
 /// Every architecture Lumen runs, for messages: "llama, mllama, …".

@@ -46,6 +46,63 @@ pub fn swiglu_in_place(gate: &mut [f32], up: &[f32]) {
         .for_each(|(g, u)| combine(g, u));
 }
 
+/// GELU, tanh approximation (`gelu_pytorch_tanh`, ggml's `gelu`).
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+}
+
+/// `gate[i] = gelu_tanh(gate[i]) * up[i]` — GeGLU (Gemma), in place.
+pub fn geglu_in_place(gate: &mut [f32], up: &[f32]) {
+    let combine = |g: &mut [f32], u: &[f32]| {
+        for (g, &u) in g.iter_mut().zip(u) {
+            *g = gelu_tanh(*g) * u;
+        }
+    };
+    if gate.len() <= PAR_ELEMS {
+        return combine(gate, up);
+    }
+    gate.par_chunks_mut(PAR_ELEMS)
+        .zip(up.par_chunks(PAR_ELEMS))
+        .for_each(|(g, u)| combine(g, u));
+}
+
+/// Adds `bias` (one row) to every row of `x`.
+pub fn add_bias_rows(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
+/// `cap · tanh(v / cap)` on every element (Gemma 2's soft-capping).
+pub fn softcap_in_place(x: &mut [f32], cap: f32) {
+    let apply = |x: &mut [f32]| x.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+    if x.len() <= PAR_ELEMS {
+        return apply(x);
+    }
+    x.par_chunks_mut(PAR_ELEMS).for_each(apply);
+}
+
+/// RMSNorm of every `weight.len()`-wide piece of `x`, in place (per-head Q/K norms).
+pub fn rms_norm_pieces_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    let n = weight.len();
+    let norm = |piece: &mut [f32]| {
+        let sum_sq: f64 = piece.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let scale = 1.0 / ((sum_sq / n as f64) as f32 + eps).sqrt();
+        for (v, &w) in piece.iter_mut().zip(weight) {
+            *v *= scale * w;
+        }
+    };
+    if x.len() <= PAR_ELEMS {
+        return x.chunks_exact_mut(n).for_each(norm);
+    }
+    x.par_chunks_exact_mut(n)
+        .with_min_len(PAR_ELEMS.div_ceil(n))
+        .for_each(norm);
+}
+
 pub fn add_in_place(acc: &mut [f32], x: &[f32]) {
     let add = |acc: &mut [f32], x: &[f32]| {
         for (a, &b) in acc.iter_mut().zip(x) {
@@ -60,13 +117,16 @@ pub fn add_in_place(acc: &mut [f32], x: &[f32]) {
         .for_each(|(a, b)| add(a, b));
 }
 
-/// Rotary position embedding tables for GGUF `llama` files.
+/// Rotary position embedding tables.
 ///
 /// ggml's llama RoPE ("NORM" mode) rotates *adjacent* pairs `(2i, 2i+1)`; GGUF converters
-/// permute the Q/K rows so that this equals Hugging Face's rotate-half on the original weights.
+/// permute `llama` Q/K rows so that this equals Hugging Face's rotate-half on the original
+/// weights. The other families (Qwen, Gemma, Phi-3) keep Hugging Face's row order and use
+/// ggml's "NEOX" mode: dimension i pairs with i + n_rot/2 ([`Rope::rotate_halves`]).
 pub struct Rope {
     /// Per pair i: the angular frequency `base^(-2i/n_rot) / freq_factor[i]`.
     inv_freq: Vec<f64>,
+    halves: bool,
 }
 
 impl Rope {
@@ -79,7 +139,16 @@ impl Rope {
                 f / freq_factors.map_or(1.0, |ff| ff[i] as f64)
             })
             .collect();
-        Self { inv_freq }
+        Self {
+            inv_freq,
+            halves: false,
+        }
+    }
+
+    /// NEOX mode: rotate (i, i + n_rot/2) instead of adjacent pairs.
+    pub fn rotate_halves(mut self, on: bool) -> Self {
+        self.halves = on;
+        self
     }
 
     /// Rotates the first `n_rot` dimensions of every head of one token's vector at `pos`.
@@ -104,13 +173,18 @@ impl Rope {
                 (cos as f32, sin as f32)
             }));
         }
-        RopeAngles { cos_sin, half }
+        RopeAngles {
+            cos_sin,
+            half,
+            halves: self.halves,
+        }
     }
 }
 
 pub struct RopeAngles {
     cos_sin: Vec<(f32, f32)>,
     half: usize,
+    halves: bool,
 }
 
 impl RopeAngles {
@@ -118,6 +192,17 @@ impl RopeAngles {
     pub fn apply(&self, x: &mut [f32], head_dim: usize, t: usize) {
         debug_assert!(2 * self.half <= head_dim);
         let cos_sin = &self.cos_sin[t * self.half..(t + 1) * self.half];
+        if self.halves {
+            for head in x.chunks_exact_mut(head_dim) {
+                let (lo, hi) = head[..2 * self.half].split_at_mut(self.half);
+                for ((a, b), &(cos, sin)) in lo.iter_mut().zip(hi).zip(cos_sin) {
+                    let (x0, x1) = (*a, *b);
+                    *a = x0 * cos - x1 * sin;
+                    *b = x0 * sin + x1 * cos;
+                }
+            }
+            return;
+        }
         for head in x.chunks_exact_mut(head_dim) {
             for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(cos_sin) {
                 let (a, b) = (pair[0], pair[1]);
@@ -158,6 +243,33 @@ mod tests {
         rms_norm(&x, &[1.0; 4], 0.0, &mut out);
         let rms = (out.iter().map(|v| v * v).sum::<f32>() / 4.0).sqrt();
         assert!((rms - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn neox_rope_rotates_halves_like_pairs_after_interleaving() {
+        // Rotating (i, i + half) equals rotating adjacent pairs of the interleaved vector.
+        let x = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        let (pairs, halves) = (
+            Rope::new(8, 10000.0, None, 1.0),
+            Rope::new(8, 10000.0, None, 1.0).rotate_halves(true),
+        );
+        let mut h = x;
+        halves.apply(&mut h, 8, 5);
+        let mut p: Vec<f32> = (0..4).flat_map(|i| [x[i], x[i + 4]]).collect();
+        pairs.apply(&mut p, 8, 5);
+        let back: Vec<f32> = (0..8).map(|j| if j < 4 { p[2 * j] } else { p[2 * (j - 4) + 1] }).collect();
+        for (a, b) in h.iter().zip(&back) {
+            assert!((a - b).abs() < 1e-6, "{h:?} vs {back:?}");
+        }
+        assert_ne!(h, x);
+    }
+
+    #[test]
+    fn gelu_tanh_matches_known_values() {
+        // torch.nn.functional.gelu(x, approximate="tanh")
+        for (x, y) in [(1.0f32, 0.841_192), (-1.0, -0.158_808), (2.5, 2.484_916)] {
+            assert!((gelu_tanh(x) - y).abs() < 1e-5, "{x}: {}", gelu_tanh(x));
+        }
     }
 
     #[test]

@@ -266,7 +266,7 @@ def main():
             "attn_implementation": "eager",
             "tokenizer_class": type(tok).__name__,
             "model_class": type(model).__name__,
-            "hf_config": model.config.to_dict(),
+            "hf_config": {k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"},
         },
     )
     print(f"wrote {out}")
