@@ -77,6 +77,9 @@ pub struct RenderOptions {
     pub add_generation_prompt: bool,
     /// Fixes `date_string` (Llama 3.x templates otherwise call `strftime_now("%d %b %Y")`).
     pub date_string: Option<String>,
+    /// OpenAI-style tool definitions, passed to the template as `tools` (Qwen2.5, Llama 3.x
+    /// and SmolLM2 templates render them into the prompt).
+    pub tools: Option<serde_json::Value>,
 }
 
 /// A parsed chat template with the special tokens it may print.
@@ -163,6 +166,9 @@ impl ChatTemplate {
         );
         if let Some(date) = &opts.date_string {
             ctx.insert("date_string", Value::from(date.as_str()));
+        }
+        if let Some(tools) = &opts.tools {
+            ctx.insert("tools", Value::from_serialize(tools));
         }
         let out = tmpl
             .render(ctx)

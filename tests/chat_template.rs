@@ -56,6 +56,7 @@ fn renderings_equal_transformers() {
         let opts = RenderOptions {
             add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap(),
             date_string: case["date_string"].as_str().map(str::to_string),
+            ..Default::default()
         };
         let ours = tmpl.render(&messages, &opts).unwrap();
         assert_eq!(
@@ -81,6 +82,7 @@ fn llama32_reference_conversation_renders_identically() {
     let opts = RenderOptions {
         add_generation_prompt: true,
         date_string: Some("26 Jul 2024".into()),
+        ..Default::default()
     };
     assert_eq!(tmpl.render(&messages, &opts).unwrap(), expected);
 }

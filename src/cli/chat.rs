@@ -351,6 +351,7 @@ impl Session {
             &RenderOptions {
                 add_generation_prompt: true,
                 date_string: None,
+                ..Default::default()
             },
             self.n_ctx,
             reserve,

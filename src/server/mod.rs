@@ -265,6 +265,7 @@ async fn chat_completions(
             let opts = RenderOptions {
                 add_generation_prompt: true,
                 date_string: None,
+                ..Default::default()
             };
             let text = template
                 .render(&req.messages, &opts)
