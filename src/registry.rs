@@ -297,7 +297,10 @@ impl ModelEntry {
             ));
         }
         if matches!(&self.source, Source::PypiParts { parts } if parts.is_empty()) {
-            return Err(format!("model '{}': pypi-parts source has no parts", self.id));
+            return Err(format!(
+                "model '{}': pypi-parts source has no parts",
+                self.id
+            ));
         }
         let file = Path::new(&self.file);
         let escapes = file.is_absolute()

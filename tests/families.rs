@@ -56,8 +56,8 @@ impl Family {
 
     fn json(&self, name: &str) -> Value {
         let path = self.refs(name);
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_str(&text).unwrap()
     }
 
@@ -145,9 +145,7 @@ fn check_quantized_greedy(f: &Family) {
             break;
         }
         matched += 1;
-        logits = model
-            .forward(&[ours], &mut cache, Logits::Last)
-            .unwrap();
+        logits = model.forward(&[ours], &mut cache, Logits::Last).unwrap();
     }
     eprintln!("{}: {matched} greedy tokens equal transformers'", f.arch);
     assert!(matched >= 8, "{}: only {matched} tokens", f.arch);
@@ -224,7 +222,9 @@ fn qwen2_chat_template_renders_like_transformers() {
 fn the_gemma_file_has_no_chat_template_and_chat_says_how_to_give_one() {
     let file = GEMMA.file();
     assert!(GEMMA.json("chat.json")["template"].is_null());
-    assert!(ChatTemplate::from_gguf(&file, "<bos>", "<eos>").unwrap().is_none());
+    assert!(ChatTemplate::from_gguf(&file, "<bos>", "<eos>")
+        .unwrap()
+        .is_none());
 }
 
 #[test]

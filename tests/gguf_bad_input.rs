@@ -165,7 +165,8 @@ fn unsupported_architecture_lists_the_supported_ones() {
         "{msg}"
     );
     assert!(
-        msg.contains("'mamba'") && msg.contains("supported: llama, mllama, qwen2, qwen3, gemma2, gemma3"),
+        msg.contains("'mamba'")
+            && msg.contains("supported: llama, mllama, qwen2, qwen3, gemma2, gemma3"),
         "{msg}"
     );
 }

@@ -10,7 +10,6 @@ use serde_json::Value;
 mod tokenizer_common;
 use tokenizer_common::{ids_of, read_json, stream, strs_of};
 
-#[allow(dead_code)]
 mod common;
 
 /// Llama 3.2 text tokenizer (no `<|image|>`), from the shared tiny-llama fixture.

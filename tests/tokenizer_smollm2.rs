@@ -10,7 +10,6 @@ use serde_json::Value;
 mod tokenizer_common;
 use tokenizer_common::{ids_of, read_json, stream, strs_of};
 
-#[allow(dead_code)]
 mod common;
 
 fn roundtrip_json() -> PathBuf {

@@ -92,11 +92,11 @@ fn tiles_and_rows4_match_scalar_reference() {
                             n += 1;
                         }
                     }
-                    for t in 0..4 {
-                        let res = rows4(w4, a4[t]);
+                    for (t, &a_t) in a4.iter().enumerate() {
+                        let res = rows4(w4, a_t);
                         for r in 0..4 {
                             let what = format!("{isa:?} rows4 nb={nb} case={case} [{r}] tok {t}");
-                            check(ty, &what, res[r], w4[r], a4[t], &mut exact);
+                            check(ty, &what, res[r], w4[r], a_t, &mut exact);
                             n += 1;
                         }
                     }

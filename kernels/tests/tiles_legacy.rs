@@ -405,9 +405,9 @@ fn tile_speed() {
             });
             let g_dot4 = time(&mut || {
                 let mut s = 0.0;
-                for r in 0..ROWS {
+                for &w_r in &w[..ROWS] {
                     for t in (0..TOKS).step_by(4) {
-                        let o = dot4(w[r], [a[t], a[t + 1], a[t + 2], a[t + 3]]);
+                        let o = dot4(w_r, [a[t], a[t + 1], a[t + 2], a[t + 3]]);
                         s += o[0] + o[3];
                     }
                 }
@@ -437,8 +437,8 @@ fn tile_speed() {
             });
             let g_dot = time_mv(&mut || {
                 let mut s = 0.0;
-                for r in 0..ROWS {
-                    s += dot(w[r], a[0]);
+                for &w_r in &w[..ROWS] {
+                    s += dot(w_r, a[0]);
                 }
                 s
             });

@@ -88,7 +88,11 @@ pub fn model_summary(model: &dyn Model) -> String {
         "{}, {} layers, {} embd, {} heads ({} kv), vocab {}",
         i.arch, i.n_layer, i.n_embd, i.n_head, i.n_head_kv, i.n_vocab
     );
-    for extra in i.detail.into_iter().chain(model.vision().map(|v| v.describe())) {
+    for extra in i
+        .detail
+        .into_iter()
+        .chain(model.vision().map(|v| v.describe()))
+    {
         s.push_str(", ");
         s.push_str(&extra);
     }

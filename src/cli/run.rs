@@ -133,7 +133,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot encode image {}", image_path.display()))?;
             n_tiles.push(tiles);
         }
-        line = format!("{line} | {}", vision_summary(&n_tiles, vision_start.elapsed()));
+        line = format!(
+            "{line} | {}",
+            vision_summary(&n_tiles, vision_start.elapsed())
+        );
     }
     eprintln!("{line}");
     warn_forced_kernels(model.kernels());
@@ -266,4 +269,3 @@ fn fetch(entry: &lumen::registry::ModelEntry) -> anyhow::Result<PathBuf> {
     })?;
     Ok(path)
 }
-

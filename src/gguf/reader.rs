@@ -229,7 +229,7 @@ impl GgufFile {
                 None => counts.push((t.ty, 1)),
             }
         }
-        counts.sort_by(|a, b| b.1.cmp(&a.1));
+        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
         let parts: Vec<String> = counts
             .iter()
             .map(|(ty, n)| format!("{} x{n}", ty.name()))

@@ -335,6 +335,7 @@ impl Layer {
 
     /// One token of each of several sequences (row i of `x` belongs to `caches[i]`, at its
     /// current length): the matmuls run once over all rows, attention per sequence.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_rows(
         &self,
         w: &Weights,
@@ -387,7 +388,11 @@ impl Layer {
             ],
         )?;
         let ex = &self.extra;
-        for (bias, rows) in [(&ex.q_bias, &mut s.q), (&ex.k_bias, &mut s.k), (&ex.v_bias, &mut s.v)] {
+        for (bias, rows) in [
+            (&ex.q_bias, &mut s.q),
+            (&ex.k_bias, &mut s.k),
+            (&ex.v_bias, &mut s.v),
+        ] {
             if let Some(b) = bias {
                 ops::add_bias_rows(rows, b);
             }
@@ -399,7 +404,13 @@ impl Layer {
         }
         attend(s);
         w.matmuls(&s.attn, &mut [(&self.attn_output, &mut s.proj)])?;
-        residual_add(x, &mut s.proj, ex.post_attn_norm.as_deref(), cfg.rms_eps, &mut s.xn);
+        residual_add(
+            x,
+            &mut s.proj,
+            ex.post_attn_norm.as_deref(),
+            cfg.rms_eps,
+            &mut s.xn,
+        );
 
         // Feed-forward block (SwiGLU or GeGLU).
         ops::rms_norm_rows(x, &self.ffn_norm, cfg.rms_eps, &mut s.xn);
@@ -412,14 +423,26 @@ impl Layer {
             FfnKind::GeGluTanh => ops::geglu_in_place(&mut s.gate, &s.up),
         }
         w.matmuls(&s.gate, &mut [(&self.ffn_down, &mut s.proj)])?;
-        residual_add(x, &mut s.proj, ex.post_ffn_norm.as_deref(), cfg.rms_eps, &mut s.xn);
+        residual_add(
+            x,
+            &mut s.proj,
+            ex.post_ffn_norm.as_deref(),
+            cfg.rms_eps,
+            &mut s.xn,
+        );
         Ok(())
     }
 }
 
 /// `x += out`, through `post_norm` first where the layer has one (Gemma); `tmp` is scratch of
 /// `out`'s size.
-fn residual_add(x: &mut [f32], out: &mut [f32], post_norm: Option<&[f32]>, eps: f32, tmp: &mut [f32]) {
+fn residual_add(
+    x: &mut [f32],
+    out: &mut [f32],
+    post_norm: Option<&[f32]>,
+    eps: f32,
+    tmp: &mut [f32],
+) {
     match post_norm {
         Some(w) => {
             ops::rms_norm_rows(out, w, eps, tmp);
@@ -826,7 +849,8 @@ impl LlamaConfig {
 
 impl Model for Llama {
     fn info(&self) -> ModelInfo {
-        self.config.info(self.file.architecture().unwrap_or("llama"))
+        self.config
+            .info(self.file.architecture().unwrap_or("llama"))
     }
     fn kernels(&self) -> &'static KernelSet {
         self.kernels

@@ -29,10 +29,18 @@ pub type Constructor = fn(Arc<GgufFile>) -> Result<Box<dyn Model>, ModelError>;
 pub const ARCHITECTURES: &[(&str, Constructor)] = &[
     ("llama", |f| Ok(Box::new(Llama::load(f)?))),
     ("mllama", |f| Ok(Box::new(mllama::Mllama::load(f)?))),
-    ("qwen2", |f| Ok(Box::new(Llama::load_flavored(f, qwen::flavor)?))),
-    ("qwen3", |f| Ok(Box::new(Llama::load_flavored(f, qwen::flavor)?))),
-    ("gemma2", |f| Ok(Box::new(Llama::load_flavored(f, gemma::gemma2_flavor)?))),
-    ("gemma3", |f| Ok(Box::new(Llama::load_flavored(f, gemma::gemma3_flavor)?))),
+    ("qwen2", |f| {
+        Ok(Box::new(Llama::load_flavored(f, qwen::flavor)?))
+    }),
+    ("qwen3", |f| {
+        Ok(Box::new(Llama::load_flavored(f, qwen::flavor)?))
+    }),
+    ("gemma2", |f| {
+        Ok(Box::new(Llama::load_flavored(f, gemma::gemma2_flavor)?))
+    }),
+    ("gemma3", |f| {
+        Ok(Box::new(Llama::load_flavored(f, gemma::gemma3_flavor)?))
+    }),
 ];
 
 /// Every architecture Lumen runs, for messages: "llama, mllama, …".
@@ -202,7 +210,6 @@ impl Cache {
         }
     }
 }
-
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

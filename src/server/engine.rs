@@ -445,7 +445,10 @@ pub fn step(model: &dyn Model, slots: &mut [Slot]) {
             let logits = model
                 .forward_batch(&tokens, &mut caches)
                 .map_err(|e| e.to_string())?;
-            Ok(logits.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect::<Vec<_>>())
+            Ok(logits
+                .chunks_exact(n_vocab)
+                .map(<[f32]>::to_vec)
+                .collect::<Vec<_>>())
         })
     };
     match result {

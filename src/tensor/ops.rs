@@ -257,7 +257,9 @@ mod tests {
         halves.apply(&mut h, 8, 5);
         let mut p: Vec<f32> = (0..4).flat_map(|i| [x[i], x[i + 4]]).collect();
         pairs.apply(&mut p, 8, 5);
-        let back: Vec<f32> = (0..8).map(|j| if j < 4 { p[2 * j] } else { p[2 * (j - 4) + 1] }).collect();
+        let back: Vec<f32> = (0..8)
+            .map(|j| if j < 4 { p[2 * j] } else { p[2 * (j - 4) + 1] })
+            .collect();
         for (a, b) in h.iter().zip(&back) {
             assert!((a - b).abs() < 1e-6, "{h:?} vs {back:?}");
         }

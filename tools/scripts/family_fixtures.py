@@ -219,8 +219,9 @@ ARCHS = {
                     query_pre_attn_scalar=32, max_position_embeddings=256, rms_norm_eps=1e-6,
                     sliding_window=6, attn_logit_softcapping=5.0, final_logit_softcapping=3.0,
                     hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
-        norm="zero_centred", variants={"no_softcap": dict(attn_logit_softcapping=None, final_logit_softcapping=None),
-                                       "no_window": dict(sliding_window=None)},
+        norm="zero_centred", variants={"no_attn_softcap": dict(attn_logit_softcapping=None),
+                                       "no_final_softcap": dict(final_logit_softcapping=None),
+                                       "no_window": dict(sliding_window=4096)},
         notes=[
             "Layers 0 and 2 are sliding-window (6), layers 1 and 3 global (HF layer_types; llama.cpp's "
             "gemma2 hard-codes the same pattern 2).",
@@ -240,7 +241,7 @@ ARCHS = {
                     sliding_window=6, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
                     rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
                                      "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}),
-        norm="zero_centred", variants={"no_window": dict(sliding_window=None)},
+        norm="zero_centred", variants={"no_window": dict(sliding_window=4096)},
         notes=[
             "7 layers: HF layer_types (pattern 6) make layers 0-4 and 6 sliding (window 6, RoPE base "
             "10000) and layer 5 global (RoPE base 1e6); the GGUF does not carry the pattern "
@@ -331,6 +332,7 @@ def randomize(model, seed: int, norm: str) -> None:
 
 
 def make_sequences(tok: dict, n_real: int, seed: int) -> list[list[int]]:
+    """Uniform over the ordinary tokens [first_normal, n_real); sequence 0 starts with BOS."""
     rng = random.Random(seed)
     lo = tok["first_normal"]
     seqs = []
@@ -340,6 +342,12 @@ def make_sequences(tok: dict, n_real: int, seed: int) -> list[list[int]]:
             ids[0] = tok["bos"]
         seqs.append(ids)
     return seqs
+
+
+def dump_ids(seqs, cfg_dict) -> str:
+    rows = ",\n".join("  " + json.dumps(q) for q in seqs)
+    cfg = json.dumps(cfg_dict, indent=1, sort_keys=True).replace("\n", "\n ")
+    return f'{{\n "sequences": [\n{rows}\n ],\n "config": {cfg}\n}}\n'
 
 
 def forward_logits(model, seqs) -> "np.ndarray":
@@ -390,7 +398,7 @@ def build_one(name: str, spec: dict, idx: int, llama_dir: Path, out_root: Path, 
     ref = getattr(transformers, spec["hf_cls"]).from_pretrained(
         model_dir, attn_implementation="eager", dtype=torch.float32)
     ref.eval()
-    seqs = make_sequences(tok, tok["n_vocab"], 3000 + idx)
+    seqs = make_sequences(tok, tok.get("n_base", tok["n_vocab"]), 3000 + idx)
     logits = forward_logits(ref, seqs)
 
     out = out_root / name
@@ -406,16 +414,20 @@ def build_one(name: str, spec: dict, idx: int, llama_dir: Path, out_root: Path, 
 
     np.save(out / "logits.npy", logits)
     cfg_dict = json.loads(ref.config.to_json_string(use_diff=False))
-    (out / "ids.json").write_text(json.dumps({"sequences": seqs, "config": cfg_dict}, indent=1) + "\n")
+    cfg_dict.pop("_name_or_path", None)  # the temporary checkpoint directory
+    (out / "ids.json").write_text(dump_ids(seqs, cfg_dict))
 
-    effects = {}
+    effects, full = {}, None
     for vname, overrides in spec.get("variants", {}).items():
         v = variant_logits(model_dir, spec["hf_cls"], overrides, seqs)
         effects[vname] = float(np.abs(v - logits).max())
         if vname == "no_window" and spec.get("extra_full_attention"):
+            full = v
             np.save(out / "logits_full_attention.npy", v)
 
     check = check_gguf(gguf_path, ref, spec)
+    check["reload"] = reload_gguf(out, cfg_dict, seqs, logits, full)
+    check["reload"]["fixed_sorted"] = sorted(check["reload"]["config_fixed"].items())
     return {"name": name, "spec": spec, "tok": tok, "config": cfg_dict, "seqs": seqs,
             "effects": effects, "check": check, "warnings": warnings,
             "logits_stats": (float(logits.min()), float(logits.max()), float(logits.std())),
@@ -482,6 +494,33 @@ def check_gguf(path: Path, model, spec: dict) -> dict:
         transforms[hf_name] = (gname, how)
     return {"kv": kv, "tensors": {n: (t.tensor_type.name, [int(x) for x in t.shape]) for n, t in tensors.items()},
             "transforms": transforms, "arch": arch}
+
+
+def reload_gguf(folder: Path, hf_cfg: dict, seqs, logits, full=None) -> dict:
+    """Second, independent reader: transformers' own GGUF loader (undoes the Gemma +1 and the
+    llama Q/K permutation). Its config mapping misses some keys, so config fields that differ from
+    the HF config are listed and then set to the HF values (rms_norm_eps is left as read: float32
+    in the GGUF, which is what HF adds in float32 anyway). Returns max |logit difference|."""
+    import numpy as np
+    import transformers
+
+    cfg = transformers.AutoConfig.from_pretrained(folder, gguf_file="model.gguf")
+    fixed = {}
+    for k, v in hf_cfg.items():
+        if k in ("architectures", "model_type", "dtype", "transformers_version", "rms_norm_eps",
+                 "id2label", "label2id") or not hasattr(cfg, k):
+            continue
+        if getattr(cfg, k) != v:
+            fixed[k] = [getattr(cfg, k), v]
+            setattr(cfg, k, v)
+    m = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file="model.gguf", config=cfg, dtype="float32", attn_implementation="eager")
+    m.eval()
+    out = forward_logits(m, seqs)
+    r = {"class": type(m).__name__, "config_fixed": fixed, "max_abs_diff": float(np.abs(out - logits).max())}
+    if full is not None:
+        r["max_abs_diff_full_attention"] = float(np.abs(out - full).max())
+    return r
 
 
 def fmt_val(v) -> str:
@@ -576,6 +615,13 @@ def write_readme(out_root: Path, results: list[dict], llama_rev: str) -> None:
         kinds = sorted({how for _, how in check["transforms"].values()})
         L.append(f"\nAll {len(check['transforms'])} HF tensors checked against the GGUF: {', '.join(kinds)}"
                  + (f"; problems: {odd}" if odd else "") + ".\n")
+        rl = check["reload"]
+        fixed = ", ".join(f"`{k}` {a!r} -> {b!r}" for k, (a, b) in rl["fixed_sorted"]) if rl["config_fixed"] else "none"
+        L.append(f"Re-read by transformers' GGUF loader (`{rl['class']}`; config fields its GGUF mapping "
+                 f"got wrong and were set to the HF values: {fixed}): max |logits - logits.npy| = "
+                 f"{rl['max_abs_diff']:.3g}"
+                 + (f", max |logits - logits_full_attention.npy| = {rl['max_abs_diff_full_attention']:.3g}"
+                    if "max_abs_diff_full_attention" in rl else "") + ".\n")
         if res["warnings"]:
             L.append("Converter warnings:\n")
             for w in res["warnings"]:
@@ -617,6 +663,7 @@ def main() -> None:
             results.append(res)
             sha = hashlib.sha256((args.out / name / "model.gguf").read_bytes()).hexdigest()[:16]
             print(json.dumps({"name": name, "sizes": res["sizes"], "effects": res["effects"],
+                              "reload": res["check"]["reload"]["max_abs_diff"],
                               "gguf_sha256_16": sha,
                               "transforms": sorted({h for _, h in res["check"]["transforms"].values()})}),
                   flush=True)

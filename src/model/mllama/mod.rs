@@ -160,7 +160,11 @@ impl ImageInput for Mllama {
         let image = image_proc::preprocess(&rgb, &self.preprocess);
         let states = self
             .vision
-            .encode(&image.pixels, image.aspect_ratio_id, &image.aspect_ratio_mask)
+            .encode(
+                &image.pixels,
+                image.aspect_ratio_id,
+                &image.aspect_ratio_mask,
+            )
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         Ok(EncodedImage {
             states,
