@@ -166,7 +166,7 @@ fn unsupported_architecture_lists_the_supported_ones() {
     );
     assert!(
         msg.contains("'mamba'")
-            && msg.contains("supported: llama, mllama, qwen2, qwen3, gemma2, gemma3"),
+            && msg.contains("supported: llama, mllama, qwen2, qwen3, gemma2, gemma3, phi3"),
         "{msg}"
     );
 }

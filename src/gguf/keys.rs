@@ -38,6 +38,10 @@ pub const ROPE_DIMENSION_COUNT: &str = "rope.dimension_count";
 pub const ROPE_FREQ_BASE: &str = "rope.freq_base";
 pub const ROPE_SCALING_TYPE: &str = "rope.scaling.type";
 pub const ROPE_SCALING_FACTOR: &str = "rope.scaling.factor";
+/// Phi-3 LongRoPE: the training context the short factors are for, and the factor that
+/// multiplies cos and sin.
+pub const ROPE_SCALING_ORIG_CTX: &str = "rope.scaling.original_context_length";
+pub const ROPE_SCALING_ATTN_FACTOR: &str = "rope.scaling.attn_factor";
 /// Gemma 2/3, Mistral: positions a sliding-window layer sees.
 pub const SLIDING_WINDOW: &str = "attention.sliding_window";
 /// uint n: every n-th layer (the last of each n) is global, the rest slide (llama.cpp's

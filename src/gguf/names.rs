@@ -4,6 +4,10 @@ pub const TOKEN_EMBD: &str = "token_embd.weight";
 pub const OUTPUT_NORM: &str = "output_norm.weight";
 pub const OUTPUT: &str = "output.weight";
 pub const ROPE_FREQS: &str = "rope_freqs.weight";
+/// Phi-3 LongRoPE frequency divisors (global, `[n_rot / 2]`): long ones when the context is
+/// longer than the original training context, short ones otherwise.
+pub const ROPE_FACTORS_LONG: &str = "rope_factors_long.weight";
+pub const ROPE_FACTORS_SHORT: &str = "rope_factors_short.weight";
 
 // Per-block tensors: `blk.{i}.{suffix}`.
 pub const ATTN_NORM: &str = "attn_norm.weight";
@@ -17,6 +21,8 @@ pub const FFN_UP: &str = "ffn_up.weight";
 pub const FFN_DOWN: &str = "ffn_down.weight";
 // Optional per-block tensors of the other families (llama.cpp's names; each is loaded where the
 // file has it, so one layer type serves them all).
+/// Phi-3's fused Q/K/V projection: output rows `[Q | K | V]`.
+pub const ATTN_QKV: &str = "attn_qkv.weight";
 /// Q/K/V biases (Qwen2).
 pub const ATTN_Q_BIAS: &str = "attn_q.bias";
 pub const ATTN_K_BIAS: &str = "attn_k.bias";

@@ -12,8 +12,10 @@
 //! The attention scale is 1/√query_pre_attn_scalar, which GGUF does not store: llama.cpp takes
 //! `n_embd / n_head` for the 27B models and the head size otherwise, and so do we.
 
+use std::sync::Arc;
+
 use super::llama::{FfnKind, Flavor, LlamaConfig};
-use super::ModelError;
+use super::{Llama, Model, ModelError};
 use crate::gguf::{keys, GgufFile};
 
 /// llama.cpp's defaults where a file lacks the keys (the Hugging Face configs' values).
@@ -27,6 +29,14 @@ const GEMMA3_PATTERN: usize = 6;
 /// Layer counts of the 27B models, whose query_pre_attn_scalar is n_embd / n_head.
 const GEMMA2_27B_LAYERS: usize = 46;
 const GEMMA3_27B_LAYERS: usize = 62;
+
+pub fn load_gemma2(file: Arc<GgufFile>) -> Result<Box<dyn Model>, ModelError> {
+    Ok(Box::new(Llama::load_flavored(file, gemma2_flavor)?))
+}
+
+pub fn load_gemma3(file: Arc<GgufFile>) -> Result<Box<dyn Model>, ModelError> {
+    Ok(Box::new(Llama::load_flavored(file, gemma3_flavor)?))
+}
 
 pub fn gemma2_flavor(file: &GgufFile, cfg: &LlamaConfig) -> Result<Flavor, ModelError> {
     let soft = |suffix, default| -> Result<Option<f32>, ModelError> {

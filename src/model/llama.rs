@@ -74,6 +74,15 @@ pub enum FfnKind {
 }
 
 impl Flavor {
+    /// Llama's layer with NEOX RoPE: every family but `llama` (whose Q/K rows the converter
+    /// permutes) keeps Hugging Face's row order.
+    pub fn neox(cfg: &LlamaConfig) -> Self {
+        Self {
+            rope_halves: true,
+            ..cfg.flavor.clone()
+        }
+    }
+
     /// Llama's own layer: pairs RoPE, 1/√head_dim, SwiGLU, nothing else; a sliding window on
     /// every layer where the file has one (Mistral).
     pub fn llama(head_dim: usize, n_layer: usize, sliding_window: Option<usize>) -> Self {
@@ -264,16 +273,36 @@ impl Layer {
             post_attn_norm: opt(names::ATTN_POST_NORM, e)?,
             post_ffn_norm: opt(names::FFN_POST_NORM, e)?,
         };
+        // Phi-3 fuses Q/K/V into one tensor and gate/up into `ffn_up` (gate rows first): each
+        // part is a row range of the fused matrix.
+        let (attn_q, attn_k, attn_v) = match f.tensor_info(&names::blk(i, names::ATTN_QKV)) {
+            Some(_) => {
+                let qkv = m(names::ATTN_QKV, e, q + 2 * kv)?;
+                (qkv.rows(0, q), qkv.rows(q, kv), qkv.rows(q + kv, kv))
+            }
+            None => (
+                m(names::ATTN_Q, e, q)?,
+                m(names::ATTN_K, e, kv)?,
+                m(names::ATTN_V, e, kv)?,
+            ),
+        };
+        let (ffn_gate, ffn_up) = match f.tensor_info(&names::blk(i, names::FFN_GATE)) {
+            Some(_) => (m(names::FFN_GATE, e, ff)?, m(names::FFN_UP, e, ff)?),
+            None => {
+                let gate_up = m(names::FFN_UP, e, 2 * ff)?;
+                (gate_up.rows(0, ff), gate_up.rows(ff, ff))
+            }
+        };
         Ok(Layer {
             extra,
             attn_norm: vector(f, &names::blk(i, names::ATTN_NORM), e)?,
-            attn_q: m(names::ATTN_Q, e, q)?,
-            attn_k: m(names::ATTN_K, e, kv)?,
-            attn_v: m(names::ATTN_V, e, kv)?,
+            attn_q,
+            attn_k,
+            attn_v,
             attn_output: m(names::ATTN_OUTPUT, q, e)?,
             ffn_norm: vector(f, &names::blk(i, names::FFN_NORM), e)?,
-            ffn_gate: m(names::FFN_GATE, e, ff)?,
-            ffn_up: m(names::FFN_UP, e, ff)?,
+            ffn_gate,
+            ffn_up,
             ffn_down: m(names::FFN_DOWN, ff, e)?,
         })
     }
@@ -545,6 +574,52 @@ pub(crate) fn check_input(
     }
 }
 
+/// Phi-3's LongRoPE: two sets of frequency divisors and a factor on cos and sin.
+struct LongRope {
+    short: Vec<f32>,
+    long_rope: Rope,
+    n_ctx_orig: usize,
+    attn_factor: f32,
+}
+
+impl LongRope {
+    fn from_file(f: &GgufFile, cfg: &LlamaConfig) -> Result<Option<Self>, ModelError> {
+        let (Some(_), Some(_)) = (
+            f.tensor_info(names::ROPE_FACTORS_SHORT),
+            f.tensor_info(names::ROPE_FACTORS_LONG),
+        ) else {
+            return Ok(None);
+        };
+        let arch = f.architecture()?;
+        let key = |suffix| keys::arch_key(arch, suffix);
+        let md = f.metadata();
+        let n_ctx_orig = md
+            .opt(&key(keys::ROPE_SCALING_ORIG_CTX), |m, k| {
+                m.get_usize_capped(k, MAX_CONTEXT)
+            })?
+            .unwrap_or(cfg.n_ctx_train);
+        let attn_factor = md
+            .opt(&key(keys::ROPE_SCALING_ATTN_FACTOR), |m, k| m.get_f32(k))?
+            .unwrap_or(1.0);
+        let short = vector(f, names::ROPE_FACTORS_SHORT, cfg.n_rot / 2)?;
+        let long = vector(f, names::ROPE_FACTORS_LONG, cfg.n_rot / 2)?;
+        let mut this = Self {
+            short,
+            long_rope: Rope::new(cfg.n_rot, cfg.rope_base, None, 1.0),
+            n_ctx_orig,
+            attn_factor,
+        };
+        this.long_rope = this.rope(cfg, &long);
+        Ok(Some(this))
+    }
+
+    fn rope(&self, cfg: &LlamaConfig, factors: &[f32]) -> Rope {
+        Rope::new(cfg.n_rot, cfg.rope_base, Some(factors), 1.0)
+            .rotate_halves(cfg.flavor.rope_halves)
+            .attn_factor(self.attn_factor)
+    }
+}
+
 /// One forward pass's RoPE angles: the global layers', and the sliding-window layers' where
 /// their RoPE differs.
 struct LayerAngles {
@@ -579,6 +654,9 @@ pub struct Llama {
     rope: Rope,
     /// The sliding-window layers' RoPE where it differs from the others' (Gemma 3).
     rope_swa: Option<Rope>,
+    /// Phi-3 LongRoPE: `rope` holds the short factors; caches longer than the original
+    /// training context use these long ones.
+    long_rope: Option<LongRope>,
     /// Dequantized-f32 matmuls instead of Q8 activations (validation only).
     reference_matmul: bool,
     kernels: &'static KernelSet,
@@ -635,6 +713,10 @@ impl Llama {
         let rope_swa = cfg.flavor.rope_base_swa.map(|base| {
             Rope::new(cfg.n_rot, base, None, 1.0).rotate_halves(cfg.flavor.rope_halves)
         });
+        let (rope, long_rope) = match LongRope::from_file(f, &cfg)? {
+            None => (rope, None),
+            Some(long) => (long.rope(&cfg, &long.short), Some(long)),
+        };
         let mut model = Self {
             output_norm: vector(f, names::OUTPUT_NORM, e)?,
             file: file.clone(),
@@ -644,6 +726,7 @@ impl Llama {
             output,
             rope,
             rope_swa,
+            long_rope,
             reference_matmul: false,
             kernels: lumen_kernels::kernels(),
         };
@@ -733,10 +816,16 @@ impl Llama {
         Ok(x)
     }
 
-    /// RoPE angles of the rows at `positions`, for both kinds of layer.
-    fn angles(&self, positions: &[usize]) -> LayerAngles {
+    /// RoPE angles of the rows at `positions` of a cache holding `n_ctx`, for both kinds of
+    /// layer.
+    fn angles(&self, positions: &[usize], n_ctx: usize) -> LayerAngles {
+        // llama.cpp picks Phi-3's long factors once per context, by its size.
+        let global = match &self.long_rope {
+            Some(long) if n_ctx > long.n_ctx_orig => &long.long_rope,
+            _ => &self.rope,
+        };
         LayerAngles {
-            global: self.rope.angles_at(positions),
+            global: global.angles_at(positions),
             swa: self.rope_swa.as_ref().map(|r| r.angles_at(positions)),
         }
     }
@@ -773,7 +862,7 @@ impl Llama {
         let mut x = self.embed(tokens)?;
         let mut scratch = Scratch::new(cfg, n);
         let positions: Vec<usize> = (pos0..pos0 + n).collect();
-        let angles = self.angles(&positions);
+        let angles = self.angles(&positions, cache.capacity());
         let w = self.weights();
         for (il, layer) in self.layers.iter().enumerate() {
             trace(il, &x);
@@ -810,7 +899,7 @@ impl Llama {
         let mut x = self.embed(tokens)?;
         let mut scratch = Scratch::new(cfg, n);
         let positions: Vec<usize> = caches.iter().map(|c| c.len()).collect();
-        let angles = self.angles(&positions);
+        let angles = self.angles(&positions, caches[0].capacity());
         let w = self.weights();
         for (il, layer) in self.layers.iter().enumerate() {
             let a = angles.of_layer(cfg, il);

@@ -9,6 +9,7 @@ pub mod gemma;
 pub mod kv_cache;
 pub mod llama;
 pub mod mllama;
+pub mod phi3;
 pub mod qwen;
 pub mod weights;
 
@@ -29,18 +30,11 @@ pub type Constructor = fn(Arc<GgufFile>) -> Result<Box<dyn Model>, ModelError>;
 pub const ARCHITECTURES: &[(&str, Constructor)] = &[
     ("llama", |f| Ok(Box::new(Llama::load(f)?))),
     ("mllama", |f| Ok(Box::new(mllama::Mllama::load(f)?))),
-    ("qwen2", |f| {
-        Ok(Box::new(Llama::load_flavored(f, qwen::flavor)?))
-    }),
-    ("qwen3", |f| {
-        Ok(Box::new(Llama::load_flavored(f, qwen::flavor)?))
-    }),
-    ("gemma2", |f| {
-        Ok(Box::new(Llama::load_flavored(f, gemma::gemma2_flavor)?))
-    }),
-    ("gemma3", |f| {
-        Ok(Box::new(Llama::load_flavored(f, gemma::gemma3_flavor)?))
-    }),
+    ("qwen2", qwen::load),
+    ("qwen3", qwen::load),
+    ("gemma2", gemma::load_gemma2),
+    ("gemma3", gemma::load_gemma3),
+    ("phi3", phi3::load),
 ];
 
 /// Every architecture Lumen runs, for messages: "llama, mllama, …".

@@ -48,6 +48,22 @@ impl Matrix {
         Ok(())
     }
 
+    /// Output rows `start..start + n` as a matrix of their own: a fused tensor (Phi-3's QKV and
+    /// gate+up) is its parts' rows one after another, so each part is a byte range of it.
+    pub fn rows(&self, start: usize, n: usize) -> Matrix {
+        assert!(
+            self.packed.is_none() && start + n <= self.rows,
+            "rows of an unpacked matrix"
+        );
+        let row_bytes = self.n_bytes / self.rows;
+        Matrix {
+            rows: n,
+            offset: self.offset + start * row_bytes,
+            n_bytes: n * row_bytes,
+            ..self.clone()
+        }
+    }
+
     /// Heap bytes of the packed copy (0 when not packed).
     pub fn packed_bytes(&self) -> usize {
         self.packed.as_ref().map_or(0, |p| p.heap_bytes())

@@ -127,6 +127,8 @@ pub struct Rope {
     /// Per pair i: the angular frequency `base^(-2i/n_rot) / freq_factor[i]`.
     inv_freq: Vec<f64>,
     halves: bool,
+    /// Multiplies cos and sin (Phi-3 LongRoPE's attention factor; 1 elsewhere).
+    attn_factor: f32,
 }
 
 impl Rope {
@@ -142,7 +144,14 @@ impl Rope {
         Self {
             inv_freq,
             halves: false,
+            attn_factor: 1.0,
         }
+    }
+
+    /// Multiplies cos and sin by `factor` (LongRoPE's `attn_factor`).
+    pub fn attn_factor(mut self, factor: f32) -> Self {
+        self.attn_factor = factor;
+        self
     }
 
     /// NEOX mode: rotate (i, i + n_rot/2) instead of adjacent pairs.
@@ -170,7 +179,7 @@ impl Rope {
         for &pos in positions {
             cos_sin.extend(self.inv_freq.iter().map(|&f| {
                 let (sin, cos) = (pos as f64 * f).sin_cos();
-                (cos as f32, sin as f32)
+                (cos as f32 * self.attn_factor, sin as f32 * self.attn_factor)
             }));
         }
         RopeAngles {

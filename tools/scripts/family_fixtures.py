@@ -508,7 +508,7 @@ def reload_gguf(folder: Path, hf_cfg: dict, seqs, logits, full=None) -> dict:
     fixed = {}
     for k, v in hf_cfg.items():
         if k in ("architectures", "model_type", "dtype", "transformers_version", "rms_norm_eps",
-                 "id2label", "label2id") or not hasattr(cfg, k):
+                 "initializer_range", "id2label", "label2id") or not hasattr(cfg, k):
             continue
         if getattr(cfg, k) != v:
             fixed[k] = [getattr(cfg, k), v]
@@ -567,7 +567,7 @@ def write_readme(out_root: Path, results: list[dict], llama_rev: str) -> None:
              "BOS). Sliding windows (6 or 8) are smaller than the 24-token sequences. HF's window: "
              "query i sees keys j with i - window < j <= i (window counts the query itself), the same "
              "as llama.cpp's `p1 - p0 >= n_swa` masking.\n")
-    L.append("`effect` lines give max |logit difference| when the feature is switched off in "
+    L.append("`Effects` lines give max |logit difference| when the feature is switched off in "
              "transformers (same weights): they show the feature matters for these inputs.\n")
     for res in results:
         name, check, cfg = res["name"], res["check"], res["config"]
