@@ -12,6 +12,8 @@
 //! - Chat template (Qwen; the Gemma file has none): renders and tokenizes as transformers does.
 
 mod common;
+#[path = "common/http.rs"]
+mod http;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use lumen::chat::{ChatMessage, ChatTemplate, RenderOptions};
 use lumen::gguf::GgufFile;
 use lumen::model::{Logits, Model};
 use lumen::tokenizer::{Tokenizer, VocabSpec};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 struct Family {
     /// models.toml id.
@@ -243,4 +245,38 @@ fn gemma3_ends_generation_at_end_of_turn() {
     let id = tok.encode("<end_of_turn>", false).unwrap();
     assert_eq!(id.len(), 1);
     assert!(tok.is_end_of_generation(id[0]));
+}
+
+/// `lumen serve` runs both families through the same seam: a chat completion on Qwen (its
+/// template, ending at `<|im_end|>`: finish "stop" before the token limit) and a completion on
+/// Gemma that continues the prompt with transformers' greedy text.
+#[test]
+fn serve_answers_with_qwen_and_gemma() {
+    let server = http::Server::start_model(&common::model_path(QWEN.id), &[]);
+    let body = json!({
+        "messages": [{"role": "user", "content": "Say hello in one word."}],
+        "max_tokens": 48,
+        "temperature": 0,
+    });
+    let r = http::post(server.addr, "/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!content.is_empty() && !content.contains("<|im_end|>"), "{content:?}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    drop(server);
+
+    let server = http::Server::start_model(&common::model_path(GEMMA.id), &[]);
+    let greedy = GEMMA.json("greedy.json");
+    let body = json!({
+        "prompt": greedy["prompt"],
+        "max_tokens": 8,
+        "temperature": 0,
+    });
+    let r = http::post(server.addr, "/v1/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let text = r.json()["choices"][0]["text"].as_str().unwrap().to_string();
+    let tok = GEMMA.tokenizer(&GEMMA.file());
+    let expected = tok.decode(&ids(&greedy["ids"])[..8]);
+    assert_eq!(text, expected);
 }
