@@ -50,6 +50,22 @@ fn bad_files_give_named_errors_and_exit_1() {
 }
 
 #[test]
+fn unsupported_architecture_names_every_supported_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mamba.gguf");
+    let bytes = common::tiny_gguf::tiny_llama_writer("mamba", None).to_bytes();
+    std::fs::write(&path, bytes).unwrap();
+    let o = lumen(&["run", "-m", path.to_str().unwrap(), "-p", "hi"], None);
+    assert_clean_failure(&o, "architecture 'mamba' is not supported");
+    let err = stderr(&o);
+    let listed = err.split("supported: ").nth(1).unwrap_or_default();
+    for (arch, _) in lumen::model::ARCHITECTURES {
+        assert!(listed.contains(arch), "{arch} missing from {err}");
+    }
+    assert!(listed.contains("mllama") && listed.contains("gemma3"), "{err}");
+}
+
+#[test]
 fn inspect_lists_metadata_and_tensors_as_json() {
     let o = lumen(
         &["inspect", "--json", smollm2_path().to_str().unwrap()],
