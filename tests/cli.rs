@@ -62,7 +62,10 @@ fn unsupported_architecture_names_every_supported_one() {
     for (arch, _) in lumen::model::ARCHITECTURES {
         assert!(listed.contains(arch), "{arch} missing from {err}");
     }
-    assert!(listed.contains("mllama") && listed.contains("gemma3"), "{err}");
+    assert!(
+        listed.contains("mllama") && listed.contains("gemma3"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -262,7 +262,10 @@ fn serve_answers_with_qwen_and_gemma() {
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
     let content = v["choices"][0]["message"]["content"].as_str().unwrap();
-    assert!(!content.is_empty() && !content.contains("<|im_end|>"), "{content:?}");
+    assert!(
+        !content.is_empty() && !content.contains("<|im_end|>"),
+        "{content:?}"
+    );
     assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
     drop(server);
 

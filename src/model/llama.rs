@@ -106,6 +106,7 @@ impl LlamaConfig {
         let arch = file.architecture()?;
         let key = |suffix| keys::arch_key(arch, suffix);
         let n_embd = md.get_usize_capped(&key(keys::EMBEDDING_LENGTH), MAX_DIM)?;
+        let n_layer = md.get_usize_capped(&key(keys::BLOCK_COUNT), MAX_LAYERS)?;
         let n_head = md.get_usize_capped(&key(keys::HEAD_COUNT), MAX_DIM)?;
         let n_head_kv = md
             .opt(&key(keys::HEAD_COUNT_KV), |m, k| {
@@ -142,10 +143,13 @@ impl LlamaConfig {
                 .unwrap_or(1.0),
             _ => 1.0,
         };
+        let window = md.opt(&key(keys::SLIDING_WINDOW), |m, k| {
+            m.get_usize_capped(k, MAX_CONTEXT)
+        })?;
         let cfg = Self {
             n_vocab,
             n_embd,
-            n_layer: md.get_usize_capped(&key(keys::BLOCK_COUNT), MAX_LAYERS)?,
+            n_layer,
             n_ff: md.get_usize_capped(&key(keys::FEED_FORWARD_LENGTH), MAX_DIM * 4)?,
             n_head,
             n_head_kv,
@@ -163,15 +167,7 @@ impl LlamaConfig {
                     m.get_usize_capped(k, MAX_CONTEXT)
                 })?
                 .unwrap_or(4096),
-            flavor: Flavor::llama(head_dim, 0, None),
-        };
-        let n_layer = cfg.n_layer;
-        let window = md.opt(&key(keys::SLIDING_WINDOW), |m, k| {
-            m.get_usize_capped(k, MAX_CONTEXT)
-        })?;
-        let cfg = Self {
             flavor: Flavor::llama(head_dim, n_layer, window.filter(|&w| w > 0)),
-            ..cfg
         };
         cfg.check(file)?;
         Ok(cfg)
@@ -574,22 +570,22 @@ pub(crate) fn check_input(
     }
 }
 
-/// Phi-3's LongRoPE: two sets of frequency divisors and a factor on cos and sin.
+/// Phi-3's LongRoPE: the RoPE of caches longer than the original training context (the
+/// model's own `rope` then holds the short factors; llama.cpp picks once per context size).
 struct LongRope {
-    short: Vec<f32>,
-    long_rope: Rope,
+    rope: Rope,
     n_ctx_orig: usize,
-    attn_factor: f32,
 }
 
 impl LongRope {
-    fn from_file(f: &GgufFile, cfg: &LlamaConfig) -> Result<Option<Self>, ModelError> {
-        let (Some(_), Some(_)) = (
-            f.tensor_info(names::ROPE_FACTORS_SHORT),
-            f.tensor_info(names::ROPE_FACTORS_LONG),
-        ) else {
+    /// The short-factor RoPE and the long one, where the file has both factor tensors (each
+    /// divides the base frequencies; the attention factor multiplies cos and sin).
+    fn from_file(f: &GgufFile, cfg: &LlamaConfig) -> Result<Option<(Rope, Self)>, ModelError> {
+        if f.tensor_info(names::ROPE_FACTORS_SHORT).is_none()
+            || f.tensor_info(names::ROPE_FACTORS_LONG).is_none()
+        {
             return Ok(None);
-        };
+        }
         let arch = f.architecture()?;
         let key = |suffix| keys::arch_key(arch, suffix);
         let md = f.metadata();
@@ -601,22 +597,17 @@ impl LongRope {
         let attn_factor = md
             .opt(&key(keys::ROPE_SCALING_ATTN_FACTOR), |m, k| m.get_f32(k))?
             .unwrap_or(1.0);
-        let short = vector(f, names::ROPE_FACTORS_SHORT, cfg.n_rot / 2)?;
-        let long = vector(f, names::ROPE_FACTORS_LONG, cfg.n_rot / 2)?;
-        let mut this = Self {
-            short,
-            long_rope: Rope::new(cfg.n_rot, cfg.rope_base, None, 1.0),
-            n_ctx_orig,
-            attn_factor,
+        let rope = |name| -> Result<Rope, ModelError> {
+            let factors = vector(f, name, cfg.n_rot / 2)?;
+            Ok(Rope::new(cfg.n_rot, cfg.rope_base, Some(&factors), 1.0)
+                .rotate_halves(cfg.flavor.rope_halves)
+                .attn_factor(attn_factor))
         };
-        this.long_rope = this.rope(cfg, &long);
-        Ok(Some(this))
-    }
-
-    fn rope(&self, cfg: &LlamaConfig, factors: &[f32]) -> Rope {
-        Rope::new(cfg.n_rot, cfg.rope_base, Some(factors), 1.0)
-            .rotate_halves(cfg.flavor.rope_halves)
-            .attn_factor(self.attn_factor)
+        let long = Self {
+            rope: rope(names::ROPE_FACTORS_LONG)?,
+            n_ctx_orig,
+        };
+        Ok(Some((rope(names::ROPE_FACTORS_SHORT)?, long)))
     }
 }
 
@@ -715,7 +706,7 @@ impl Llama {
         });
         let (rope, long_rope) = match LongRope::from_file(f, &cfg)? {
             None => (rope, None),
-            Some(long) => (long.rope(&cfg, &long.short), Some(long)),
+            Some((short, long)) => (short, Some(long)),
         };
         let mut model = Self {
             output_norm: vector(f, names::OUTPUT_NORM, e)?,
@@ -821,7 +812,7 @@ impl Llama {
     fn angles(&self, positions: &[usize], n_ctx: usize) -> LayerAngles {
         // llama.cpp picks Phi-3's long factors once per context, by its size.
         let global = match &self.long_rope {
-            Some(long) if n_ctx > long.n_ctx_orig => &long.long_rope,
+            Some(long) if n_ctx > long.n_ctx_orig => &long.rope,
             _ => &self.rope,
         };
         LayerAngles {

@@ -33,9 +33,15 @@ pub use lumen_kernels::math::silu;
 
 /// `gate[i] = silu(gate[i]) * up[i]` — the SwiGLU combination, in place.
 pub fn swiglu_in_place(gate: &mut [f32], up: &[f32]) {
+    gated_in_place(gate, up, silu)
+}
+
+/// `gate[i] = act(gate[i]) * up[i]`, in parallel pieces when long (prefill).
+#[inline]
+fn gated_in_place(gate: &mut [f32], up: &[f32], act: impl Fn(f32) -> f32 + Sync) {
     let combine = |g: &mut [f32], u: &[f32]| {
         for (g, &u) in g.iter_mut().zip(u) {
-            *g = silu(*g) * u;
+            *g = act(*g) * u;
         }
     };
     if gate.len() <= PAR_ELEMS {
@@ -54,17 +60,7 @@ pub fn gelu_tanh(x: f32) -> f32 {
 
 /// `gate[i] = gelu_tanh(gate[i]) * up[i]` — GeGLU (Gemma), in place.
 pub fn geglu_in_place(gate: &mut [f32], up: &[f32]) {
-    let combine = |g: &mut [f32], u: &[f32]| {
-        for (g, &u) in g.iter_mut().zip(u) {
-            *g = gelu_tanh(*g) * u;
-        }
-    };
-    if gate.len() <= PAR_ELEMS {
-        return combine(gate, up);
-    }
-    gate.par_chunks_mut(PAR_ELEMS)
-        .zip(up.par_chunks(PAR_ELEMS))
-        .for_each(|(g, u)| combine(g, u));
+    gated_in_place(gate, up, gelu_tanh)
 }
 
 /// Adds `bias` (one row) to every row of `x`.
