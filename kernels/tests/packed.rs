@@ -210,6 +210,7 @@ fn every_level_packed_kernels_match_the_reference() {
             let (Some(gemv), Some(tile)) = (ks.packed_gemv(ty), ks.packed_tile(ty)) else {
                 continue;
             };
+            println!("{}: packed {ty} gemv and tile checked", isa.name());
             levels += 1;
             for nb in BLOCK_COUNTS {
                 let w = weight_rows(ty, GROUP_ROWS, nb, 30 + nb as u64);
@@ -290,6 +291,30 @@ fn drivers_give_the_same_results_packed_and_unpacked() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The packed kernels each SIMD level offers at least (the checks above skip a type a level
+/// lacks, so a level losing one would go unnoticed).
+#[test]
+fn simd_levels_have_their_packed_kernels() {
+    use GgmlType::{Q4_0, Q4_1, Q4_K, Q6_K, Q8_0};
+    let expected: [(Isa, &[GgmlType]); 2] = [
+        (Isa::Avx2, &[Q4_0, Q4_1, Q8_0]),
+        (Isa::Avx512, &[Q4_0, Q4_1, Q8_0, Q4_K, Q6_K]),
+    ];
+    for (isa, types) in expected {
+        let Some(ks) = kernels_for(isa) else {
+            println!("{}: not available on this CPU, skipped", isa.name());
+            continue;
+        };
+        for &ty in types {
+            assert!(
+                ks.packed_gemv(ty).is_some() && ks.packed_tile(ty).is_some(),
+                "{}: no packed {ty} kernels",
+                isa.name()
+            );
         }
     }
 }
