@@ -1,5 +1,5 @@
-//! avx2_packed_q8_k: AVX2 (+FMA, F16C; no VNNI) kernels for the packed Q8_0, Q4_K and Q6_K
-//! layouts of [`crate::packed`] (the same bytes the AVX-512 kernels read).
+//! avx2_packed_q8_k: AVX2 (+FMA, F16C; no VNNI) kernels for the packed Q8_0 and Q4_K layouts
+//! of [`crate::packed`] (the same bytes the AVX-512 kernels read).
 //!
 //! As in `avx2_packed`, each 64-byte part splits into two 256-bit halves (rows 0..4 and 4..8,
 //! lane `2r' + p`), and the u8 × i8 sums use llama.cpp's AVX2 idiom, `vpmaddubsw` (adjacent
@@ -10,6 +10,11 @@
 //!   them back to `q` and uses the sign trick (`|q|` as the unsigned operand, `sign(a, q)` as the
 //!   signed one: pair sums ≤ 2·128·127, exact also for q = −128; activations never hold −128).
 //!   Then `vpmaddwd` against ones.
+//! * Q4_K: nibbles, so a 32-element sub-block's four `vpmaddubsw` results add up in i16
+//!   (≤ 4·2·15·128) and one `vpmaddwd` against the sub-block's scales (a 6-bit scale per row,
+//!   in every word of the row's lanes) gives its scaled i32 sums; the mins term is the
+//!   AVX-512 kernel's (`vpmaddwd` of the mins' even / odd bytes against the aux sub-block sums),
+//!   subtracted in f32.
 //!
 //! The gemv does both halves per block (one pass over the stream); the tile applies each
 //! unpacked block to [`TILE_TOKENS`] activation rows. Integer block sums are exact; the f32
@@ -19,7 +24,7 @@
 use std::arch::x86_64::*;
 
 use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
-use crate::packed::{packed_block_bytes, ActBlockAux, GROUP_ROWS, TILE_TOKENS};
+use crate::packed::{packed_block_bytes, q4_k, ActBlockAux, Q8KAux, GROUP_ROWS, TILE_TOKENS};
 use crate::table::GgmlType;
 
 /// Half `h`'s four row scales (f16 at `at`, row order), each in its two lanes.
@@ -139,6 +144,156 @@ unsafe fn q8_0_tile_k(
     out
 }
 
+// ---------------------------------------------------------------- K-quants × Q8_K
+
+/// Q8_K block bytes: d (f32) at 0, qs at 4, bsums (16 × i16) at 260.
+const Q8K_BYTES: usize = 292;
+const Q8K_QS: usize = 4;
+/// Q8_K aux record stride; the Q4_K part is at offset 0.
+const KAUX: usize = std::mem::size_of::<Q8KAux>();
+
+/// Words `(r', p, w)` of half `h` (lane `2r' + p`, word `w`) = byte `base + r'` of a 16-byte
+/// source, zero-extended (`HIGH`: in the high byte, for a sign-extending shift).
+#[inline(always)]
+unsafe fn row_word_mask<const HIGH: bool>(base: usize) -> __m256i {
+    let mut m = [-128i8; 32];
+    for (i, b) in m.iter_mut().enumerate() {
+        // Byte i of the 256-bit result: word i / 2 = lane (i / 8) → row r' = i / 8.
+        if (i % 2 == 1) == HIGH {
+            *b = (base + i / 8) as i8;
+        }
+    }
+    _mm256_loadu_si256(m.as_ptr() as *const __m256i)
+}
+
+/// Sub-block `j`'s per-row byte scales (8 bytes at `sc + 8j`, row order) for half `h`: each
+/// row's scale in all four i16 words of its two lanes (`SIGNED`: i8, else u8).
+#[inline(always)]
+unsafe fn sub_scales<const SIGNED: bool>(sc: *const u8, j: usize, h: usize) -> __m256i {
+    let src = _mm256_broadcastsi128_si256(_mm_loadu_si128(sc.add(8 * (j & !1)) as *const __m128i));
+    let words = _mm256_shuffle_epi8(src, row_word_mask::<SIGNED>(8 * (j % 2) + 4 * h));
+    if SIGNED {
+        _mm256_srai_epi16::<8>(words)
+    } else {
+        words
+    }
+}
+
+/// acc + isum·(d_w·d_a).
+#[inline(always)]
+unsafe fn scale_add(acc: __m256, isum: __m256i, dw: __m256, da: __m256) -> __m256 {
+    _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, da), acc)
+}
+
+/// Activation row `t`'s Q8_K scale of block `b` broadcast.
+#[inline(always)]
+unsafe fn q8k_d(ab: *const u8) -> __m256 {
+    _mm256_set1_ps((ab as *const f32).read_unaligned())
+}
+
+// ---- Q4_K: per 32-element sub-block the four parts' `vpmaddubsw` sums are added in i16
+// (nibbles: |Σ| ≤ 4·2·15·128 < 2^15) and scaled by one `vpmaddwd` against the sub-block's
+// scales; the mins term is `vpmaddwd` of the mins' even / odd bytes against the aux sub-block
+// sums (see `packed::q4_k`).
+
+/// One half of a packed Q4_K super-block, unpacked.
+struct Q4KHalf {
+    /// Chunk `c`, part `k`: sub-block `2c` (low nibbles) and `2c + 1` (high nibbles).
+    lo: [[__m256i; 4]; 4],
+    hi: [[__m256i; 4]; 4],
+    sc: [__m256i; 8],
+    /// The mins' even and odd bytes as i16 words.
+    mins: (__m256i, __m256i),
+    d: __m256,
+    dmin: __m256,
+}
+
+#[inline(always)]
+unsafe fn q4_k_half(block: *const u8, h: usize) -> Q4KHalf {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let v: [[__m256i; 4]; 4] = std::array::from_fn(|c| {
+        std::array::from_fn(|k| {
+            let at = q4_k::QUANTS_AT + 256 * c + 64 * k + 32 * h;
+            _mm256_loadu_si256(block.add(at) as *const __m256i)
+        })
+    });
+    let mins = _mm256_loadu_si256(block.add(q4_k::MINS_AT + 32 * h) as *const __m256i);
+    Q4KHalf {
+        lo: v.map(|c| c.map(|x| _mm256_and_si256(x, m4))),
+        hi: v.map(|c| c.map(|x| _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4))),
+        sc: std::array::from_fn(|j| sub_scales::<false>(block.add(q4_k::SCALES_AT), j, h)),
+        mins: (
+            _mm256_and_si256(mins, _mm256_set1_epi16(0x00FF)),
+            _mm256_srli_epi16::<8>(mins),
+        ),
+        d: half_scales(block.add(8 * h)),
+        dmin: half_scales(block.add(16 + 8 * h)),
+    }
+}
+
+/// acc + one half's contribution of one super-block against one Q8_K block `ab` (aux record
+/// `kaux`).
+#[inline(always)]
+unsafe fn q4_k_token(acc: __m256, w: &Q4KHalf, ab: *const u8, kaux: *const u8) -> __m256 {
+    let mut isum = _mm256_setzero_si256();
+    for c in 0..4 {
+        let qa = ab.add(Q8K_QS + 64 * c);
+        let sub = |ws: &[__m256i; 4], qa: *const u8| {
+            let p = |k: usize| _mm256_maddubs_epi16(ws[k], bcast8(qa.add(8 * k)));
+            _mm256_add_epi16(_mm256_add_epi16(p(0), p(1)), _mm256_add_epi16(p(2), p(3)))
+        };
+        let s_lo = _mm256_madd_epi16(sub(&w.lo[c], qa), w.sc[2 * c]);
+        let s_hi = _mm256_madd_epi16(sub(&w.hi[c], qa.add(32)), w.sc[2 * c + 1]);
+        isum = _mm256_add_epi32(isum, _mm256_add_epi32(s_lo, s_hi));
+    }
+    let mins = _mm256_add_epi32(
+        _mm256_madd_epi16(w.mins.0, bcast8(kaux)),
+        _mm256_madd_epi16(w.mins.1, bcast8(kaux.add(8))),
+    );
+    let da = q8k_d(ab);
+    let acc = scale_add(acc, isum, w.d, da);
+    _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_mul_ps(w.dmin, da), acc)
+}
+
+/// `N` activation rows against one packed Q4_K group: per super-block each half is unpacked
+/// once and applied to every row.
+#[inline(always)]
+unsafe fn q4_k_rows<const N: usize>(
+    g: *const u8,
+    a: [*const u8; N],
+    aux: [*const u8; N],
+    nb: usize,
+) -> [[f32; GROUP_ROWS]; N] {
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    for b in 0..nb {
+        let block = g.add(b * q4_k::PACKED_BYTES);
+        for h in 0..2 {
+            let w = q4_k_half(block, h);
+            for t in 0..N {
+                let ab = a[t].add(b * Q8K_BYTES);
+                acc[t][h] = q4_k_token(acc[t][h], &w, ab, aux[t].add(b * KAUX));
+            }
+        }
+    }
+    acc.map(|v| rows_of(v))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
+    q4_k_rows::<1>(g, [a], [aux], nb)[0]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_tile_k(
+    g: *const u8,
+    a: [*const u8; TILE_TOKENS],
+    aux: [*const u8; TILE_TOKENS],
+    nb: usize,
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    q4_k_rows::<TILE_TOKENS>(g, a, aux, nb)
+}
+
 super::avx512_packed::packed_entry_points!(
     0 => (GgmlType::Q8_0, q8_0_gemv_k, q8_0_tile_k),
+    1 => (GgmlType::Q4_K, q4_k_gemv_k, q4_k_tile_k),
 );
