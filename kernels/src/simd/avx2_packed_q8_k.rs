@@ -1,5 +1,5 @@
-//! avx2_packed_q8_k: AVX2 (+FMA, F16C; no VNNI) kernels for the packed Q8_0 and Q4_K layouts
-//! of [`crate::packed`] (the same bytes the AVX-512 kernels read).
+//! avx2_packed_q8_k: AVX2 (+FMA, F16C; no VNNI) kernels for the packed Q8_0, Q4_K and Q6_K
+//! layouts of [`crate::packed`] (the same bytes the AVX-512 kernels read).
 //!
 //! As in `avx2_packed`, each 64-byte part splits into two 256-bit halves (rows 0..4 and 4..8,
 //! lane `2r' + p`), and the u8 × i8 sums use llama.cpp's AVX2 idiom, `vpmaddubsw` (adjacent
@@ -15,6 +15,10 @@
 //!   in every word of the row's lanes) gives its scaled i32 sums; the mins term is the
 //!   AVX-512 kernel's (`vpmaddwd` of the mins' even / odd bytes against the aux sub-block sums),
 //!   subtracted in f32.
+//! * Q6_K: the 6-bit values unsigned (`q + 32` ≤ 63), so a 16-element sub-block's two
+//!   `vpmaddubsw` results add up in i16 (≤ 2·2·63·128) before one `vpmaddwd` against its i8
+//!   scales; the offset `−32 · Σ_j sc_j · bsum_j` is four more `vpmaddwd` per half against the
+//!   Q8_K bsums, and each row's two lanes are summed in i32 before the f32 scaling.
 //!
 //! The gemv does both halves per block (one pass over the stream); the tile applies each
 //! unpacked block to [`TILE_TOKENS`] activation rows. Integer block sums are exact; the f32
@@ -24,7 +28,7 @@
 use std::arch::x86_64::*;
 
 use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
-use crate::packed::{packed_block_bytes, q4_k, ActBlockAux, Q8KAux, GROUP_ROWS, TILE_TOKENS};
+use crate::packed::{packed_block_bytes, q4_k, q6_k, ActBlockAux, Q8KAux, GROUP_ROWS, TILE_TOKENS};
 use crate::table::GgmlType;
 
 /// Half `h`'s four row scales (f16 at `at`, row order), each in its two lanes.
@@ -149,6 +153,7 @@ unsafe fn q8_0_tile_k(
 /// Q8_K block bytes: d (f32) at 0, qs at 4, bsums (16 × i16) at 260.
 const Q8K_BYTES: usize = 292;
 const Q8K_QS: usize = 4;
+const Q8K_BSUMS: usize = 260;
 /// Q8_K aux record stride; the Q4_K part is at offset 0.
 const KAUX: usize = std::mem::size_of::<Q8KAux>();
 
@@ -293,7 +298,132 @@ unsafe fn q4_k_tile_k(
     q4_k_rows::<TILE_TOKENS>(g, a, aux, nb)
 }
 
+// ---- Q6_K: 6-bit values used unsigned (`q + 32` ≤ 63); per 16-element sub-block the two
+// parts' `vpmaddubsw` sums are added in i16 (|Σ| ≤ 2·2·63·128 < 2^15) and scaled by one
+// `vpmaddwd` against the sub-block's i8 scales. The `−32` offset is `−32 · Σ_j sc_j · bsum_j`:
+// four `vpmaddwd` per half of the pre-multiplied scales (lane `(r', p)` holding sub-blocks
+// `4i + 2p`, `4i + 2p + 1`) against 64-bit broadcasts of the Q8_K bsums (so, like the AVX2 row
+// kernels, this relies on `bsums` matching `qs`, as every quantized Q8_K block does).
+
+/// One half of a packed Q6_K super-block, unpacked.
+struct Q6KHalf {
+    /// Unit `s` (elements `32s..32s + 32`), part `k`: unsigned 6-bit values.
+    q: [[__m256i; 4]; 8],
+    /// Sub-block `j`'s scales (i16 words).
+    sc: [__m256i; 16],
+    /// `−32 ·` scales of sub-blocks `4i..4i + 4`, lane `(r', p)` = sub-blocks `4i + 2p + w`.
+    neg: [__m256i; 4],
+    /// Row scales in lanes `2r'`, zero in lanes `2r' + 1`.
+    d: __m256,
+}
+
+#[inline(always)]
+unsafe fn q6_k_half(block: *const u8, h: usize) -> Q6KHalf {
+    let (m4, m30) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+    let load = |at: usize| _mm256_loadu_si256(block.add(at + 32 * h) as *const __m256i);
+    let q: [[__m256i; 4]; 8] = std::array::from_fn(|s| {
+        let (c, upper) = (s / 2, s % 2 == 1);
+        // Part k's two high bits sit at bits 2k, 2k+1 of each byte of the unit's high plane.
+        let hp = load(q6_k::high_at(s));
+        let high = [
+            _mm256_slli_epi16::<4>(hp),
+            _mm256_slli_epi16::<2>(hp),
+            hp,
+            _mm256_srli_epi16::<2>(hp),
+        ];
+        std::array::from_fn(|k| {
+            let v = load(q6_k::low_at(c, k));
+            let low = if upper { _mm256_srli_epi16::<4>(v) } else { v };
+            _mm256_or_si256(_mm256_and_si256(low, m4), _mm256_and_si256(high[k], m30))
+        })
+    });
+    let sc_at = block.add(q6_k::SCALES_AT);
+    // Scale bytes of sub-blocks 4i..4i+4 (8 rows each) → per row r' of the half, the four
+    // sub-blocks' bytes: in-lane pshufb to (row, pair) order, then interleave the two pairs.
+    let pairs = _mm256_setr_epi8(
+        0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5,
+        13, 6, 14, 7, 15,
+    );
+    let neg = std::array::from_fn(|i| {
+        let v = _mm256_shuffle_epi8(
+            _mm256_loadu_si256(sc_at.add(32 * i) as *const __m256i),
+            pairs,
+        );
+        let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let rows = if h == 0 {
+            _mm_unpacklo_epi16(lo, hi)
+        } else {
+            _mm_unpackhi_epi16(lo, hi)
+        };
+        _mm256_mullo_epi16(_mm256_cvtepi8_epi16(rows), _mm256_set1_epi16(-32))
+    });
+    Q6KHalf {
+        q,
+        sc: std::array::from_fn(|j| sub_scales::<true>(sc_at, j, h)),
+        neg,
+        // The row's sum goes to its first lane only (see `q6_k_token`).
+        d: _mm256_blend_ps::<0b1010_1010>(half_scales(block.add(8 * h)), _mm256_setzero_ps()),
+    }
+}
+
+/// acc + one half's contribution of one super-block against one Q8_K block `ab`. The offset
+/// term sits in other lanes than the products it corrects, so the two lanes of a row are summed
+/// in i32 (exact) before the one f32 scaling: scaling them apart could round two large
+/// cancelling halves.
+#[inline(always)]
+unsafe fn q6_k_token(acc: __m256, w: &Q6KHalf, ab: *const u8) -> __m256 {
+    let mut isum = _mm256_setzero_si256();
+    for i in 0..4 {
+        let bsums = bcast8(ab.add(Q8K_BSUMS + 8 * i));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(w.neg[i], bsums));
+    }
+    for s in 0..8 {
+        let qa = ab.add(Q8K_QS + 32 * s);
+        let p = |k: usize| _mm256_maddubs_epi16(w.q[s][k], bcast8(qa.add(8 * k)));
+        let s0 = _mm256_madd_epi16(_mm256_add_epi16(p(0), p(1)), w.sc[2 * s]);
+        let s1 = _mm256_madd_epi16(_mm256_add_epi16(p(2), p(3)), w.sc[2 * s + 1]);
+        isum = _mm256_add_epi32(isum, _mm256_add_epi32(s0, s1));
+    }
+    let isum = _mm256_add_epi32(isum, _mm256_shuffle_epi32::<0xB1>(isum));
+    scale_add(acc, isum, w.d, q8k_d(ab))
+}
+
+#[inline(always)]
+unsafe fn q6_k_rows<const N: usize>(
+    g: *const u8,
+    a: [*const u8; N],
+    nb: usize,
+) -> [[f32; GROUP_ROWS]; N] {
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    for b in 0..nb {
+        let block = g.add(b * q6_k::PACKED_BYTES);
+        for h in 0..2 {
+            let w = q6_k_half(block, h);
+            for t in 0..N {
+                acc[t][h] = q6_k_token(acc[t][h], &w, a[t].add(b * Q8K_BYTES));
+            }
+        }
+    }
+    acc.map(|v| rows_of(v))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_gemv_k(g: *const u8, a: *const u8, _: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
+    q6_k_rows::<1>(g, [a], nb)[0]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_tile_k(
+    g: *const u8,
+    a: [*const u8; TILE_TOKENS],
+    _: [*const u8; TILE_TOKENS],
+    nb: usize,
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    q6_k_rows::<TILE_TOKENS>(g, a, nb)
+}
+
 super::avx512_packed::packed_entry_points!(
     0 => (GgmlType::Q8_0, q8_0_gemv_k, q8_0_tile_k),
     1 => (GgmlType::Q4_K, q4_k_gemv_k, q4_k_tile_k),
+    2 => (GgmlType::Q6_K, q6_k_gemv_k, q6_k_tile_k),
 );
