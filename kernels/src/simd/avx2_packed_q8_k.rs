@@ -56,10 +56,31 @@ unsafe fn rows_of(acc: [__m256; 2]) -> [f32; GROUP_ROWS] {
     std::array::from_fn(|r| if r < 4 { lo[r] } else { hi[r - 4] })
 }
 
+/// Every token's eight row outputs.
+#[inline(always)]
+unsafe fn finish<const N: usize>(acc: [[__m256; 2]; N]) -> [[f32; GROUP_ROWS]; N] {
+    let mut out = [[0.0f32; GROUP_ROWS]; N];
+    for (o, acc) in out.iter_mut().zip(acc) {
+        *o = rows_of(acc);
+    }
+    out
+}
+
 /// 64-bit broadcast of the eight bytes at `p`.
 #[inline(always)]
 unsafe fn bcast8(p: *const u8) -> __m256i {
     _mm256_set1_epi64x((p as *const i64).read_unaligned())
+}
+
+/// The four parts (8 bytes each) of the 32 activation bytes at `qa`, broadcast.
+#[inline(always)]
+unsafe fn act_parts(qa: *const u8) -> [__m256i; 4] {
+    [
+        bcast8(qa),
+        bcast8(qa.add(8)),
+        bcast8(qa.add(16)),
+        bcast8(qa.add(24)),
+    ]
 }
 
 // ---------------------------------------------------------------- Q8_0 × Q8_0
@@ -76,11 +97,13 @@ const AUX80: usize = std::mem::size_of::<ActBlockAux>();
 #[inline(always)]
 unsafe fn q8_0_half(block: *const u8, h: usize) -> [(__m256i, __m256i); 4] {
     let flip = _mm256_set1_epi8(-128);
-    std::array::from_fn(|k| {
+    let mut w = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 4];
+    for (k, w) in w.iter_mut().enumerate() {
         let u = _mm256_loadu_si256(block.add(16 + 64 * k + 32 * h) as *const __m256i);
         let q = _mm256_xor_si256(u, flip);
-        (_mm256_sign_epi8(q, q), q)
-    })
+        *w = (_mm256_sign_epi8(q, q), q);
+    }
+    w
 }
 
 /// Σ over the four parts of q·a (activation quants at `qa`): exact signed lane sums.
@@ -213,24 +236,78 @@ struct Q4KHalf {
     dmin: __m256,
 }
 
+/// Chunk `c` of half `h`: the parts of sub-blocks `2c` (low nibbles) and `2c + 1` (high).
+#[inline(always)]
+unsafe fn q4_chunk(block: *const u8, h: usize, c: usize) -> ([__m256i; 4], [__m256i; 4]) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let (mut lo, mut hi) = ([_mm256_setzero_si256(); 4], [_mm256_setzero_si256(); 4]);
+    for k in 0..4 {
+        let at = q4_k::QUANTS_AT + 256 * c + 64 * k + 32 * h;
+        let v = _mm256_loadu_si256(block.add(at) as *const __m256i);
+        lo[k] = _mm256_and_si256(v, m4);
+        hi[k] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+    }
+    (lo, hi)
+}
+
+/// One 32-element sub-block (`w`: its four nibble parts) against its broadcast activation
+/// parts, scaled by `sc`: the four `vpmaddubsw` sums added in i16, one `vpmaddwd`.
+#[inline(always)]
+unsafe fn q4_sub_isum(w: &[__m256i; 4], a: &[__m256i; 4], sc: __m256i) -> __m256i {
+    let p = |k: usize| _mm256_maddubs_epi16(w[k], a[k]);
+    let s16 = _mm256_add_epi16(_mm256_add_epi16(p(0), p(1)), _mm256_add_epi16(p(2), p(3)));
+    _mm256_madd_epi16(s16, sc)
+}
+
+/// Half `h`'s mins (each row's `Σ_j m_j·A_j` across its two lanes) against aux record `kaux`.
+#[inline(always)]
+unsafe fn q4_mins(mins: (__m256i, __m256i), kaux: *const u8) -> __m256i {
+    _mm256_add_epi32(
+        _mm256_madd_epi16(mins.0, bcast8(kaux)),
+        _mm256_madd_epi16(mins.1, bcast8(kaux.add(8))),
+    )
+}
+
+/// Half `h`'s mins as (even, odd) byte words.
+#[inline(always)]
+unsafe fn q4_min_words(block: *const u8, h: usize) -> (__m256i, __m256i) {
+    let mins = _mm256_loadu_si256(block.add(q4_k::MINS_AT + 32 * h) as *const __m256i);
+    (
+        _mm256_and_si256(mins, _mm256_set1_epi16(0x00FF)),
+        _mm256_srli_epi16::<8>(mins),
+    )
+}
+
+/// acc + (d·d_a)·isum − (dmin·d_a)·mins.
+#[inline(always)]
+unsafe fn q4_finish(
+    acc: __m256,
+    isum: __m256i,
+    mins: __m256i,
+    d: __m256,
+    dmin: __m256,
+    da: __m256,
+) -> __m256 {
+    let acc = scale_add(acc, isum, d, da);
+    _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_mul_ps(dmin, da), acc)
+}
+
 #[inline(always)]
 unsafe fn q4_k_half(block: *const u8, h: usize) -> Q4KHalf {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let v: [[__m256i; 4]; 4] = std::array::from_fn(|c| {
-        std::array::from_fn(|k| {
-            let at = q4_k::QUANTS_AT + 256 * c + 64 * k + 32 * h;
-            _mm256_loadu_si256(block.add(at) as *const __m256i)
-        })
-    });
-    let mins = _mm256_loadu_si256(block.add(q4_k::MINS_AT + 32 * h) as *const __m256i);
+    let zero = _mm256_setzero_si256();
+    let (mut lo, mut hi) = ([[zero; 4]; 4], [[zero; 4]; 4]);
+    for c in 0..4 {
+        (lo[c], hi[c]) = q4_chunk(block, h, c);
+    }
+    let mut sc = [zero; 8];
+    for (j, sc) in sc.iter_mut().enumerate() {
+        *sc = sub_scales::<false>(block.add(q4_k::SCALES_AT), j, h);
+    }
     Q4KHalf {
-        lo: v.map(|c| c.map(|x| _mm256_and_si256(x, m4))),
-        hi: v.map(|c| c.map(|x| _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4))),
-        sc: std::array::from_fn(|j| sub_scales::<false>(block.add(q4_k::SCALES_AT), j, h)),
-        mins: (
-            _mm256_and_si256(mins, _mm256_set1_epi16(0x00FF)),
-            _mm256_srli_epi16::<8>(mins),
-        ),
+        lo,
+        hi,
+        sc,
+        mins: q4_min_words(block, h),
         d: half_scales(block.add(8 * h)),
         dmin: half_scales(block.add(16 + 8 * h)),
     }
@@ -243,21 +320,12 @@ unsafe fn q4_k_token(acc: __m256, w: &Q4KHalf, ab: *const u8, kaux: *const u8) -
     let mut isum = _mm256_setzero_si256();
     for c in 0..4 {
         let qa = ab.add(Q8K_QS + 64 * c);
-        let sub = |ws: &[__m256i; 4], qa: *const u8| {
-            let p = |k: usize| _mm256_maddubs_epi16(ws[k], bcast8(qa.add(8 * k)));
-            _mm256_add_epi16(_mm256_add_epi16(p(0), p(1)), _mm256_add_epi16(p(2), p(3)))
-        };
-        let s_lo = _mm256_madd_epi16(sub(&w.lo[c], qa), w.sc[2 * c]);
-        let s_hi = _mm256_madd_epi16(sub(&w.hi[c], qa.add(32)), w.sc[2 * c + 1]);
+        let s_lo = q4_sub_isum(&w.lo[c], &act_parts(qa), w.sc[2 * c]);
+        let s_hi = q4_sub_isum(&w.hi[c], &act_parts(qa.add(32)), w.sc[2 * c + 1]);
         isum = _mm256_add_epi32(isum, _mm256_add_epi32(s_lo, s_hi));
     }
-    let mins = _mm256_add_epi32(
-        _mm256_madd_epi16(w.mins.0, bcast8(kaux)),
-        _mm256_madd_epi16(w.mins.1, bcast8(kaux.add(8))),
-    );
-    let da = q8k_d(ab);
-    let acc = scale_add(acc, isum, w.d, da);
-    _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_mul_ps(w.dmin, da), acc)
+    let mins = q4_mins(w.mins, kaux);
+    q4_finish(acc, isum, mins, w.d, w.dmin, q8k_d(ab))
 }
 
 /// `N` activation rows against one packed Q4_K group: per super-block each half is unpacked
@@ -280,12 +348,40 @@ unsafe fn q4_k_rows<const N: usize>(
             }
         }
     }
-    acc.map(|v| rows_of(v))
+    finish(acc)
 }
 
+/// The gemv: one token, so each chunk is unpacked and used at once (both halves, sharing the
+/// activation broadcasts) rather than staged for several tokens.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_k_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
-    q4_k_rows::<1>(g, [a], [aux], nb)[0]
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for b in 0..nb {
+        let block = g.add(b * q4_k::PACKED_BYTES);
+        let ab = a.add(b * Q8K_BYTES);
+        let mut isum = [_mm256_setzero_si256(); 2];
+        for c in 0..4 {
+            let qa = ab.add(Q8K_QS + 64 * c);
+            let (a_lo, a_hi) = (act_parts(qa), act_parts(qa.add(32)));
+            for (h, isum) in isum.iter_mut().enumerate() {
+                let (lo, hi) = q4_chunk(block, h, c);
+                let sc_at = block.add(q4_k::SCALES_AT);
+                let s_lo = q4_sub_isum(&lo, &a_lo, sub_scales::<false>(sc_at, 2 * c, h));
+                let s_hi = q4_sub_isum(&hi, &a_hi, sub_scales::<false>(sc_at, 2 * c + 1, h));
+                *isum = _mm256_add_epi32(*isum, _mm256_add_epi32(s_lo, s_hi));
+            }
+        }
+        let (da, kaux) = (q8k_d(ab), aux.add(b * KAUX));
+        for (h, acc) in acc.iter_mut().enumerate() {
+            let mins = q4_mins(q4_min_words(block, h), kaux);
+            let (d, dmin) = (
+                half_scales(block.add(8 * h)),
+                half_scales(block.add(16 + 8 * h)),
+            );
+            *acc = q4_finish(*acc, isum[h], mins, d, dmin, da);
+        }
+    }
+    rows_of(acc)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -317,52 +413,90 @@ struct Q6KHalf {
     d: __m256,
 }
 
+/// Unit `s` (elements `32s..32s + 32`) of half `h`: its four parts as unsigned 6-bit values.
 #[inline(always)]
-unsafe fn q6_k_half(block: *const u8, h: usize) -> Q6KHalf {
+unsafe fn q6_unit(block: *const u8, h: usize, s: usize) -> [__m256i; 4] {
     let (m4, m30) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
     let load = |at: usize| _mm256_loadu_si256(block.add(at + 32 * h) as *const __m256i);
-    let q: [[__m256i; 4]; 8] = std::array::from_fn(|s| {
-        let (c, upper) = (s / 2, s % 2 == 1);
-        // Part k's two high bits sit at bits 2k, 2k+1 of each byte of the unit's high plane.
-        let hp = load(q6_k::high_at(s));
-        let high = [
-            _mm256_slli_epi16::<4>(hp),
-            _mm256_slli_epi16::<2>(hp),
-            hp,
-            _mm256_srli_epi16::<2>(hp),
-        ];
-        std::array::from_fn(|k| {
-            let v = load(q6_k::low_at(c, k));
-            let low = if upper { _mm256_srli_epi16::<4>(v) } else { v };
-            _mm256_or_si256(_mm256_and_si256(low, m4), _mm256_and_si256(high[k], m30))
-        })
-    });
-    let sc_at = block.add(q6_k::SCALES_AT);
+    // Part k's two high bits sit at bits 2k, 2k+1 of each byte of the unit's high plane.
+    let hp = load(q6_k::high_at(s));
+    let high = [
+        _mm256_slli_epi16::<4>(hp),
+        _mm256_slli_epi16::<2>(hp),
+        hp,
+        _mm256_srli_epi16::<2>(hp),
+    ];
+    let mut q = [_mm256_setzero_si256(); 4];
+    for (k, q) in q.iter_mut().enumerate() {
+        let v = load(q6_k::low_at(s / 2, k));
+        let low = if s % 2 == 1 {
+            _mm256_srli_epi16::<4>(v)
+        } else {
+            v
+        };
+        *q = _mm256_or_si256(_mm256_and_si256(low, m4), _mm256_and_si256(high[k], m30));
+    }
+    q
+}
+
+/// Half `h`'s offset scales: `−32 ·` the scales of sub-blocks `4i..4i + 4`, lane `(r', p)`
+/// holding sub-blocks `4i + 2p + w` (matching a 64-bit broadcast of bsums `4i..4i + 4`).
+#[inline(always)]
+unsafe fn q6_neg_scales(block: *const u8, h: usize) -> [__m256i; 4] {
     // Scale bytes of sub-blocks 4i..4i+4 (8 rows each) → per row r' of the half, the four
     // sub-blocks' bytes: in-lane pshufb to (row, pair) order, then interleave the two pairs.
     let pairs = _mm256_setr_epi8(
         0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5,
         13, 6, 14, 7, 15,
     );
-    let neg = std::array::from_fn(|i| {
-        let v = _mm256_shuffle_epi8(
-            _mm256_loadu_si256(sc_at.add(32 * i) as *const __m256i),
-            pairs,
-        );
+    let mut neg = [_mm256_setzero_si256(); 4];
+    for (i, neg) in neg.iter_mut().enumerate() {
+        let at = block.add(q6_k::SCALES_AT + 32 * i);
+        let v = _mm256_shuffle_epi8(_mm256_loadu_si256(at as *const __m256i), pairs);
         let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
         let rows = if h == 0 {
             _mm_unpacklo_epi16(lo, hi)
         } else {
             _mm_unpackhi_epi16(lo, hi)
         };
-        _mm256_mullo_epi16(_mm256_cvtepi8_epi16(rows), _mm256_set1_epi16(-32))
-    });
+        *neg = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(rows), _mm256_set1_epi16(-32));
+    }
+    neg
+}
+
+/// Half `h`'s row scales in lanes `2r'`, zero in lanes `2r' + 1` (a row's two lanes are summed
+/// in i32 first, see `q6_k_token`).
+#[inline(always)]
+unsafe fn q6_row_scales(block: *const u8, h: usize) -> __m256 {
+    _mm256_blend_ps::<0b1010_1010>(half_scales(block.add(8 * h)), _mm256_setzero_ps())
+}
+
+/// Σ of one unit's two sub-blocks (`q`: its four parts, `sc`: the two sub-blocks' scales)
+/// against the 32 activation bytes at `qa` (broadcast parts `a`).
+#[inline(always)]
+unsafe fn q6_unit_isum(q: &[__m256i; 4], sc: (__m256i, __m256i), a: &[__m256i; 4]) -> __m256i {
+    let p = |k: usize| _mm256_maddubs_epi16(q[k], a[k]);
+    let s0 = _mm256_madd_epi16(_mm256_add_epi16(p(0), p(1)), sc.0);
+    let s1 = _mm256_madd_epi16(_mm256_add_epi16(p(2), p(3)), sc.1);
+    _mm256_add_epi32(s0, s1)
+}
+
+#[inline(always)]
+unsafe fn q6_k_half(block: *const u8, h: usize) -> Q6KHalf {
+    let zero = _mm256_setzero_si256();
+    let mut q = [[zero; 4]; 8];
+    for (s, q) in q.iter_mut().enumerate() {
+        *q = q6_unit(block, h, s);
+    }
+    let mut sc = [zero; 16];
+    for (j, sc) in sc.iter_mut().enumerate() {
+        *sc = sub_scales::<true>(block.add(q6_k::SCALES_AT), j, h);
+    }
     Q6KHalf {
         q,
-        sc: std::array::from_fn(|j| sub_scales::<true>(sc_at, j, h)),
-        neg,
-        // The row's sum goes to its first lane only (see `q6_k_token`).
-        d: _mm256_blend_ps::<0b1010_1010>(half_scales(block.add(8 * h)), _mm256_setzero_ps()),
+        sc,
+        neg: q6_neg_scales(block, h),
+        d: q6_row_scales(block, h),
     }
 }
 
@@ -378,11 +512,9 @@ unsafe fn q6_k_token(acc: __m256, w: &Q6KHalf, ab: *const u8) -> __m256 {
         isum = _mm256_add_epi32(isum, _mm256_madd_epi16(w.neg[i], bsums));
     }
     for s in 0..8 {
-        let qa = ab.add(Q8K_QS + 32 * s);
-        let p = |k: usize| _mm256_maddubs_epi16(w.q[s][k], bcast8(qa.add(8 * k)));
-        let s0 = _mm256_madd_epi16(_mm256_add_epi16(p(0), p(1)), w.sc[2 * s]);
-        let s1 = _mm256_madd_epi16(_mm256_add_epi16(p(2), p(3)), w.sc[2 * s + 1]);
-        isum = _mm256_add_epi32(isum, _mm256_add_epi32(s0, s1));
+        let a = act_parts(ab.add(Q8K_QS + 32 * s));
+        let sc = (w.sc[2 * s], w.sc[2 * s + 1]);
+        isum = _mm256_add_epi32(isum, q6_unit_isum(&w.q[s], sc, &a));
     }
     let isum = _mm256_add_epi32(isum, _mm256_shuffle_epi32::<0xB1>(isum));
     scale_add(acc, isum, w.d, q8k_d(ab))
@@ -404,12 +536,43 @@ unsafe fn q6_k_rows<const N: usize>(
             }
         }
     }
-    acc.map(|v| rows_of(v))
+    finish(acc)
 }
 
+/// The gemv: one token, so each unit is unpacked and used at once (both halves, sharing the
+/// activation broadcasts) rather than staged for several tokens.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6_k_gemv_k(g: *const u8, a: *const u8, _: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
-    q6_k_rows::<1>(g, [a], nb)[0]
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for b in 0..nb {
+        let block = g.add(b * q6_k::PACKED_BYTES);
+        let ab = a.add(b * Q8K_BYTES);
+        let mut isum = [_mm256_setzero_si256(); 2];
+        for (h, isum) in isum.iter_mut().enumerate() {
+            for (i, neg) in q6_neg_scales(block, h).iter().enumerate() {
+                let bsums = bcast8(ab.add(Q8K_BSUMS + 8 * i));
+                *isum = _mm256_add_epi32(*isum, _mm256_madd_epi16(*neg, bsums));
+            }
+        }
+        for s in 0..8 {
+            let a = act_parts(ab.add(Q8K_QS + 32 * s));
+            for (h, isum) in isum.iter_mut().enumerate() {
+                let sc_at = block.add(q6_k::SCALES_AT);
+                let sc = (
+                    sub_scales::<true>(sc_at, 2 * s, h),
+                    sub_scales::<true>(sc_at, 2 * s + 1, h),
+                );
+                let unit = q6_unit_isum(&q6_unit(block, h, s), sc, &a);
+                *isum = _mm256_add_epi32(*isum, unit);
+            }
+        }
+        let da = q8k_d(ab);
+        for (h, acc) in acc.iter_mut().enumerate() {
+            let isum = _mm256_add_epi32(isum[h], _mm256_shuffle_epi32::<0xB1>(isum[h]));
+            *acc = scale_add(*acc, isum, q6_row_scales(block, h), da);
+        }
+    }
+    rows_of(acc)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
