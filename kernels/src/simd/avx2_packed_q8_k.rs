@@ -56,12 +56,12 @@ unsafe fn rows_of(acc: [__m256; 2]) -> [f32; GROUP_ROWS] {
     std::array::from_fn(|r| if r < 4 { lo[r] } else { hi[r - 4] })
 }
 
-/// Every token's eight row outputs.
+/// Every token's eight row outputs from the two halves' accumulators (`acc[h][t]`).
 #[inline(always)]
-unsafe fn finish<const N: usize>(acc: [[__m256; 2]; N]) -> [[f32; GROUP_ROWS]; N] {
-    let mut out = [[0.0f32; GROUP_ROWS]; N];
-    for (o, acc) in out.iter_mut().zip(acc) {
-        *o = rows_of(acc);
+unsafe fn finish_halves(acc: [[__m256; TILE_TOKENS]; 2]) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    let mut out = [[0.0f32; GROUP_ROWS]; TILE_TOKENS];
+    for (t, o) in out.iter_mut().enumerate() {
+        *o = rows_of([acc[0][t], acc[1][t]]);
     }
     out
 }
@@ -313,42 +313,62 @@ unsafe fn q4_k_half(block: *const u8, h: usize) -> Q4KHalf {
     }
 }
 
-/// acc + one half's contribution of one super-block against one Q8_K block `ab` (aux record
-/// `kaux`).
-#[inline(always)]
-unsafe fn q4_k_token(acc: __m256, w: &Q4KHalf, ab: *const u8, kaux: *const u8) -> __m256 {
-    let mut isum = _mm256_setzero_si256();
-    for c in 0..4 {
-        let qa = ab.add(Q8K_QS + 64 * c);
-        let s_lo = q4_sub_isum(&w.lo[c], &act_parts(qa), w.sc[2 * c]);
-        let s_hi = q4_sub_isum(&w.hi[c], &act_parts(qa.add(32)), w.sc[2 * c + 1]);
-        isum = _mm256_add_epi32(isum, _mm256_add_epi32(s_lo, s_hi));
-    }
-    let mins = q4_mins(w.mins, kaux);
-    q4_finish(acc, isum, mins, w.d, w.dmin, q8k_d(ab))
-}
+/// Tokens per pass over a staged half in the tiles: each weight vector loaded once for a pair
+/// (the tile is bound by loads: broadcasts and staged weights).
+const PAIR: usize = 2;
 
-/// `N` activation rows against one packed Q4_K group: per super-block each half is unpacked
-/// once and applied to every row.
+/// acc + one half's contribution of one super-block against a pair of Q8_K blocks `ab` (aux
+/// records `kaux`).
 #[inline(always)]
-unsafe fn q4_k_rows<const N: usize>(
-    g: *const u8,
-    a: [*const u8; N],
-    aux: [*const u8; N],
-    nb: usize,
-) -> [[f32; GROUP_ROWS]; N] {
-    let mut acc = [[_mm256_setzero_ps(); 2]; N];
-    for b in 0..nb {
-        let block = g.add(b * q4_k::PACKED_BYTES);
-        for h in 0..2 {
-            let w = q4_k_half(block, h);
-            for t in 0..N {
-                let ab = a[t].add(b * Q8K_BYTES);
-                acc[t][h] = q4_k_token(acc[t][h], &w, ab, aux[t].add(b * KAUX));
+unsafe fn q4_k_pair(
+    acc: &mut [__m256; PAIR],
+    w: &Q4KHalf,
+    ab: [*const u8; PAIR],
+    kaux: [*const u8; PAIR],
+) {
+    let mut isum = [_mm256_setzero_si256(); PAIR];
+    for c in 0..4 {
+        for (sub, ws, sc) in [(0, &w.lo[c], w.sc[2 * c]), (1, &w.hi[c], w.sc[2 * c + 1])] {
+            let mut s16 = [_mm256_setzero_si256(); PAIR];
+            for (k, &wk) in ws.iter().enumerate() {
+                for t in 0..PAIR {
+                    let a = bcast8(ab[t].add(Q8K_QS + 64 * c + 32 * sub + 8 * k));
+                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(wk, a));
+                }
+            }
+            for t in 0..PAIR {
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], sc));
             }
         }
     }
-    finish(acc)
+    for t in 0..PAIR {
+        let mins = q4_mins(w.mins, kaux[t]);
+        acc[t] = q4_finish(acc[t], isum[t], mins, w.d, w.dmin, q8k_d(ab[t]));
+    }
+}
+
+/// The tile: per super-block each half is unpacked once and applied to every token.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_tile_k(
+    g: *const u8,
+    a: [*const u8; TILE_TOKENS],
+    aux: [*const u8; TILE_TOKENS],
+    nb: usize,
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    let mut acc = [[_mm256_setzero_ps(); TILE_TOKENS]; 2];
+    for b in 0..nb {
+        let block = g.add(b * q4_k::PACKED_BYTES);
+        for (h, acc) in acc.iter_mut().enumerate() {
+            let w = q4_k_half(block, h);
+            for t in (0..TILE_TOKENS).step_by(PAIR) {
+                let ab = [a[t].add(b * Q8K_BYTES), a[t + 1].add(b * Q8K_BYTES)];
+                let kaux = [aux[t].add(b * KAUX), aux[t + 1].add(b * KAUX)];
+                let pair: &mut [__m256; PAIR] = (&mut acc[t..t + PAIR]).try_into().unwrap();
+                q4_k_pair(pair, &w, ab, kaux);
+            }
+        }
+    }
+    finish_halves(acc)
 }
 
 /// The gemv: one token, so each chunk is unpacked and used at once (both halves, sharing the
@@ -382,16 +402,6 @@ unsafe fn q4_k_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> 
         }
     }
     rows_of(acc)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k_tile_k(
-    g: *const u8,
-    a: [*const u8; TILE_TOKENS],
-    aux: [*const u8; TILE_TOKENS],
-    nb: usize,
-) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
-    q4_k_rows::<TILE_TOKENS>(g, a, aux, nb)
 }
 
 // ---- Q6_K: 6-bit values used unsigned (`q + 32` ≤ 63); per 16-element sub-block the two
@@ -465,7 +475,7 @@ unsafe fn q6_neg_scales(block: *const u8, h: usize) -> [__m256i; 4] {
 }
 
 /// Half `h`'s row scales in lanes `2r'`, zero in lanes `2r' + 1` (a row's two lanes are summed
-/// in i32 first, see `q6_k_token`).
+/// in i32 first, see `q6_k_pair`).
 #[inline(always)]
 unsafe fn q6_row_scales(block: *const u8, h: usize) -> __m256 {
     _mm256_blend_ps::<0b1010_1010>(half_scales(block.add(8 * h)), _mm256_setzero_ps())
@@ -481,62 +491,83 @@ unsafe fn q6_unit_isum(q: &[__m256i; 4], sc: (__m256i, __m256i), a: &[__m256i; 4
     _mm256_add_epi32(s0, s1)
 }
 
+/// Half `h` of a packed Q6_K super-block unpacked into `w` (in place: the staged half is
+/// large, and a returned value was copied with `memcpy`).
 #[inline(always)]
-unsafe fn q6_k_half(block: *const u8, h: usize) -> Q6KHalf {
-    let zero = _mm256_setzero_si256();
-    let mut q = [[zero; 4]; 8];
-    for (s, q) in q.iter_mut().enumerate() {
+unsafe fn q6_k_half(w: &mut Q6KHalf, block: *const u8, h: usize) {
+    for (s, q) in w.q.iter_mut().enumerate() {
         *q = q6_unit(block, h, s);
     }
-    let mut sc = [zero; 16];
-    for (j, sc) in sc.iter_mut().enumerate() {
+    for (j, sc) in w.sc.iter_mut().enumerate() {
         *sc = sub_scales::<true>(block.add(q6_k::SCALES_AT), j, h);
     }
-    Q6KHalf {
-        q,
-        sc,
-        neg: q6_neg_scales(block, h),
-        d: q6_row_scales(block, h),
-    }
+    w.neg = q6_neg_scales(block, h);
+    w.d = q6_row_scales(block, h);
 }
 
-/// acc + one half's contribution of one super-block against one Q8_K block `ab`. The offset
-/// term sits in other lanes than the products it corrects, so the two lanes of a row are summed
-/// in i32 (exact) before the one f32 scaling: scaling them apart could round two large
+/// acc + one half's contribution of one super-block against a pair of Q8_K blocks `ab`. The
+/// offset term sits in other lanes than the products it corrects, so the two lanes of a row are
+/// summed in i32 (exact) before the one f32 scaling: scaling them apart could round two large
 /// cancelling halves.
 #[inline(always)]
-unsafe fn q6_k_token(acc: __m256, w: &Q6KHalf, ab: *const u8) -> __m256 {
-    let mut isum = _mm256_setzero_si256();
-    for i in 0..4 {
-        let bsums = bcast8(ab.add(Q8K_BSUMS + 8 * i));
-        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(w.neg[i], bsums));
+unsafe fn q6_k_pair(acc: &mut [__m256; PAIR], w: &Q6KHalf, ab: [*const u8; PAIR]) {
+    let mut isum = [_mm256_setzero_si256(); PAIR];
+    for (i, &neg) in w.neg.iter().enumerate() {
+        for t in 0..PAIR {
+            let bsums = bcast8(ab[t].add(Q8K_BSUMS + 8 * i));
+            isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(neg, bsums));
+        }
     }
     for s in 0..8 {
-        let a = act_parts(ab.add(Q8K_QS + 32 * s));
-        let sc = (w.sc[2 * s], w.sc[2 * s + 1]);
-        isum = _mm256_add_epi32(isum, q6_unit_isum(&w.q[s], sc, &a));
-    }
-    let isum = _mm256_add_epi32(isum, _mm256_shuffle_epi32::<0xB1>(isum));
-    scale_add(acc, isum, w.d, q8k_d(ab))
-}
-
-#[inline(always)]
-unsafe fn q6_k_rows<const N: usize>(
-    g: *const u8,
-    a: [*const u8; N],
-    nb: usize,
-) -> [[f32; GROUP_ROWS]; N] {
-    let mut acc = [[_mm256_setzero_ps(); 2]; N];
-    for b in 0..nb {
-        let block = g.add(b * q6_k::PACKED_BYTES);
-        for h in 0..2 {
-            let w = q6_k_half(block, h);
-            for t in 0..N {
-                acc[t][h] = q6_k_token(acc[t][h], &w, a[t].add(b * Q8K_BYTES));
+        for j in 0..2 {
+            let mut s16 = [_mm256_setzero_si256(); PAIR];
+            for k in 2 * j..2 * j + 2 {
+                let wk = w.q[s][k];
+                for t in 0..PAIR {
+                    let a = bcast8(ab[t].add(Q8K_QS + 32 * s + 8 * k));
+                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(wk, a));
+                }
+            }
+            for t in 0..PAIR {
+                let p = _mm256_madd_epi16(s16[t], w.sc[2 * s + j]);
+                isum[t] = _mm256_add_epi32(isum[t], p);
             }
         }
     }
-    finish(acc)
+    for t in 0..PAIR {
+        let isum = _mm256_add_epi32(isum[t], _mm256_shuffle_epi32::<0xB1>(isum[t]));
+        acc[t] = scale_add(acc[t], isum, w.d, q8k_d(ab[t]));
+    }
+}
+
+/// The tile: per super-block each half is unpacked once and applied to every token.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_tile_k(
+    g: *const u8,
+    a: [*const u8; TILE_TOKENS],
+    _: [*const u8; TILE_TOKENS],
+    nb: usize,
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    let mut acc = [[_mm256_setzero_ps(); TILE_TOKENS]; 2];
+    let zero = _mm256_setzero_si256();
+    let mut w = Q6KHalf {
+        q: [[zero; 4]; 8],
+        sc: [zero; 16],
+        neg: [zero; 4],
+        d: _mm256_setzero_ps(),
+    };
+    for b in 0..nb {
+        let block = g.add(b * q6_k::PACKED_BYTES);
+        for (h, acc) in acc.iter_mut().enumerate() {
+            q6_k_half(&mut w, block, h);
+            for t in (0..TILE_TOKENS).step_by(PAIR) {
+                let ab = [a[t].add(b * Q8K_BYTES), a[t + 1].add(b * Q8K_BYTES)];
+                let pair: &mut [__m256; PAIR] = (&mut acc[t..t + PAIR]).try_into().unwrap();
+                q6_k_pair(pair, &w, ab);
+            }
+        }
+    }
+    finish_halves(acc)
 }
 
 /// The gemv: one token, so each unit is unpacked and used at once (both halves, sharing the
@@ -573,16 +604,6 @@ unsafe fn q6_k_gemv_k(g: *const u8, a: *const u8, _: *const u8, nb: usize) -> [f
         }
     }
     rows_of(acc)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6_k_tile_k(
-    g: *const u8,
-    a: [*const u8; TILE_TOKENS],
-    _: [*const u8; TILE_TOKENS],
-    nb: usize,
-) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
-    q6_k_rows::<TILE_TOKENS>(g, a, nb)
 }
 
 super::avx512_packed::packed_entry_points!(
