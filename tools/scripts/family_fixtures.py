@@ -68,9 +68,11 @@ N_SEQS = 2
 # --------------------------------------------------------------------------------------------
 
 def convert_driver(argv: list[str]) -> None:
-    """--convert LLAMA_CPP_DIR MODEL_DIR OUTFILE MODEL_NAME PRE  (PRE: a tokenizer.ggml.pre name
-    forced for BPE vocabularies, or "-" to leave the converter's hash lookup alone)."""
-    llama_dir, model_dir, outfile, model_name, pre = argv
+    """--convert LLAMA_CPP_DIR MODEL_DIR OUTFILE MODEL_NAME PRE [OUTTYPE]  (PRE: a
+    tokenizer.ggml.pre name forced for BPE vocabularies, or "-" to leave the converter's hash
+    lookup alone; OUTTYPE: the converter's --outtype, default f32)."""
+    llama_dir, model_dir, outfile, model_name, pre, *rest = argv
+    outtype = rest[0] if rest else "f32"
     llama_dir = str(Path(llama_dir).resolve())
     sys.path.insert(0, llama_dir)
     import convert_hf_to_gguf  # inserts LLAMA_CPP_DIR/gguf-py into sys.path itself
@@ -80,7 +82,7 @@ def convert_driver(argv: list[str]) -> None:
         # The BPE pre-tokenizer is recognised by a hash of token ids; a freshly trained tiny
         # vocabulary cannot match a known hash, so name the pre-tokenizer it was built with.
         TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
-    sys.argv = ["convert_hf_to_gguf.py", model_dir, "--outtype", "f32", "--outfile", outfile,
+    sys.argv = ["convert_hf_to_gguf.py", model_dir, "--outtype", outtype, "--outfile", outfile,
                 "--model-name", model_name]
     convert_hf_to_gguf.main()
 

@@ -3,9 +3,11 @@
 //! `tools/scripts/family_fixtures.py --save-hf`) writes what llama.cpp's `convert_hf_to_gguf.py`
 //! wrote for the same checkpoints (`tests/fixtures/families/<arch>/model.gguf`, F32): every
 //! metadata key with the same value, type and place, and every tensor with the same name,
-//! type, shape and bytes, in the same order. The other output types are checked against
-//! llama.cpp's conversions recorded per tensor in `tools/tests/fixtures/families_convert.json`
-//! (`tools/scripts/family_convert_refs.py`).
+//! type, shape and bytes, in the same order. The other output types (F16, BF16, Q8_0) are
+//! checked against llama.cpp's conversions recorded per tensor (name, type, shape, sha256 of the
+//! bytes) in `tools/tests/fixtures/families_llamacpp.json` by
+//! `tools/scripts/family_convert_refs.py`, which also checked that their keys equal the F32
+//! file's apart from `general.file_type`.
 
 mod common;
 
@@ -15,7 +17,9 @@ use common::*;
 use lumen::gguf::kv::read_kv;
 use lumen::gguf::writer::MetaValue;
 use lumen::gguf::GgufFile;
-use lumen_tools::convert::FileType;
+use lumen_tools::convert::{FileType, OutType};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 /// The fixture folders, named after the GGUF architecture (`llama-mistral`: Mistral).
 const ARCHS: [&str; 6] = [
@@ -162,6 +166,68 @@ fn f32_conversions_equal_llama_cpp_key_for_key_and_tensor_for_tensor() {
         let d = f32_differences(arch);
         println!("{arch}: {} differences", d.len());
         failures.extend(d.into_iter().map(|m| format!("{arch}: {m}")));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn llama_cpp_refs() -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families_llamacpp.json");
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// F16, BF16 and Q8_0: keys as in llama.cpp's F32 file but `general.file_type`, and every
+/// tensor (order, name, type, shape, sha256) as llama.cpp's conversion to that type.
+#[test]
+fn f16_bf16_q8_0_conversions_equal_llama_cpp_tensor_for_tensor() {
+    let refs = llama_cpp_refs();
+    let mut failures = Vec::new();
+    for arch in ARCHS {
+        let f32_file = GgufFile::open(llama_cpp_gguf(arch)).unwrap();
+        for (outtype, want) in refs["archs"][arch]["convert"].as_object().unwrap() {
+            let OutType::Fixed(ft) = outtype.parse().unwrap() else {
+                panic!("{outtype}")
+            };
+            let tmp = tempfile::tempdir().unwrap();
+            let ours = convert_family(arch, tmp.path(), ft);
+            let file_type = want["file_type"].as_u64().unwrap() as u32;
+            let their_keys: Vec<(String, MetaValue)> = kept_keys(&f32_file)
+                .into_iter()
+                .map(|(k, v)| match k.as_str() {
+                    "general.file_type" => (k, MetaValue::U32(file_type)),
+                    _ => (k, v),
+                })
+                .collect();
+            let mut d = key_differences(&kept_keys(&ours), &their_keys);
+            let got: Vec<Value> = ours
+                .tensors()
+                .iter()
+                .map(|t| {
+                    serde_json::json!([t.name, t.ty.name(), t.shape, hex(ours.tensor_bytes(t))])
+                })
+                .collect();
+            let want = want["tensors"].as_array().unwrap();
+            if got.len() != want.len() {
+                d.push(format!("{} tensors, llama.cpp {}", got.len(), want.len()));
+            }
+            for (g, w) in got.iter().zip(want) {
+                if g != w {
+                    d.push(format!("tensor: Lumen {g}, llama.cpp {w}"));
+                }
+            }
+            println!(
+                "{arch} {outtype}: {} tensors, {} differences",
+                want.len(),
+                d.len()
+            );
+            failures.extend(d.into_iter().map(|m| format!("{arch} {outtype}: {m}")));
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
