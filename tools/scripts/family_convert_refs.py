@@ -22,6 +22,12 @@ writes tools/tests/fixtures/families_llamacpp.json:
   quantize: llama-quantize F32-fixture out <FTYPE> 1, for every k-quant and legacy file type:
       the tensor names in the output's order, each file type's tensor types in that order, and
       for Q4_K_M the sha256 of every tensor's bytes.
+  variants.<name>: a copy of one checkpoint with VARIANTS' edits to its JSON files (features the
+      six fixtures do not have: Phi-3 LongRoPE with a partial rotary factor, Gemma 3's older
+      rope_theta/rope_local_base_freq/rope_scaling spelling, SentencePiece added tokens),
+      converted to F32: the edits, every key in order as [name, type, value] (an array as its
+      length and the elements that differ from the unedited fixture's), and every tensor as
+      [name, type, shape, sha256].
 """
 from __future__ import annotations
 
@@ -41,6 +47,61 @@ FTYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K_S", "Q3_K_M", "Q
           "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K"]
 BYTES_FOR = ["Q4_K_M"]
 IGNORED_KEYS = {"general.name", "general.file_type"}
+
+# name: (fixture, {file: {key: value, or None to delete it}}).
+ADDED = {
+    "added_tokens_decoder": {
+        "300": {"content": "<start_of_turn>", "special": True},
+        "301": {"content": "\u2581hello\u2581world", "special": False},
+        "302": {"content": "<unused0>", "special": False},
+        "303": {"content": "[@BOS@]", "special": False},
+    },
+}
+VARIANTS = {
+    "phi3-longrope": ("phi3", {"config.json": {
+        "max_position_embeddings": 1024,
+        "rope_parameters": {
+            "rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+            "original_max_position_embeddings": 256,
+            "long_factor": [1.0, 1.25, 1.5, 2.0, 3.0, 4.5],
+            "short_factor": [1.0, 1.0, 1.05, 1.1, 1.2, 1.3]},
+    }}),
+    "gemma3-legacy-rope": ("gemma3", {"config.json": {
+        "rope_parameters": None, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+        "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+    }}),
+    "gemma2-added-tokens": ("gemma2", {"tokenizer_config.json": ADDED}),
+    "phi3-added-tokens": ("phi3", {"tokenizer_config.json": ADDED}),
+    "mistral-prefix-space": ("llama-mistral", {"tokenizer_config.json": {"add_prefix_space": False}}),
+}
+
+
+def patched_copy(src: Path, dest: Path, patch: dict) -> None:
+    import shutil
+
+    shutil.copytree(src, dest)
+    for fname, edits in patch.items():
+        path = dest / fname
+        data = json.loads(path.read_text())
+        for k, v in edits.items():
+            if v is None:
+                data.pop(k, None)
+            else:
+                data[k] = v
+        path.write_text(json.dumps(data, indent=2))
+
+
+def key_record(keys: dict, base: dict) -> list:
+    out = []
+    for k, (types, v) in keys.items():
+        ty = ":".join(types)
+        if isinstance(v, list):
+            b = base.get(k, (None, None))[1]
+            if not isinstance(b, list) or len(b) != len(v):
+                sys.exit(f"key {k}: the unedited fixture has no array of the same length")
+            v = {"len": len(v), "changed": {str(i): x for i, (x, y) in enumerate(zip(v, b)) if x != y}}
+        out.append([k, ty, v])
+    return out
 
 
 def read(path: Path):
@@ -132,6 +193,22 @@ def main() -> None:
                     entry["quantize"]["sha256"][ftype] = [t[3] for t in tensors]
             entry["quantize"]["tensors"] = names
             out["archs"][name] = entry
+        out["variants"] = {}
+        for vname, (base, patch) in VARIANTS.items():
+            print(f"== variant {vname}", flush=True)
+            model_dir = tmp / vname
+            patched_copy(ROOT / "tools/tests/fixtures/families_hf" / base, model_dir, patch)
+            path = tmp / f"{vname}.gguf"
+            cmd = [sys.executable, str(driver), "--convert", str(llama_dir), str(model_dir), str(path),
+                   f"lumen-tiny-{vname}", ARCHS[base]["pre"], "f32"]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode != 0:
+                sys.exit(f"{vname}: conversion failed:\n{res.stderr[-4000:]}")
+            keys, tensors = read(path)
+            base_keys, _ = read(ROOT / "tests/fixtures/families" / base / "model.gguf")
+            keys.pop("general.name")
+            out["variants"][vname] = {"base": base, "patch": patch,
+                                      "keys": key_record(keys, base_keys), "tensors": tensors}
     dest = ROOT / "tools/tests/fixtures/families_llamacpp.json"
     dest.write_text(dump(out) + "\n")
     json.loads(dest.read_text())

@@ -7,7 +7,10 @@
 //! checked against llama.cpp's conversions recorded per tensor (name, type, shape, sha256 of the
 //! bytes) in `tools/tests/fixtures/families_llamacpp.json` by
 //! `tools/scripts/family_convert_refs.py`, which also checked that their keys equal the F32
-//! file's apart from `general.file_type`.
+//! file's apart from `general.file_type`. Features the six checkpoints lack (Phi-3 LongRoPE
+//! with a partial rotary factor, Gemma 3's older RoPE spelling, SentencePiece added tokens, the
+//! llama converter's `add_prefix_space`) are checked on edited copies of them, against
+//! llama.cpp's conversion of the same copies recorded in that file.
 
 mod common;
 
@@ -228,6 +231,158 @@ fn f16_bf16_q8_0_conversions_equal_llama_cpp_tensor_for_tensor() {
             );
             failures.extend(d.into_iter().map(|m| format!("{arch} {outtype}: {m}")));
         }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A metadata value as JSON, with its GGUF type name (`ARRAY:ELEM` for arrays).
+fn typed_json(v: &MetaValue) -> (String, Value) {
+    let (ty, val): (&str, Value) = match v {
+        MetaValue::U8(x) => ("UINT8", (*x).into()),
+        MetaValue::I8(x) => ("INT8", (*x).into()),
+        MetaValue::U16(x) => ("UINT16", (*x).into()),
+        MetaValue::I16(x) => ("INT16", (*x).into()),
+        MetaValue::U32(x) => ("UINT32", (*x).into()),
+        MetaValue::I32(x) => ("INT32", (*x).into()),
+        MetaValue::U64(x) => ("UINT64", (*x).into()),
+        MetaValue::I64(x) => ("INT64", (*x).into()),
+        MetaValue::F32(x) => ("FLOAT32", (*x as f64).into()),
+        MetaValue::F64(x) => ("FLOAT64", (*x).into()),
+        MetaValue::Bool(x) => ("BOOL", (*x).into()),
+        MetaValue::Str(x) => ("STRING", x.clone().into()),
+        MetaValue::Array(items) => {
+            let elem = items.first().map_or("?".to_string(), |i| typed_json(i).0);
+            let list = items.iter().map(|i| typed_json(i).1).collect();
+            return (format!("ARRAY:{elem}"), Value::Array(list));
+        }
+    };
+    (ty.to_string(), val)
+}
+
+/// JSON equality with numbers compared as the f32 they were written from.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            x.as_f64().map(|v| v as f32) == y.as_f64().map(|v| v as f32)
+        }
+        _ => a == b,
+    }
+}
+
+/// Copies fixture `base` to `dest` and applies `patch` (`{file: {key: value or null}}`, null
+/// deleting the key).
+fn patched_copy(base: &str, dest: &Path, patch: &Value) {
+    std::fs::create_dir_all(dest).unwrap();
+    for e in std::fs::read_dir(hf_dir(base)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dest.join(e.file_name())).unwrap();
+    }
+    for (file, edits) in patch.as_object().unwrap() {
+        let path = dest.join(file);
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for (k, x) in edits.as_object().unwrap() {
+            match x {
+                Value::Null => drop(v.as_object_mut().unwrap().remove(k)),
+                _ => v[k] = x.clone(),
+            }
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn edited_checkpoints_convert_like_llama_cpp() {
+    let refs = llama_cpp_refs();
+    let variants = refs["variants"].as_object().unwrap();
+    assert!(variants.len() >= 5, "{:?}", variants.keys());
+    let mut failures = Vec::new();
+    for (name, want) in variants {
+        let base = want["base"].as_str().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join(name);
+        patched_copy(base, &input, &want["patch"]);
+        let out = tmp.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let summary = convert_to(&input, &out, Some(FileType::F32))
+            .unwrap_or_else(|e| panic!("{name}: lumen convert failed: {e}"));
+        let ours = GgufFile::open(&summary.output).unwrap();
+        let base_keys = read_kv(&GgufFile::open(llama_cpp_gguf(base)).unwrap()).unwrap();
+        let our_keys = kept_keys(&ours);
+        let mut d = Vec::new();
+        let want_keys = want["keys"].as_array().unwrap();
+        let order: Vec<&str> = want_keys.iter().map(|k| k[0].as_str().unwrap()).collect();
+        let our_order: Vec<&str> = our_keys.iter().map(|(k, _)| k.as_str()).collect();
+        if order != our_order {
+            d.push(format!(
+                "key order: Lumen {our_order:?}\nllama.cpp {order:?}"
+            ));
+        }
+        for k in want_keys {
+            let key = k[0].as_str().unwrap();
+            let Some((_, v)) = our_keys.iter().find(|(n, _)| n == key) else {
+                d.push(format!("key {key} missing"));
+                continue;
+            };
+            let (ty, got) = typed_json(v);
+            if ty != k[1].as_str().unwrap() {
+                d.push(format!("key {key}: type {ty}, llama.cpp {}", k[1]));
+                continue;
+            }
+            let expected = match &k[2] {
+                Value::Object(diff) => {
+                    // An array: the unedited fixture's, with the recorded elements changed.
+                    let (_, b) = base_keys.iter().find(|(n, _)| n == key).unwrap();
+                    let mut list = typed_json(b).1;
+                    assert_eq!(
+                        list.as_array().unwrap().len() as u64,
+                        diff["len"].as_u64().unwrap()
+                    );
+                    for (i, x) in diff["changed"].as_object().unwrap() {
+                        list[i.parse::<usize>().unwrap()] = x.clone();
+                    }
+                    list
+                }
+                other => other.clone(),
+            };
+            let equal = match (&got, &expected) {
+                (Value::Array(a), Value::Array(b)) => {
+                    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y))
+                }
+                (a, b) => same(a, b),
+            };
+            if !equal {
+                let short = |v: &Value| v.to_string().chars().take(300).collect::<String>();
+                d.push(format!(
+                    "key {key}: Lumen {}, llama.cpp {}",
+                    short(&got),
+                    short(&expected)
+                ));
+            }
+        }
+        let got: Vec<Value> = ours
+            .tensors()
+            .iter()
+            .map(|t| serde_json::json!([t.name, t.ty.name(), t.shape, hex(ours.tensor_bytes(t))]))
+            .collect();
+        if got != *want["tensors"].as_array().unwrap() {
+            d.push(format!(
+                "tensors: Lumen {:?}\nllama.cpp {:?}",
+                got.iter().map(|t| t[0].clone()).collect::<Vec<_>>(),
+                want["tensors"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t[0].clone())
+                    .collect::<Vec<_>>()
+            ));
+            for (g, w) in got.iter().zip(want["tensors"].as_array().unwrap()) {
+                if g != w {
+                    d.push(format!("tensor: Lumen {g}, llama.cpp {w}"));
+                }
+            }
+        }
+        println!("{name}: {} keys, {} differences", want_keys.len(), d.len());
+        failures.extend(d.into_iter().map(|m| format!("{name}: {m}")));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
