@@ -110,9 +110,10 @@ pub fn convert(
         Some(ft) => ft,
         None => super::guess_file_type(&ckpt),
     };
+    // Config keys first: a missing key is named before the tensors it shapes are checked.
+    let (early, hparams) = hparams_metadata(family, &cfg, ft)?;
     let plan = plan(family, &cfg, &ckpt, ft)?;
     let vocab = vocab(family, dir, &cfg)?;
-    let (early, hparams) = hparams_metadata(family, &cfg, ft)?;
     let mut metadata = write::metadata_for(dir, family.gguf_arch(), hparams, &plan, &vocab);
     // Keys llama.cpp adds while it prepares the tensors land right after the architecture.
     for (i, kv) in early.into_iter().enumerate() {
