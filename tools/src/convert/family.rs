@@ -33,19 +33,6 @@ use super::safetensors::Checkpoint;
 use super::vocab::{SpacePrefix, SpmFlavor, Vocab};
 use super::{write, ConvertError, ConvertOptions, Event, FileType, Summary};
 
-/// GGUF names llama.cpp uses for these families that `lumen::gguf` does not define (yet).
-mod gguf_names {
-    /// Phi-3's fused Q/K/V projection, rows `[Q | K | V]`.
-    pub const ATTN_QKV: &str = "attn_qkv.weight";
-    pub const ATTN_OUTPUT_BIAS: &str = "attn_output.bias";
-    /// Phi-3 LongRoPE divisors, global `[n_rot / 2]` tensors.
-    pub const ROPE_FACTORS_LONG: &str = "rope_factors_long.weight";
-    pub const ROPE_FACTORS_SHORT: &str = "rope_factors_short.weight";
-    /// `{arch}.` keys.
-    pub const ROPE_SCALING_ORIG_CTX: &str = "rope.scaling.original_context_length";
-    pub const ROPE_SCALING_ATTN_FACTOR: &str = "rope.scaling.attn_factor";
-}
-use gguf_names as gn;
 
 /// A text family the converter handles (all but mllama).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -253,7 +240,7 @@ fn expected_tensors(
             layer.extend([
                 (
                     "self_attn.qkv_proj.weight",
-                    gn::ATTN_QKV,
+                    names::ATTN_QKV,
                     vec![q + 2 * kv, e],
                     copy,
                 ),
@@ -336,7 +323,7 @@ fn expected_tensors(
                 ("self_attn.v_proj.bias", names::ATTN_V_BIAS, vec![kv], copy),
             ]);
             if family != Family::Qwen2 {
-                layer.push(("self_attn.o_proj.bias", gn::ATTN_OUTPUT_BIAS, vec![e], copy));
+                layer.push(("self_attn.o_proj.bias", names::ATTN_OUTPUT_BIAS, vec![e], copy));
             }
         }
         for (hf, gguf, shape, tr) in layer {
@@ -379,8 +366,8 @@ fn longrope_factors(cfg: &HfConfig) -> Result<Vec<TensorPlan>, ConvertError> {
         ));
     }
     Ok([
-        (gn::ROPE_FACTORS_LONG, &r.long_factor),
-        (gn::ROPE_FACTORS_SHORT, &r.short_factor),
+        (names::ROPE_FACTORS_LONG, &r.long_factor),
+        (names::ROPE_FACTORS_SHORT, &r.short_factor),
     ]
     .into_iter()
     .map(|(name, f)| TensorPlan {
@@ -583,7 +570,7 @@ pub fn hparams_metadata(
                     format!("missing ({why})"),
                 )
             })?;
-            k.u32(gn::ROPE_SCALING_ORIG_CTX, orig);
+            k.u32(keys::ROPE_SCALING_ORIG_CTX, orig);
             k.u32(keys::EMBEDDING_LENGTH, cfg.n_embd);
             k.u32(keys::FEED_FORWARD_LENGTH, cfg.n_ff);
             k.u32(keys::BLOCK_COUNT, cfg.n_layer);
@@ -612,7 +599,7 @@ pub fn hparams_metadata(
                     "yarn" => 0.1 * scale.ln() + 1.0,
                     _ => (1.0 + scale.ln() / (orig as f64).ln()).sqrt(),
                 };
-                early.f32(gn::ROPE_SCALING_ATTN_FACTOR, attn_factor);
+                early.f32(keys::ROPE_SCALING_ATTN_FACTOR, attn_factor);
             }
         }
     }
