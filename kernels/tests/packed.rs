@@ -217,6 +217,7 @@ fn every_level_packed_kernels_match_the_reference() {
             let (Some(gemv), Some(tile)) = (ks.packed_gemv(ty), ks.packed_tile(ty)) else {
                 continue;
             };
+            println!("{}: packed {ty} gemv and tile checked", isa.name());
             levels += 1;
             for nb in BLOCK_COUNTS {
                 let w = weight_rows(ty, GROUP_ROWS, nb, 30 + nb as u64);
