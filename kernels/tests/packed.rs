@@ -1,5 +1,5 @@
-//! The packed (eight-row interleaved) Q4_0 / Q5_0 / Q8_0 / Q4_K / Q6_K layouts and their
-//! kernels.
+//! The packed (eight-row interleaved) Q4_0 / Q4_1 / Q5_0 / Q8_0 / Q4_K / Q6_K layouts and
+//! their kernels.
 //!
 //! * Packing is lossless: unpacking every row gives back the GGUF bytes.
 //! * The scalar packed reference equals the formats' reference `vec_dot` bit for bit (same
@@ -22,8 +22,9 @@ use lumen_kernels::matmul::{matmul, QuantizedRows, WeightView};
 use lumen_kernels::packed::{self, PackedMatrix, GROUP_ROWS, TILE_TOKENS};
 use lumen_kernels::{kernels_for, quantize_row, vec_dot, GgmlType, Isa};
 
-const TYPES: [GgmlType; 5] = [
+const TYPES: [GgmlType; 6] = [
     GgmlType::Q4_0,
+    GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q8_0,
     GgmlType::Q4_K,
