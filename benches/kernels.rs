@@ -4,6 +4,10 @@
 //! `cargo bench --bench kernels` runs a representative subset (with Q5_0 at the small models'
 //! shapes); `LUMEN_BENCH_FULL=1` runs every shape and format. Filter with criterion's usual
 //! argument, e.g. `-- matvec/Q4_0`.
+//!
+//! `packed_gemv/…` and `packed_tile/…` compare the GGUF row layout with the packed layout per
+//! level, one thread (kernel throughput, not the machine's): gemv in GB/s of weights, the
+//! prefill tile in GMAC/s (criterion's "elem/s" = multiply-accumulates).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lumen::kernels::matmul::{matmul, QuantizedRows, WeightView};
@@ -274,6 +278,69 @@ fn quantize(c: &mut Criterion) {
     group.finish();
 }
 
+/// Packed vs row layout per level, one thread: gemv (one token, GB/s of weights) and the
+/// prefill tile ([`PACKED_TOKENS`] tokens, GMAC/s), at a Llama-3.2-1B down projection and a
+/// SmolLM2-135M one.
+fn packed_layouts(c: &mut Criterion) {
+    const SHAPES: &[(usize, usize)] = &[(2048, 8192), (576, 1536)];
+    const TYPES: &[GgmlType] = &[
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for &ty in TYPES {
+        for &(rows, cols) in SHAPES {
+            let bytes = weight_bytes(ty, rows, cols);
+            let packed = PackedMatrix::pack(ty, rows, cols, &bytes).ok();
+            for (what, n) in [("gemv", 1), ("tile", PACKED_TOKENS)] {
+                let mut group =
+                    c.benchmark_group(format!("packed_{what}/{}/{rows}x{cols}", ty.name()));
+                group.sample_size(10);
+                group.warm_up_time(std::time::Duration::from_millis(500));
+                group.measurement_time(std::time::Duration::from_secs(2));
+                group.throughput(if n == 1 {
+                    Throughput::Bytes(bytes.len() as u64)
+                } else {
+                    Throughput::Elements((rows * cols * n) as u64)
+                });
+                for (ks, layout) in layouts(packed.as_ref(), ty) {
+                    if ks.isa == Isa::Scalar {
+                        continue;
+                    }
+                    let w = WeightView {
+                        packed: layout,
+                        ty,
+                        rows,
+                        cols,
+                        bytes: &bytes,
+                    };
+                    let x = activations(ks, ty.vec_dot_type(), n, cols);
+                    let mut out = vec![0.0f32; rows * n];
+                    let name = format!(
+                        "{}{}",
+                        ks.isa.name(),
+                        if layout.is_some() { "-packed" } else { "" }
+                    );
+                    group.bench_function(name, |b| {
+                        b.iter_custom(|iters| {
+                            in_pool(&pool, iters, || matmul(ks, &w, &x, &mut out).unwrap())
+                        })
+                    });
+                }
+                group.finish();
+            }
+        }
+    }
+}
+
+/// Tokens per prefill in the `packed_tile` benches (one full packed prefill pass).
+const PACKED_TOKENS: usize = 64;
+
 /// What one parallel region costs with nothing to do: a decode step of SmolLM2 runs ~6 regions
 /// per layer (Q/K/V, attention, output, gate/up, down, ...), ~180 per token.
 fn parallel_region(c: &mut Criterion) {
@@ -295,5 +362,12 @@ fn parallel_region(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matvec, gemm, quantize, parallel_region);
+criterion_group!(
+    benches,
+    matvec,
+    gemm,
+    quantize,
+    parallel_region,
+    packed_layouts
+);
 criterion_main!(benches);

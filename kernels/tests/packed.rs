@@ -302,3 +302,27 @@ fn drivers_give_the_same_results_packed_and_unpacked() {
         }
     }
 }
+
+/// The packed kernels each SIMD level offers at least (the checks above skip a type a level
+/// lacks, so a level losing one would go unnoticed).
+#[test]
+fn simd_levels_have_their_packed_kernels() {
+    use GgmlType::{Q4_0, Q4_1, Q4_K, Q6_K, Q8_0};
+    let expected: [(Isa, &[GgmlType]); 2] = [
+        (Isa::Avx2, &[Q4_0, Q4_1, Q8_0, Q4_K, Q6_K]),
+        (Isa::Avx512, &[Q4_0, Q4_1, Q8_0, Q4_K, Q6_K]),
+    ];
+    for (isa, types) in expected {
+        let Some(ks) = kernels_for(isa) else {
+            println!("{}: not available on this CPU, skipped", isa.name());
+            continue;
+        };
+        for &ty in types {
+            assert!(
+                ks.packed_gemv(ty).is_some() && ks.packed_tile(ty).is_some(),
+                "{}: no packed {ty} kernels",
+                isa.name()
+            );
+        }
+    }
+}

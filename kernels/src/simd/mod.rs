@@ -12,6 +12,7 @@ mod avx2_kquants;
 mod avx2_legacy;
 mod avx2_legacy_tiles;
 mod avx2_packed;
+mod avx2_packed_q8_k;
 mod avx512_kquant_tiles;
 mod avx512_kquants;
 mod avx512_legacy;
@@ -25,6 +26,7 @@ pub(crate) fn avx2_providers() -> Vec<&'static Provider> {
         &avx2_legacy_tiles::PROVIDER,
         &avx2_kquant_tiles::PROVIDER,
         &avx2_packed::PROVIDER,
+        &avx2_packed_q8_k::PROVIDER,
     ]
 }
 
