@@ -1,8 +1,9 @@
 //! Kernel throughput: matvec GB/s of weights at real model shapes (per format × kernel set ×
 //! threads), and GEMM GOP/s for 1…512 activation rows.
 //!
-//! `cargo bench --bench kernels` runs a representative subset; `LUMEN_BENCH_FULL=1` runs every
-//! shape and format. Filter with criterion's usual argument, e.g. `-- matvec/Q4_0`.
+//! `cargo bench --bench kernels` runs a representative subset (with Q5_0 at the small models'
+//! shapes); `LUMEN_BENCH_FULL=1` runs every shape and format. Filter with criterion's usual
+//! argument, e.g. `-- matvec/Q4_0`.
 //!
 //! `packed_gemv/…` and `packed_tile/…` compare the GGUF row layout with the packed layout per
 //! level, one thread (kernel throughput, not the machine's): gemv in GB/s of weights, the
@@ -24,6 +25,9 @@ const SHAPES_FULL: &[(usize, usize)] = &[
     (128256, 2048),
 ];
 const SHAPES_QUICK: &[(usize, usize)] = &[(576, 576), (2048, 2048), (8192, 2048)];
+/// Qwen2.5-0.5B and Gemma 3 270M ffn_gate/up: n_embd 896 and 640 are not multiples of 256, so
+/// llama.cpp's Q4_K_M stores these (like most of those models' matrices) as Q5_0.
+const SHAPES_SMALL_MODELS: &[(usize, usize)] = &[(4864, 896), (2048, 640)];
 const TYPES_FULL: &[GgmlType] = &[
     GgmlType::Q4_0,
     GgmlType::Q4_1,
@@ -46,6 +50,24 @@ const TYPES_QUICK: &[GgmlType] = &[
 
 fn full() -> bool {
     std::env::var_os("LUMEN_BENCH_FULL").is_some()
+}
+
+/// Each of `types` at `shapes`, plus the small models' shapes for Q5_0 (for every type in the
+/// full run).
+fn cases(types: &[GgmlType], shapes: &[(usize, usize)]) -> Vec<(GgmlType, Vec<(usize, usize)>)> {
+    let mut cases: Vec<_> = types.iter().map(|&ty| (ty, shapes.to_vec())).collect();
+    let small_types = if full() {
+        TYPES_FULL
+    } else {
+        &[GgmlType::Q5_0]
+    };
+    for &ty in small_types {
+        match cases.iter_mut().find(|(t, _)| *t == ty) {
+            Some((_, s)) => s.extend_from_slice(SHAPES_SMALL_MODELS),
+            None => cases.push((ty, SHAPES_SMALL_MODELS.to_vec())),
+        }
+    }
+    cases
 }
 
 /// Deterministic weight bytes with finite scales: every 2-byte field of a block set to a
@@ -138,9 +160,9 @@ fn matvec(c: &mut Criterion) {
     } else {
         (SHAPES_QUICK, TYPES_QUICK)
     };
-    for &ty in types {
+    for (ty, shapes) in cases(types, shapes) {
         let mut group = c.benchmark_group(format!("matvec/{}", ty.name()));
-        for &(rows, cols) in shapes {
+        for (rows, cols) in shapes {
             if ty.row_bytes(cols).is_none() {
                 continue; // e.g. K-quants need rows of 256·k elements; 576 is not
             }
@@ -181,7 +203,6 @@ fn matvec(c: &mut Criterion) {
 }
 
 fn gemm(c: &mut Criterion) {
-    let (rows, cols) = (2048, 2048);
     let types: &[GgmlType] = if full() {
         TYPES_FULL
     } else {
@@ -192,43 +213,48 @@ fn gemm(c: &mut Criterion) {
     } else {
         &[1, 4, 16, 128]
     };
-    for &ty in types {
-        let mut group = c.benchmark_group(format!("gemm/{}/{rows}x{cols}", ty.name()));
-        group.sample_size(10);
-        let bytes = weight_bytes(ty, rows, cols);
-        let packed = PackedMatrix::pack(ty, rows, cols, &bytes).ok();
-        for (ks, layout) in layouts(packed.as_ref(), ty) {
-            if ks.isa == Isa::Scalar {
+    for (ty, shapes) in cases(types, &[(2048, 2048)]) {
+        for (rows, cols) in shapes {
+            if ty.row_bytes(cols).is_none() {
                 continue;
             }
-            let w = WeightView {
-                packed: layout,
-                ty,
-                rows,
-                cols,
-                bytes: &bytes,
-            };
-            let name = format!(
-                "{}{}/t2",
-                ks.isa.name(),
-                if layout.is_some() { "-packed" } else { "" }
-            );
-            for &n in token_counts {
-                let x = activations(ks, ty.vec_dot_type(), n, cols);
-                let mut out = vec![0.0f32; rows * n];
-                group.throughput(Throughput::Elements((2 * rows * cols * n) as u64));
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(2)
-                    .build()
-                    .unwrap();
-                group.bench_function(BenchmarkId::new(&name, n), |b| {
-                    b.iter_custom(|iters| {
-                        in_pool(&pool, iters, || matmul(ks, &w, &x, &mut out).unwrap())
-                    })
-                });
+            let mut group = c.benchmark_group(format!("gemm/{}/{rows}x{cols}", ty.name()));
+            group.sample_size(10);
+            let bytes = weight_bytes(ty, rows, cols);
+            let packed = PackedMatrix::pack(ty, rows, cols, &bytes).ok();
+            for (ks, layout) in layouts(packed.as_ref(), ty) {
+                if ks.isa == Isa::Scalar {
+                    continue;
+                }
+                let w = WeightView {
+                    packed: layout,
+                    ty,
+                    rows,
+                    cols,
+                    bytes: &bytes,
+                };
+                let name = format!(
+                    "{}{}/t2",
+                    ks.isa.name(),
+                    if layout.is_some() { "-packed" } else { "" }
+                );
+                for &n in token_counts {
+                    let x = activations(ks, ty.vec_dot_type(), n, cols);
+                    let mut out = vec![0.0f32; rows * n];
+                    group.throughput(Throughput::Elements((2 * rows * cols * n) as u64));
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(2)
+                        .build()
+                        .unwrap();
+                    group.bench_function(BenchmarkId::new(&name, n), |b| {
+                        b.iter_custom(|iters| {
+                            in_pool(&pool, iters, || matmul(ks, &w, &x, &mut out).unwrap())
+                        })
+                    });
+                }
             }
+            group.finish();
         }
-        group.finish();
     }
 }
 

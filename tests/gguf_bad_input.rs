@@ -123,6 +123,23 @@ fn tensor_past_the_end_of_the_file() {
     );
 }
 
+/// Type id 40 is one past gguf-rs's table (its `GGMLType::Count`): gguf-rs panicked on it
+/// (`lumen inspect` exited 101 on a 4 KB file). Every id Lumen has no kernels for is a named
+/// error before gguf-rs decodes.
+#[test]
+fn type_id_past_gguf_rs_table_is_a_named_error_not_a_panic() {
+    for id in [39u32, 40, 41, u32::MAX] {
+        let mut bytes = tiny_llama_bytes();
+        let at = tensor_type_field(&bytes, "blk.0.attn_q.weight");
+        bytes[at..at + 4].copy_from_slice(&id.to_le_bytes());
+        let err = open_err(&bytes);
+        assert!(
+            matches!(&err, GgufError::UnsupportedType { id: got, name, .. } if *got == id && name == "blk.0.attn_q.weight"),
+            "{id}: {err}"
+        );
+    }
+}
+
 #[test]
 fn unknown_tensor_type_id() {
     let mut bytes = tiny_llama_bytes();

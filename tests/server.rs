@@ -299,7 +299,7 @@ fn a_100_mb_body_gets_413_and_the_server_goes_on() {
     let len = 100 << 20;
     write!(
         s,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
     )
     .unwrap();
     let chunk = vec![b' '; 1 << 20];
@@ -314,7 +314,7 @@ fn a_100_mb_body_gets_413_and_the_server_goes_on() {
     s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
         s,
-        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     .unwrap();
     let mut w = s.try_clone().unwrap();
@@ -380,7 +380,7 @@ fn a_full_queue_gets_503_and_a_hung_up_client_frees_its_slot() {
             .to_string();
     write!(
         s,
-        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

@@ -24,7 +24,7 @@ fn send_post(s: &mut TcpStream, path: &str, body: &Value) {
     let body = body.to_string();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -141,12 +141,16 @@ fn silent_slow_and_trickling_clients_are_timed_out() {
     let mut silent = TcpStream::connect(a).unwrap();
     // Half a request head, then nothing.
     let mut half_head = TcpStream::connect(a).unwrap();
-    write!(half_head, "POST /v1/completions HTTP/1.1\r\nHost: x\r\n").unwrap();
+    write!(
+        half_head,
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\n"
+    )
+    .unwrap();
     // A whole head announcing 100 bytes of body, then 10 of them.
     let mut trickle = TcpStream::connect(a).unwrap();
     write!(
         trickle,
-        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"prompt\":"
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"prompt\":"
     )
     .unwrap();
     // A kept-alive connection that got its answer and went quiet.
@@ -283,7 +287,7 @@ fn send_garbage(a: SocketAddr, kind: usize) -> Option<u16> {
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     let head = |len: usize| {
-        format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n")
+        format!("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n")
     };
     let _ = match kind % 6 {
         0 => s.write_all(&junk),

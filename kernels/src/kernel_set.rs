@@ -274,26 +274,28 @@ fn scalar_packed_tile<W: WeightFormat>(
     std::array::from_fn(|t| scalar_packed_gemv::<W>(group, a[t], aux[t]))
 }
 
+/// The types with a packed layout ([`crate::packed::packed_block_bytes`]), each with its
+/// format struct: one list for the scalar gemv and tile entries.
+macro_rules! per_packed_type {
+    ($ty:expr, $f:ident) => {
+        match $ty {
+            GgmlType::Q4_0 => Some($f::<BlockQ4_0> as _),
+            GgmlType::Q4_1 => Some($f::<BlockQ4_1> as _),
+            GgmlType::Q5_0 => Some($f::<BlockQ5_0> as _),
+            GgmlType::Q8_0 => Some($f::<BlockQ8_0> as _),
+            GgmlType::Q4_K => Some($f::<BlockQ4_K> as _),
+            GgmlType::Q6_K => Some($f::<BlockQ6_K> as _),
+            _ => None,
+        }
+    };
+}
+
 fn scalar_packed_gemv_fn(ty: GgmlType) -> Option<PackedGemvFn> {
-    match ty {
-        GgmlType::Q4_0 => Some(scalar_packed_gemv::<BlockQ4_0>),
-        GgmlType::Q4_1 => Some(scalar_packed_gemv::<BlockQ4_1>),
-        GgmlType::Q8_0 => Some(scalar_packed_gemv::<BlockQ8_0>),
-        GgmlType::Q4_K => Some(scalar_packed_gemv::<BlockQ4_K>),
-        GgmlType::Q6_K => Some(scalar_packed_gemv::<BlockQ6_K>),
-        _ => None,
-    }
+    per_packed_type!(ty, scalar_packed_gemv)
 }
 
 fn scalar_packed_tile_fn(ty: GgmlType) -> Option<PackedTileFn> {
-    match ty {
-        GgmlType::Q4_0 => Some(scalar_packed_tile::<BlockQ4_0>),
-        GgmlType::Q4_1 => Some(scalar_packed_tile::<BlockQ4_1>),
-        GgmlType::Q8_0 => Some(scalar_packed_tile::<BlockQ8_0>),
-        GgmlType::Q4_K => Some(scalar_packed_tile::<BlockQ4_K>),
-        GgmlType::Q6_K => Some(scalar_packed_tile::<BlockQ6_K>),
-        _ => None,
-    }
+    per_packed_type!(ty, scalar_packed_tile)
 }
 
 fn scalar_quantize<A: ActivationFormat>(x: &[f32], out: &mut [u8]) {

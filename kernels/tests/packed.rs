@@ -1,4 +1,5 @@
-//! The packed (eight-row interleaved) Q4_0 / Q8_0 / Q4_K layouts and their kernels.
+//! The packed (eight-row interleaved) Q4_0 / Q4_1 / Q5_0 / Q8_0 / Q4_K / Q6_K layouts and
+//! their kernels.
 //!
 //! * Packing is lossless: unpacking every row gives back the GGUF bytes.
 //! * The scalar packed reference equals the formats' reference `vec_dot` bit for bit (same
@@ -21,13 +22,15 @@ use lumen_kernels::matmul::{matmul, QuantizedRows, WeightView};
 use lumen_kernels::packed::{self, PackedMatrix, GROUP_ROWS, TILE_TOKENS};
 use lumen_kernels::{kernels_for, quantize_row, vec_dot, GgmlType, Isa};
 
-const TYPES: [GgmlType; 4] = [
+const TYPES: [GgmlType; 6] = [
     GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
     GgmlType::Q8_0,
     GgmlType::Q4_K,
     GgmlType::Q6_K,
 ];
-/// Blocks per row (32 elements each for Q4_0/Q4_1/Q8_0, 256 for Q4_K/Q6_K).
+/// Blocks per row (32 elements each for Q4_0/Q4_1/Q5_0/Q8_0, 256 for Q4_K/Q6_K).
 const BLOCK_COUNTS: [usize; 6] = [1, 2, 3, 7, 18, 64];
 
 fn weight_rows(ty: GgmlType, rows: usize, nb: usize, seed: u64) -> Vec<u8> {
@@ -125,6 +128,11 @@ fn abs_mass(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
                         let byte = bw[2 + j % 16];
                         (if j < 16 { byte & 15 } else { byte >> 4 }) as i64 - 8
                     }
+                    GgmlType::Q5_0 => {
+                        let byte = bw[6 + j % 16];
+                        let high = u32::from_le_bytes(bw[2..6].try_into().unwrap()) >> j & 1;
+                        (if j < 16 { byte & 15 } else { byte >> 4 }) as i64 + 16 * high as i64 - 16
+                    }
                     _ => bw[2 + j] as i8 as i64,
                 }
             };
@@ -163,10 +171,10 @@ fn packing_rejects_unsupported_shapes() {
         PackedMatrix::pack(GgmlType::Q4_0, 12, 64, &w).is_err(),
         "12 rows"
     );
-    let w = weight_rows(GgmlType::Q5_0, 8, 2, 5);
+    let w = weight_rows(GgmlType::Q5_1, 8, 2, 5);
     assert!(
-        PackedMatrix::pack(GgmlType::Q5_0, 8, 64, &w).is_err(),
-        "Q5_0 has no packed layout"
+        PackedMatrix::pack(GgmlType::Q5_1, 8, 64, &w).is_err(),
+        "Q5_1 has no packed layout"
     );
     let w = weight_rows(GgmlType::Q4_K, 8, 1, 5);
     assert!(
@@ -299,10 +307,10 @@ fn drivers_give_the_same_results_packed_and_unpacked() {
 /// lacks, so a level losing one would go unnoticed).
 #[test]
 fn simd_levels_have_their_packed_kernels() {
-    use GgmlType::{Q4_0, Q4_1, Q4_K, Q6_K, Q8_0};
+    use GgmlType::{Q4_0, Q4_1, Q4_K, Q5_0, Q6_K, Q8_0};
     let expected: [(Isa, &[GgmlType]); 2] = [
-        (Isa::Avx2, &[Q4_0, Q4_1, Q8_0, Q4_K, Q6_K]),
-        (Isa::Avx512, &[Q4_0, Q4_1, Q8_0, Q4_K, Q6_K]),
+        (Isa::Avx2, &[Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K]),
+        (Isa::Avx512, &[Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K]),
     ];
     for (isa, types) in expected {
         let Some(ks) = kernels_for(isa) else {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use lumen::server::engine::Engine;
-use lumen::server::{api, ServeLimits, ServerState, Shutdown};
+use lumen::server::{api, AllowedHosts, ServeLimits, ServerState, Shutdown};
 use tokio::sync::mpsc;
 
 use super::load::{load_model, thread_pool};
@@ -26,6 +26,10 @@ pub struct ServeArgs {
     /// Port to listen on (0 = any free port; the chosen one is printed).
     #[arg(long = "port", env = "LUMEN_PORT", default_value_t = 8080)]
     port: u16,
+    /// Host names requests may carry in `Host` besides IP addresses and localhost (comma-
+    /// separated; `*` = any). Guards a local server against DNS rebinding from web pages.
+    #[arg(long = "allowed-hosts", env = "LUMEN_ALLOWED_HOSTS")]
+    allowed_hosts: Option<String>,
     /// Require `Authorization: Bearer KEY` on /v1/* (/health stays open).
     #[arg(long = "api-key", env = "LUMEN_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -128,6 +132,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         created: api::now(),
         limits,
+        allowed_hosts: AllowedHosts::parse(args.allowed_hosts.as_deref().unwrap_or("")),
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -23,6 +23,8 @@ pub const FFN_DOWN: &str = "ffn_down.weight";
 // file has it, so one layer type serves them all).
 /// Phi-3's fused Q/K/V projection: output rows `[Q | K | V]`.
 pub const ATTN_QKV: &str = "attn_qkv.weight";
+/// Bias of the attention output projection (where a checkpoint has one, e.g. some Phi-3).
+pub const ATTN_OUTPUT_BIAS: &str = "attn_output.bias";
 /// Q/K/V biases (Qwen2).
 pub const ATTN_Q_BIAS: &str = "attn_q.bias";
 pub const ATTN_K_BIAS: &str = "attn_k.bias";

@@ -530,8 +530,18 @@ fn check_lengths_fit(
                 message: format!("{n_dims} dimensions (GGUF allows at most 4)"),
             });
         }
-        // Dims, type and offset: fixed size, checked by gguf-rs and `validate_tensor`.
-        scan.skip(8 * n_dims as u64 + 4 + 8, &format!("tensor '{name}' info"))?;
+        scan.skip(8 * n_dims as u64, &format!("tensor '{name}' dimensions"))?;
+        // gguf-rs panics on a type id past its table (e.g. 40): check it before it decodes.
+        let id = scan.u32(&format!("tensor '{name}' type"))?;
+        if GgmlType::from_id(id).is_none() {
+            return Err(GgufError::UnsupportedType {
+                path: path.to_path_buf(),
+                name,
+                id,
+            });
+        }
+        // The offset: checked by `validate_tensor`.
+        scan.skip(8, &format!("tensor '{name}' offset"))?;
     }
     Ok(())
 }

@@ -241,6 +241,7 @@ struct LayerExtras {
     q_bias: Option<Vec<f32>>,
     k_bias: Option<Vec<f32>>,
     v_bias: Option<Vec<f32>>,
+    o_bias: Option<Vec<f32>>,
     q_norm: Option<Vec<f32>>,
     k_norm: Option<Vec<f32>>,
     post_attn_norm: Option<Vec<f32>>,
@@ -264,6 +265,7 @@ impl Layer {
             q_bias: opt(names::ATTN_Q_BIAS, q)?,
             k_bias: opt(names::ATTN_K_BIAS, kv)?,
             v_bias: opt(names::ATTN_V_BIAS, kv)?,
+            o_bias: opt(names::ATTN_OUTPUT_BIAS, e)?,
             q_norm: opt(names::ATTN_Q_NORM, hd)?,
             k_norm: opt(names::ATTN_K_NORM, hd)?,
             post_attn_norm: opt(names::ATTN_POST_NORM, e)?,
@@ -429,6 +431,9 @@ impl Layer {
         }
         attend(s);
         w.matmuls(&s.attn, &mut [(&self.attn_output, &mut s.proj)])?;
+        if let Some(b) = &ex.o_bias {
+            ops::add_bias_rows(&mut s.proj, b);
+        }
         residual_add(
             x,
             &mut s.proj,

@@ -129,6 +129,10 @@ fn in_range(name: &str, v: Option<f32>, lo: f32, hi: f32) -> Result<Option<f32>,
 
 /// Most stop strings a request may give (OpenAI allows 4; llama-server more).
 const MAX_STOP_STRINGS: usize = 16;
+/// Longest stop string, in bytes: the matcher holds back and rescans up to the longest one after
+/// every token, so a megabyte-long stop string would cost every token of every slot. Real stop
+/// sequences are a few tokens.
+pub const MAX_STOP_BYTES: usize = 256;
 
 fn generation_fields(obj: &Map<String, Value>) -> Result<GenerationFields, ApiError> {
     #[derive(Deserialize)]
@@ -155,6 +159,15 @@ fn generation_fields(obj: &Map<String, Value>) -> Result<GenerationFields, ApiEr
     if stop.len() > MAX_STOP_STRINGS {
         return Err(ApiError::invalid(
             format!("at most {MAX_STOP_STRINGS} stop strings are allowed"),
+            Some("stop"),
+        ));
+    }
+    if let Some(long) = stop.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ApiError::invalid(
+            format!(
+                "a stop string of {} bytes is longer than the {MAX_STOP_BYTES} allowed",
+                long.len()
+            ),
             Some("stop"),
         ));
     }
@@ -388,6 +401,19 @@ mod tests {
         assert_eq!(parts[1], ContentPart::Image);
         let r = parse_completion(br#"{"prompt":"p","stop":["a","b"]}"#).unwrap();
         assert_eq!(r.fields.stop, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_long_stop_string_is_refused() {
+        let long = "x".repeat(MAX_STOP_BYTES + 1);
+        let body = format!(r#"{{"prompt":"p","stop":["ok","{long}"]}}"#);
+        let Err(e) = parse_completion(body.as_bytes()) else {
+            panic!("a {}-byte stop string was accepted", MAX_STOP_BYTES + 1)
+        };
+        assert_eq!(e.param.as_deref(), Some("stop"));
+        let fits = "x".repeat(MAX_STOP_BYTES);
+        let body = format!(r#"{{"prompt":"p","stop":"{fits}"}}"#);
+        assert!(parse_completion(body.as_bytes()).is_ok());
     }
 
     #[test]

@@ -52,6 +52,73 @@ pub struct ServerState {
     /// Load time, as `created` in `/v1/models`.
     pub created: u64,
     pub limits: ServeLimits,
+    /// Host names (besides IP literals and localhost) that requests may name in `Host`.
+    pub allowed_hosts: AllowedHosts,
+}
+
+/// Which `Host` headers the server answers. A web page can reach a loopback server, and through
+/// DNS rebinding read its answers, only under a host *name* it controls (the class of Ollama's
+/// CVE-2024-28224): IP literals, `localhost` and `*.localhost` are always allowed, other names
+/// only when listed (`--allowed-hosts`, e.g. the name a reverse proxy forwards), or all of them
+/// with `*`.
+#[derive(Clone, Debug, Default)]
+pub enum AllowedHosts {
+    #[default]
+    Local,
+    Names(Vec<String>),
+    Any,
+}
+
+impl AllowedHosts {
+    /// From `--allowed-hosts`: comma-separated names, `*` for any.
+    pub fn parse(list: &str) -> Self {
+        let names: Vec<String> = list
+            .split(',')
+            .map(|n| n.trim().to_ascii_lowercase())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.iter().any(|n| n == "*") {
+            AllowedHosts::Any
+        } else if names.is_empty() {
+            AllowedHosts::Local
+        } else {
+            AllowedHosts::Names(names)
+        }
+    }
+
+    /// Whether a request's `Host` header value (host, optional port) is answered.
+    pub fn allows(&self, host_header: &str) -> bool {
+        let host = strip_port(host_header.trim()).to_ascii_lowercase();
+        if host.is_empty() {
+            return false;
+        }
+        let ip = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok();
+        ip || host == "localhost"
+            || host.ends_with(".localhost")
+            || match self {
+                AllowedHosts::Local => false,
+                AllowedHosts::Names(names) => names.contains(&host),
+                AllowedHosts::Any => true,
+            }
+    }
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:8080` → `[::1]`; a bare IPv6 literal is kept.
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
 }
 
 /// The application: every route, the API-key check and the body-size cap.
@@ -62,8 +129,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/completions", post(completions))
         .route("/completions", post(completions))
         .route("/v1/models", get(list_models))
-        .route("/v1/models/{id}", get(get_model))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+        .route("/v1/models/{id}", get(get_model));
     Router::new()
         .merge(api)
         .route("/health", get(health))
@@ -73,8 +139,59 @@ pub fn router(state: Arc<ServerState>) -> Router {
             state.clone(),
             read_body_in_time,
         ))
+        // Outermost: decided on the request head, before any of the body is read.
         .layer(middleware::from_fn(refuse_announced_large_bodies))
+        .layer(middleware::from_fn_with_state(state.clone(), check_head))
         .with_state(state)
+}
+
+/// Checks that need only the request head, so that a refused client never holds a connection
+/// while its body trickles in: the `Host` allow-list ([`AllowedHosts`]), the API key on the
+/// API routes, and `Content-Type: application/json` on POST bodies (a web page can send
+/// `text/plain` to any origin without a CORS preflight; JSON needs one).
+async fn check_head(State(st): State<Arc<ServerState>>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    if !st.allowed_hosts.allows(host) {
+        return ApiError::invalid(
+            format!(
+                "host '{host}' is not allowed; start lumen serve with --allowed-hosts to answer it"
+            ),
+            None,
+        )
+        .with_code("host_not_allowed")
+        .status(StatusCode::FORBIDDEN)
+        .into_response();
+    }
+    let path = req.uri().path();
+    let is_api = path.starts_with("/v1/") || path == "/completions" || path == "/chat/completions";
+    if is_api {
+        if let Some(refused) = check_key(&st, &req) {
+            return refused;
+        }
+    }
+    if req.method() == axum::http::Method::POST && is_api {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return ApiError::invalid(
+                "the request body must be JSON: send 'Content-Type: application/json'",
+                None,
+            )
+            .with_code("unsupported_media_type")
+            .status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+            .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// Reads the whole body before routing, within [`ServeLimits::io_timeout`] and
@@ -147,25 +264,27 @@ fn too_large() -> ApiError {
     .status(StatusCode::PAYLOAD_TOO_LARGE)
 }
 
-async fn require_key(State(st): State<Arc<ServerState>>, req: Request, next: Next) -> Response {
-    if let Some(key) = &st.api_key {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.trim().as_bytes(), key.as_bytes()) {
-            return ApiError::invalid(
-                "invalid or missing API key: send 'Authorization: Bearer <key>'",
-                None,
-            )
-            .with_code("invalid_api_key")
-            .status(StatusCode::UNAUTHORIZED)
-            .into_response();
-        }
+/// The 401 answer when an API key is set and `req` does not carry it.
+fn check_key(st: &ServerState, req: &Request) -> Option<Response> {
+    let key = st.api_key.as_ref()?;
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.trim().as_bytes(), key.as_bytes()) {
+        return None;
     }
-    next.run(req).await
+    Some(
+        ApiError::invalid(
+            "invalid or missing API key: send 'Authorization: Bearer <key>'",
+            None,
+        )
+        .with_code("invalid_api_key")
+        .status(StatusCode::UNAUTHORIZED)
+        .into_response(),
+    )
 }
 
 /// Compares without an early exit, so the time taken does not tell how much of a guessed key
@@ -601,4 +720,38 @@ impl SseState {
 
 fn data(v: &Value) -> SseEvent {
     SseEvent::default().data(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_literals_and_localhost_are_always_allowed_names_only_when_listed() {
+        let local = AllowedHosts::Local;
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:8080",
+            "::1",
+            "10.0.0.5",
+            "app.localhost:80",
+        ] {
+            assert!(local.allows(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!local.allows(bad), "{bad}");
+        }
+        let names = AllowedHosts::parse("proxy.lan, Other.Example");
+        assert!(names.allows("proxy.lan:443") && names.allows("other.example"));
+        assert!(!names.allows("evil.example"));
+        assert!(AllowedHosts::parse("*").allows("anything.example"));
+    }
 }

@@ -4,10 +4,15 @@ transformers, converted to F32 GGUF by llama.cpp's own convert_hf_to_gguf.py, an
 float32 (eager attention) logits at every position of two fixed token-id sequences.
 
 Usage: python tools/scripts/family_fixtures.py LLAMA_CPP_DIR [--out DIR] [--only NAME ...]
+                                                [--save-hf DIR]
 
   LLAMA_CPP_DIR  a llama.cpp source tree (convert_hf_to_gguf.py, conversion/, gguf-py/)
   --out          default: tests/fixtures/families (relative to the repository root)
   --only         any of: qwen2 qwen3 gemma2 gemma3 phi3 llama-mistral
+  --save-hf      also keep each tiny Hugging Face checkpoint directory (config.json,
+                 generation_config.json, model.safetensors, tokenizer files) as DIR/<name>/, the
+                 input `lumen convert` is compared on (tools/tests/fixtures/families_hf, used by
+                 tools/tests/convert_families.rs); byte-deterministic like the rest
 
 Run from the repository root with a venv holding torch, transformers (5.x), numpy, gguf,
 sentencepiece and tokenizers; one CPU thread is enough (about a minute per architecture):
@@ -63,9 +68,11 @@ N_SEQS = 2
 # --------------------------------------------------------------------------------------------
 
 def convert_driver(argv: list[str]) -> None:
-    """--convert LLAMA_CPP_DIR MODEL_DIR OUTFILE MODEL_NAME PRE  (PRE: a tokenizer.ggml.pre name
-    forced for BPE vocabularies, or "-" to leave the converter's hash lookup alone)."""
-    llama_dir, model_dir, outfile, model_name, pre = argv
+    """--convert LLAMA_CPP_DIR MODEL_DIR OUTFILE MODEL_NAME PRE [OUTTYPE]  (PRE: a
+    tokenizer.ggml.pre name forced for BPE vocabularies, or "-" to leave the converter's hash
+    lookup alone; OUTTYPE: the converter's --outtype, default f32)."""
+    llama_dir, model_dir, outfile, model_name, pre, *rest = argv
+    outtype = rest[0] if rest else "f32"
     llama_dir = str(Path(llama_dir).resolve())
     sys.path.insert(0, llama_dir)
     import convert_hf_to_gguf  # inserts LLAMA_CPP_DIR/gguf-py into sys.path itself
@@ -75,7 +82,7 @@ def convert_driver(argv: list[str]) -> None:
         # The BPE pre-tokenizer is recognised by a hash of token ids; a freshly trained tiny
         # vocabulary cannot match a known hash, so name the pre-tokenizer it was built with.
         TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
-    sys.argv = ["convert_hf_to_gguf.py", model_dir, "--outtype", "f32", "--outfile", outfile,
+    sys.argv = ["convert_hf_to_gguf.py", model_dir, "--outtype", outtype, "--outfile", outfile,
                 "--model-name", model_name]
     convert_hf_to_gguf.main()
 
@@ -374,7 +381,21 @@ def variant_logits(model_dir: Path, hf_cls: str, overrides: dict, seqs):
     return forward_logits(m, seqs)
 
 
-def build_one(name: str, spec: dict, idx: int, llama_dir: Path, out_root: Path, work: Path) -> dict:
+def save_hf_dir(model_dir: Path, dest: Path) -> None:
+    """Copies the checkpoint directory the converter read (every file, flat) to DEST."""
+    import shutil
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for f in sorted(model_dir.iterdir()):
+        if not f.is_file():
+            raise RuntimeError(f"{f}: unexpected non-file in the checkpoint directory")
+        shutil.copyfile(f, dest / f.name)
+
+
+def build_one(name: str, spec: dict, idx: int, llama_dir: Path, out_root: Path, work: Path,
+              save_hf: Path | None = None) -> dict:
     import numpy as np
     import torch
     import transformers
@@ -411,6 +432,8 @@ def build_one(name: str, spec: dict, idx: int, llama_dir: Path, out_root: Path, 
     if res.returncode != 0:
         raise RuntimeError(f"{name}: conversion failed:\n{res.stderr[-4000:]}")
     warnings = [l for l in (res.stdout + res.stderr).splitlines() if "WARNING" in l]
+    if save_hf is not None:
+        save_hf_dir(model_dir, save_hf / name)
 
     np.save(out / "logits.npy", logits)
     cfg_dict = json.loads(ref.config.to_json_string(use_diff=False))
@@ -638,6 +661,8 @@ def main() -> None:
     ap.add_argument("llama_cpp_dir", type=Path)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "tests/fixtures/families")
     ap.add_argument("--only", nargs="*", choices=list(ARCHS), default=None)
+    ap.add_argument("--save-hf", type=Path, default=None,
+                    help="also save each tiny HF checkpoint directory as SAVE_HF/<name>/")
     args = ap.parse_args()
 
     import torch
@@ -659,7 +684,7 @@ def main() -> None:
             if args.only and name not in args.only:
                 continue
             print(f"== {name}", flush=True)
-            res = build_one(name, spec, idx, llama_dir, args.out, Path(tmp))
+            res = build_one(name, spec, idx, llama_dir, args.out, Path(tmp), args.save_hf)
             results.append(res)
             sha = hashlib.sha256((args.out / name / "model.gguf").read_bytes()).hexdigest()[:16]
             print(json.dumps({"name": name, "sizes": res["sizes"], "effects": res["effects"],

@@ -1,5 +1,5 @@
-//! Load-time interleaved ("packed") weight layouts: Q4_0, Q4_1 and Q8_0 here, Q4_K and Q6_K
-//! in [`q4_k`] and [`q6_k`] (same lane scheme, super-blocks of 256).
+//! Load-time interleaved ("packed") weight layouts: Q4_0, Q4_1, Q5_0 and Q8_0 here, Q4_K and
+//! Q6_K in [`q4_k`] and [`q6_k`] (same lane scheme, super-blocks of 256).
 //!
 //! Why: a one-row dot reads one weight row and pays a horizontal sum and per-block scale work
 //! for every 32 elements of every row. Four-row kernels over the GGUF layout read four separate
@@ -27,16 +27,25 @@
 //!     regrouped: 16 + 128 = 144 bytes = 8 × 18, no memory overhead. Q4_1 is the same after
 //!     its 32 bytes of scales and mins (160 = 8 × 20); its nibbles are used as they are
 //!     (offset 0) and each row's `m·s` term is added half in each of its two lanes.
+//!   - Q5_0: Q4_0's nibbles, then the fifth bits, 32 bytes: byte `8k + r` is row `r`'s `qh`
+//!     byte `k` (the fifth bits of its elements `8k..8k + 8`). Read as a little-endian u64,
+//!     part `k`'s eight bytes are a bit mask over part `k`'s 64 quant bytes (bit `8r + j` ↔ byte
+//!     `8r + j`), which AVX-512 applies as it is (a masked byte add of 16) and AVX2 expands
+//!     per 32-bit half. `u = nibble | bit << 4`, offset 16; 176 = 8 × 22 bytes.
 //!
 //! Integer sums use unsigned weights, so each block's sum carries `offset · Σ a` per lane; the
 //! activation side precomputes, per block, the two sums of its elements that fall in even and
 //! odd lanes ([`ActBlockAux`]) and the kernels subtract them exactly. Per row, the packed dot
 //! equals llama.cpp's `Σ_b (Σ_i (q_i − offset)·a_i) · d_w · d_a` except for f32 rounding order.
 
+use std::mem::{offset_of, size_of};
+
 use half::f16;
 use rayon::prelude::*;
 
-use crate::formats::{BlockFormat, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK};
+use crate::formats::{
+    BlockFormat, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK,
+};
 use crate::table::GgmlType;
 use crate::KernelError;
 
@@ -72,7 +81,9 @@ pub struct ActBlockAux {
     /// `−128 ·` lane sums (Q8_0).
     pub neg_offset_sums_q8: [i32; 2],
     pub d: f32,
-    pad: [u32; 3],
+    /// `−16 ·` lane sums (Q5_0).
+    pub neg_offset_sums_q5: [i32; 2],
+    pad: u32,
 }
 
 /// The aux record of one Q8_0 block.
@@ -85,7 +96,8 @@ pub fn act_aux(b: &BlockQ8_0) -> ActBlockAux {
         neg_offset_sums_q4: sums.map(|s| -packed_offset(GgmlType::Q4_0) * s),
         neg_offset_sums_q8: sums.map(|s| -packed_offset(GgmlType::Q8_0) * s),
         d: b.d.to_f32(),
-        pad: [0; 3],
+        neg_offset_sums_q5: sums.map(|s| -packed_offset(GgmlType::Q5_0) * s),
+        pad: 0,
     }
 }
 
@@ -95,6 +107,7 @@ pub const fn packed_block_bytes(ty: GgmlType) -> Option<usize> {
     match ty {
         GgmlType::Q4_0 => Some(16 + 128),
         GgmlType::Q4_1 => Some(32 + 128),
+        GgmlType::Q5_0 => Some(Q5_0_QH_AT + GROUP_ROWS * Q5_0_QH_BYTES),
         GgmlType::Q8_0 => Some(16 + 256),
         GgmlType::Q4_K => Some(q4_k::PACKED_BYTES),
         GgmlType::Q6_K => Some(q6_k::PACKED_BYTES),
@@ -151,6 +164,7 @@ pub const fn packed_offset(ty: GgmlType) -> i32 {
     match ty {
         GgmlType::Q8_0 => 128,
         GgmlType::Q4_1 => 0,
+        GgmlType::Q5_0 => 16,
         _ => 8,
     }
 }
@@ -163,6 +177,25 @@ const fn quants_at(ty: GgmlType) -> usize {
         _ => 16,
     }
 }
+
+/// Where the quants start in a legacy GGUF block.
+const fn gguf_qs_at(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q4_1 => offset_of!(BlockQ4_1, qs),
+        GgmlType::Q5_0 => offset_of!(BlockQ5_0, qs),
+        GgmlType::Q8_0 => offset_of!(BlockQ8_0, qs),
+        _ => offset_of!(BlockQ4_0, qs),
+    }
+}
+
+/// Bytes of one row's fifth bits (`qh`) in a Q5_0 block.
+const Q5_0_QH_BYTES: usize = offset_of!(BlockQ5_0, qs) - offset_of!(BlockQ5_0, qh);
+/// Where the fifth bits start in a packed Q5_0 block: after the scales and Q4_0-style nibbles.
+pub const Q5_0_QH_AT: usize = quants_at(GgmlType::Q5_0) + GROUP_ROWS * QK / 2;
+const _: () = assert!(
+    packed_block_bytes(GgmlType::Q5_0).unwrap() == GROUP_ROWS * size_of::<BlockQ5_0>(),
+    "packed Q5_0 is the 8 rows' bytes regrouped"
+);
 
 /// Per Q8_1 activation block, for packed Q4_1: `d` and half of `s = d·Σq` as f32 (each row's
 /// `m·s` is added half in each of its two lanes).
@@ -303,12 +336,18 @@ fn pack_block<'a>(ty: GgmlType, block: impl Fn(usize) -> &'a [u8], dst: &mut [u8
         }
     }
     for r in 0..GROUP_ROWS {
-        // The GGUF block has one f16 per packed 16-byte scale field before its quants.
-        let qs = &block(r)[quants_at(ty) / 8..];
+        let qs = &block(r)[gguf_qs_at(ty)..];
         match ty {
-            GgmlType::Q4_0 | GgmlType::Q4_1 => {
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 => {
                 quants[8 * r..8 * r + 8].copy_from_slice(&qs[..8]);
                 quants[64 + 8 * r..64 + 8 * r + 8].copy_from_slice(&qs[8..16]);
+                if ty == GgmlType::Q5_0 {
+                    let qh = &block(r)[offset_of!(BlockQ5_0, qh)..];
+                    let qh_area = &mut quants[Q5_0_QH_AT - quants_at(ty)..];
+                    for k in 0..Q5_0_QH_BYTES {
+                        qh_area[8 * k + r] = qh[k];
+                    }
+                }
             }
             _ => {
                 for k in 0..4 {
@@ -327,13 +366,19 @@ pub fn unpack_row(ty: GgmlType, block: &[u8], r: usize) -> ([u8; QK], f16) {
     let quants = &block[quants_at(ty)..];
     let mut u = [0u8; QK];
     match ty {
-        GgmlType::Q4_0 | GgmlType::Q4_1 => {
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 => {
             for j in 0..8 {
                 let (lo, hi) = (quants[8 * r + j], quants[64 + 8 * r + j]);
                 u[j] = lo & 0x0F;
                 u[16 + j] = lo >> 4;
                 u[8 + j] = hi & 0x0F;
                 u[24 + j] = hi >> 4;
+            }
+            if ty == GgmlType::Q5_0 {
+                let qh = q5_0_qh(block, r);
+                for (e, x) in u.iter_mut().enumerate() {
+                    *x |= (qh[e / 8] >> (e % 8) & 1) << 4;
+                }
             }
         }
         _ => {
@@ -347,11 +392,16 @@ pub fn unpack_row(ty: GgmlType, block: &[u8], r: usize) -> ([u8; QK], f16) {
     (u, d)
 }
 
+/// Row `r`'s GGUF `qh` bytes from a packed Q5_0 block.
+fn q5_0_qh(block: &[u8], r: usize) -> [u8; Q5_0_QH_BYTES] {
+    std::array::from_fn(|k| block[Q5_0_QH_AT + 8 * k + r])
+}
+
 /// Scalar reference: one packed row group · one activation row (`a`: the row's Q8_0 or Q8_K
 /// bytes) → the 8 rows' dots, with exactly the arithmetic (and order) of the formats' reference
 /// `vec_dot` (integer block sums scaled by the block scales, summed in f32), so it equals
-/// `vec_dot_q4_0_q8_0_ref` / `vec_dot_q8_0_q8_0_ref` / `vec_dot_q4_k_q8_k_ref` on the unpacked
-/// rows bit for bit.
+/// `vec_dot_q4_0_q8_0_ref` / `vec_dot_q5_0_q8_0_ref` / `vec_dot_q8_0_q8_0_ref` /
+/// `vec_dot_q4_k_q8_k_ref` on the unpacked rows bit for bit.
 pub fn packed_gemv_ref(ty: GgmlType, group: &[u8], a: &[u8]) -> [f32; GROUP_ROWS] {
     let pbb = packed_block_bytes(ty).expect("packed type");
     let mut out = [0.0f32; GROUP_ROWS];
@@ -412,7 +462,7 @@ pub fn packed_gemv_ref(ty: GgmlType, group: &[u8], a: &[u8]) -> [f32; GROUP_ROWS
             // Each format's reference rounds the scale product its own way (as llama.cpp's
             // generic kernels do).
             *o += match ty {
-                GgmlType::Q8_0 => isum as f32 * (d.to_f32() * ab.d.to_f32()),
+                GgmlType::Q8_0 | GgmlType::Q5_0 => isum as f32 * (d.to_f32() * ab.d.to_f32()),
                 _ => isum as f32 * d.to_f32() * ab.d.to_f32(),
             };
         }
@@ -442,11 +492,15 @@ pub fn unpack_group_row(ty: GgmlType, group: &[u8], r: usize) -> Vec<u8> {
         if ty == GgmlType::Q4_1 {
             out.extend_from_slice(&block[16 + 2 * r..16 + 2 * r + 2]);
         }
+        if ty == GgmlType::Q5_0 {
+            out.extend_from_slice(&q5_0_qh(block, r));
+        }
         match ty {
-            GgmlType::Q4_0 | GgmlType::Q4_1 => {
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 => {
                 let mut b = BlockQ4_0 { d, qs: [0; 16] };
                 for j in 0..16 {
-                    b.qs[j] = u[j] | u[16 + j] << 4;
+                    // (Q5_0's fifth bits went to qh above; the shift drops u[16 + j]'s.)
+                    b.qs[j] = (u[j] & 0x0F) | u[16 + j] << 4;
                 }
                 out.extend_from_slice(&b.qs);
             }

@@ -1,16 +1,21 @@
-//! avx2_packed: AVX2 + FMA kernels for the packed Q4_0 and Q4_1 layouts of [`crate::packed`].
+//! avx2_packed: AVX2 + FMA kernels for the packed Q4_0, Q4_1 and Q5_0 layouts of
+//! [`crate::packed`].
 //!
 //! Same layout as the AVX-512 kernels. Each 64-byte part splits into two 256-bit halves: rows
 //! 0..4 and rows 4..8, lane `2r' + p`. A half is processed at a time, so four 8-lane
 //! accumulators (eight in the tile) fit AVX2's sixteen registers. The u8 × i8 sums use
-//! `vpmaddubsw` + `vpmaddwd`. That is exact here because the weights are nibbles (≤ 15), so a
-//! pair sum stays within ±3840. Q8_0 (unsigned weights up to 255 would saturate `vpmaddubsw`)
-//! and the K-quants have no AVX2 packed kernels yet; they keep the row kernels.
+//! `vpmaddubsw` + `vpmaddwd`. That is exact here because the weights are at most 5 bits
+//! (≤ 31), so a pair sum stays within ±7874. Q5_0's fifth bits come from the 32-bit half of
+//! each part's mask, spread to one byte per bit (ggml's `bytes_from_bits_32`). Q8_0 (unsigned
+//! weights up to 255 would saturate `vpmaddubsw`) and the K-quants have no AVX2 packed kernels
+//! yet; they keep the row kernels.
 
 use std::arch::x86_64::*;
 
 use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
-use crate::packed::{aux_bytes, packed_block_bytes, ActBlockAux, Q81Aux, GROUP_ROWS, TILE_TOKENS};
+use crate::packed::{
+    aux_bytes, packed_block_bytes, ActBlockAux, Q81Aux, GROUP_ROWS, Q5_0_QH_AT, TILE_TOKENS,
+};
 use crate::table::GgmlType;
 
 /// Half `h`'s four row scales (f16 at `at`), each in its two lanes.
@@ -37,6 +42,27 @@ unsafe fn half_nibbles(q: *const u8, h: usize) -> [__m256i; 4] {
         _mm256_and_si256(_mm256_srli_epi16::<4>(v0), m4),
         _mm256_and_si256(_mm256_srli_epi16::<4>(v1), m4),
     ]
+}
+
+/// 16 in byte `i` where bit `i` of the little-endian u32 at `at` is set: a Q5_0 half-part's
+/// fifth bits, ready to OR onto its nibbles.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fifth_bits(at: *const u8) -> __m256i {
+    let x = _mm256_set1_epi32((at as *const i32).read_unaligned());
+    // Byte i takes byte i / 8 of x, then keeps only its bit i % 8.
+    let spread = _mm256_shuffle_epi8(
+        x,
+        _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        ),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    _mm256_and_si256(set, _mm256_set1_epi8(16))
 }
 
 /// Σ over the four parts of u·a (activation quants at `qa`), plus `start` (i32 lanes).
@@ -75,6 +101,11 @@ unsafe fn half_pair_sums(acc: __m256) -> [f32; 4] {
 /// Format-specific parts of one block for half `h`: (acc update for one token).
 trait Half {
     const TY: GgmlType;
+    /// Half `h`'s four parts of a packed block as unsigned weights.
+    #[inline(always)]
+    unsafe fn weights(block: *const u8, h: usize) -> [__m256i; 4] {
+        half_nibbles(block.add(Self::QUANTS_AT), h)
+    }
     /// acc + this block's contribution for rows `4h..4h+4` against one activation block.
     unsafe fn block(
         acc: __m256,
@@ -90,6 +121,25 @@ trait Half {
 
 struct Q40;
 struct Q41;
+struct Q50;
+
+/// acc + one block against a Q8_0 activation block, the integer chain started from the
+/// format's `−offset · lane sums` (`start` picks them from the aux record).
+#[inline(always)]
+unsafe fn q8_0_act_block(
+    acc: __m256,
+    block: *const u8,
+    w: &[__m256i; 4],
+    h: usize,
+    ab: *const u8,
+    aux: *const u8,
+    start: impl Fn(&ActBlockAux) -> [i32; 2],
+) -> __m256 {
+    let ax = (aux as *const ActBlockAux).read_unaligned();
+    let start: i64 = bytemuck::cast(start(&ax));
+    let s = half_isums(w, ab.add(2), _mm256_set1_epi64x(start));
+    add_scaled(acc, s, block.add(8 * h), ax.d)
+}
 
 impl Half for Q40 {
     const TY: GgmlType = GgmlType::Q4_0;
@@ -103,10 +153,34 @@ impl Half for Q40 {
         ab: *const u8,
         aux: *const u8,
     ) -> __m256 {
-        let ax = (aux as *const ActBlockAux).read_unaligned();
-        let start = (ax.neg_offset_sums_q4.as_ptr() as *const i64).read_unaligned();
-        let s = half_isums(w, ab.add(2), _mm256_set1_epi64x(start));
-        add_scaled(acc, s, block.add(8 * h), ax.d)
+        q8_0_act_block(acc, block, w, h, ab, aux, |ax| ax.neg_offset_sums_q4)
+    }
+}
+
+impl Half for Q50 {
+    const TY: GgmlType = GgmlType::Q5_0;
+    const QUANTS_AT: usize = 16;
+    #[inline(always)]
+    unsafe fn weights(block: *const u8, h: usize) -> [__m256i; 4] {
+        let nibbles = half_nibbles(block.add(Self::QUANTS_AT), h);
+        // Part k's mask is the u64 at QH_AT + 8k; half h is its 32 bits at + 4h.
+        std::array::from_fn(|k| {
+            _mm256_or_si256(
+                nibbles[k],
+                fifth_bits(block.add(Q5_0_QH_AT + 8 * k + 4 * h)),
+            )
+        })
+    }
+    #[inline(always)]
+    unsafe fn block(
+        acc: __m256,
+        block: *const u8,
+        w: &[__m256i; 4],
+        h: usize,
+        ab: *const u8,
+        aux: *const u8,
+    ) -> __m256 {
+        q8_0_act_block(acc, block, w, h, ab, aux, |ax| ax.neg_offset_sums_q5)
     }
 }
 
@@ -150,7 +224,7 @@ unsafe fn gemv_k<F: Half>(
         let mut acc = _mm256_setzero_ps();
         for b in 0..nb {
             let block = g.add(b * pbb);
-            let w = half_nibbles(block.add(F::QUANTS_AT), h);
+            let w = F::weights(block, h);
             acc = F::block(acc, block, &w, h, a.add(b * ab_bytes), aux.add(b * aux_b));
         }
         out[4 * h..4 * h + 4].copy_from_slice(&half_pair_sums(acc));
@@ -175,7 +249,7 @@ unsafe fn tile_k<F: Half>(
         let mut acc = [_mm256_setzero_ps(); TILE_TOKENS];
         for b in 0..nb {
             let block = g.add(b * pbb);
-            let w = half_nibbles(block.add(F::QUANTS_AT), h);
+            let w = F::weights(block, h);
             for t in 0..TILE_TOKENS {
                 acc[t] = F::block(
                     acc[t],
@@ -205,6 +279,11 @@ unsafe fn q4_1_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> 
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
+    gemv_k::<Q50>(g, a, aux, nb)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_0_tile_k(
     g: *const u8,
     a: [*const u8; TILE_TOKENS],
@@ -224,7 +303,18 @@ unsafe fn q4_1_tile_k(
     tile_k::<Q41>(g, a, aux, nb)
 }
 
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0_tile_k(
+    g: *const u8,
+    a: [*const u8; TILE_TOKENS],
+    aux: [*const u8; TILE_TOKENS],
+    nb: usize,
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    tile_k::<Q50>(g, a, aux, nb)
+}
+
 super::avx512_packed::packed_entry_points!(
     0 => (GgmlType::Q4_0, q4_0_gemv_k, q4_0_tile_k),
     1 => (GgmlType::Q4_1, q4_1_gemv_k, q4_1_tile_k),
+    2 => (GgmlType::Q5_0, q5_0_gemv_k, q5_0_tile_k),
 );

@@ -1,4 +1,4 @@
-//! avx512_packed: AVX-512 VNNI kernels for the packed Q4_0 / Q8_0 layouts of [`crate::packed`].
+//! avx512_packed: AVX-512 VNNI kernels for the packed layouts of [`crate::packed`].
 //!
 //! Per packed block: the weights arrive as four 512-bit registers of unsigned bytes, part `k`
 //! meeting activation elements `8k..8k+8` (one `vpbroadcastq` each). Four `vpdpbusd` leave row
@@ -6,6 +6,9 @@
 //! `−offset · lane sums` ([`ActBlockAux`]), so it ends on the exact signed integer sums; one `vcvtdq2ps` and one FMA with the eight row
 //! scales (one F16C conversion, each scale duplicated into its two lanes) times `d_a` add the
 //! block to a 16-lane f32 accumulator. The lane pairs are summed once, at the end of the row.
+//!
+//! Q5_0 is Q4_0 plus one masked byte add per part: its fifth bits are stored as one 64-bit
+//! mask per part, so `vpaddb` under that mask adds 16 to exactly the bytes whose bit is set.
 //!
 //! The prefill tile applies each unpacked block to `TILE_TOKENS` activation rows (one
 //! accumulator each).
@@ -15,7 +18,7 @@ use std::arch::x86_64::*;
 use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
 use crate::packed::{
     aux_bytes, packed_block_bytes, q4_k, q6_k, ActBlockAux, KBlockAux, Q81Aux, Q8KAux, GROUP_ROWS,
-    TILE_TOKENS,
+    Q5_0_QH_AT, TILE_TOKENS,
 };
 use crate::table::GgmlType;
 
@@ -51,6 +54,19 @@ unsafe fn unpack_q4_0(block: *const u8) -> [__m512i; 4] {
     ]
 }
 
+/// Q5_0 packed block: parts 0..4 as unsigned 5-bit values (`nibble + 16` where the part's
+/// 64-bit mask has the byte's bit).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn unpack_q5_0(block: *const u8) -> [__m512i; 4] {
+    let sixteen = _mm512_set1_epi8(16);
+    let nibbles = unpack_q4_0(block);
+    std::array::from_fn(|k| {
+        let high = (block.add(Q5_0_QH_AT + 8 * k) as *const u64).read_unaligned();
+        _mm512_mask_add_epi8(nibbles[k], high, nibbles[k], sixteen)
+    })
+}
+
 /// Q8_0 packed block: parts 0..4 (already unsigned, `q + 128`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -59,21 +75,12 @@ unsafe fn unpack_q8_0(block: *const u8) -> [__m512i; 4] {
     [p(0), p(1), p(2), p(3)]
 }
 
-/// Σ over the four parts of u·a, starting from `−offset · lane sums` (`Q8` picks the offset):
-/// the exact signed block sums. One dependent chain; the kernels overlap several (blocks in
-/// the gemv, tokens in the tile).
+/// Σ over the four parts of u·a, starting from `start`, the format's `−offset · lane sums`
+/// (from [`ActBlockAux`]): the exact signed block sums. One dependent chain; the kernels
+/// overlap several (blocks in the gemv, tokens in the tile).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn block_isums<const Q8: bool>(
-    w: &[__m512i; 4],
-    ab: *const u8,
-    aux: &ActBlockAux,
-) -> __m512i {
-    let start = if Q8 {
-        &aux.neg_offset_sums_q8
-    } else {
-        &aux.neg_offset_sums_q4
-    };
+unsafe fn block_isums(w: &[__m512i; 4], ab: *const u8, start: &[i32; 2]) -> __m512i {
     let s = _mm512_set1_epi64((start.as_ptr() as *const i64).read_unaligned());
     let s = _mm512_dpbusd_epi32(s, w[0], act_part(ab, 0));
     let s = _mm512_dpbusd_epi32(s, w[1], act_part(ab, 1));
@@ -100,7 +107,7 @@ unsafe fn pair_sums(acc: __m512) -> [f32; GROUP_ROWS] {
 }
 
 macro_rules! packed_kernels {
-    ($gemv_k:ident, $tile_k:ident, $ty:expr, $q8:expr, $unpack:ident) => {
+    ($gemv_k:ident, $tile_k:ident, $ty:expr, $start:ident, $unpack:ident) => {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         unsafe fn $gemv_k(
             g: *const u8,
@@ -113,7 +120,7 @@ macro_rules! packed_kernels {
             for b in 0..nb {
                 let block = g.add(b * PBB);
                 let ax = aux_at(aux, b);
-                let s = block_isums::<$q8>(&$unpack(block), a.add(b * 34), &ax);
+                let s = block_isums(&$unpack(block), a.add(b * 34), &ax.$start);
                 let d = _mm512_mul_ps(row_scales(block), _mm512_set1_ps(ax.d));
                 acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc);
             }
@@ -135,7 +142,7 @@ macro_rules! packed_kernels {
                 let dw = row_scales(block);
                 for t in 0..TILE_TOKENS {
                     let ax = aux_at(aux[t], b);
-                    let s = block_isums::<$q8>(&w, a[t].add(b * 34), &ax);
+                    let s = block_isums(&w, a[t].add(b * 34), &ax.$start);
                     let d = _mm512_mul_ps(dw, _mm512_set1_ps(ax.d));
                     acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
                 }
@@ -145,8 +152,27 @@ macro_rules! packed_kernels {
     };
 }
 
-packed_kernels!(q4_0_gemv_k, q4_0_tile_k, GgmlType::Q4_0, false, unpack_q4_0);
-packed_kernels!(q8_0_gemv_k, q8_0_tile_k, GgmlType::Q8_0, true, unpack_q8_0);
+packed_kernels!(
+    q4_0_gemv_k,
+    q4_0_tile_k,
+    GgmlType::Q4_0,
+    neg_offset_sums_q4,
+    unpack_q4_0
+);
+packed_kernels!(
+    q5_0_gemv_k,
+    q5_0_tile_k,
+    GgmlType::Q5_0,
+    neg_offset_sums_q5,
+    unpack_q5_0
+);
+packed_kernels!(
+    q8_0_gemv_k,
+    q8_0_tile_k,
+    GgmlType::Q8_0,
+    neg_offset_sums_q8,
+    unpack_q8_0
+);
 
 // ---------------------------------------------------------------- Q4_1 × Q8_1
 
@@ -577,7 +603,8 @@ pub(crate) use packed_entry_points;
 packed_entry_points!(
     0 => (GgmlType::Q4_0, q4_0_gemv_k, q4_0_tile_k),
     1 => (GgmlType::Q4_1, q4_1_gemv_k, q4_1_tile_k),
-    2 => (GgmlType::Q8_0, q8_0_gemv_k, q8_0_tile_k),
-    3 => (GgmlType::Q4_K, q4_k_gemv_k, q4_k_tile_k),
-    4 => (GgmlType::Q6_K, q6_k_gemv_k, q6_k_tile_k),
+    2 => (GgmlType::Q5_0, q5_0_gemv_k, q5_0_tile_k),
+    3 => (GgmlType::Q8_0, q8_0_gemv_k, q8_0_tile_k),
+    4 => (GgmlType::Q4_K, q4_k_gemv_k, q4_k_tile_k),
+    5 => (GgmlType::Q6_K, q6_k_gemv_k, q6_k_tile_k),
 );

@@ -12,11 +12,13 @@ use lumen_tools::progress;
 #[command(
     name = "lumen-convert",
     version,
-    about = "Convert a Hugging Face checkpoint directory (LlamaForCausalLM, safetensors) to GGUF, \
-             as llama.cpp's convert_hf_to_gguf.py does"
+    about = "Convert a Hugging Face checkpoint directory (safetensors; Llama, Mistral, Qwen2, \
+             Qwen3, Gemma 2, Gemma 3, Phi-3, Llama 3.2 Vision) to GGUF, as llama.cpp's \
+             convert_hf_to_gguf.py does"
 )]
 struct Args {
-    /// Model directory: config.json, tokenizer.json, model.safetensors or its sharded index.
+    /// Model directory: config.json, tokenizer.json or tokenizer.model (SentencePiece),
+    /// model.safetensors or its sharded index.
     #[arg(env = "LUMEN_CONVERT_INPUT")]
     input: PathBuf,
     /// Output file (default: HF_DIR/<dir name>-<TYPE>.gguf).

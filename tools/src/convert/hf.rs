@@ -116,12 +116,35 @@ pub struct Llama3Rope {
     pub original_context: f32,
 }
 
+/// Phi-3 LongRoPE (`rope_type: "longrope"`, older `"su"`, or `"yarn"` with factors): one
+/// frequency divisor per rotated pair for long and for short contexts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LongRope {
+    /// As written (lower case): `longrope`, `su` or `yarn`.
+    pub rope_type: String,
+    pub long_factor: Vec<f32>,
+    pub short_factor: Vec<f32>,
+}
+
 /// How RoPE positions are scaled.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RopeScaling {
     None,
     Linear(f32),
     Llama3(Llama3Rope),
+    LongRope(LongRope),
+}
+
+impl RopeScaling {
+    /// The `rope_type` name, for error messages.
+    pub fn name(&self) -> &str {
+        match self {
+            RopeScaling::None => "default",
+            RopeScaling::Linear(_) => "linear",
+            RopeScaling::Llama3(_) => "llama3",
+            RopeScaling::LongRope(r) => &r.rope_type,
+        }
+    }
 }
 
 /// The hyper-parameters of a Llama-architecture `config.json`.
@@ -139,8 +162,16 @@ pub struct HfConfig {
     pub n_vocab: usize,
     pub n_ctx: Option<usize>,
     pub rms_eps: Option<f64>,
+    /// The global (full-attention) RoPE base.
     pub rope_theta: Option<f64>,
+    /// The sliding-window layers' RoPE base (`rope_parameters.sliding_attention.rope_theta`
+    /// or `rope_local_base_freq`), Gemma 3.
+    pub rope_theta_swa: Option<f64>,
     pub rope_scaling: RopeScaling,
+    /// `original_max_position_embeddings` from the RoPE parameters or the top level.
+    pub rope_original_context: Option<usize>,
+    /// `partial_rotary_factor` from the RoPE parameters or the top level.
+    pub partial_rotary_factor: Option<f64>,
     pub tie_word_embeddings: bool,
     /// The raw file, for the special-token ids llama.cpp also reads from it.
     pub json: JsonFile,
@@ -177,7 +208,10 @@ impl HfConfig {
             n_ctx: json.usize_opt("max_position_embeddings", u32::MAX as u64)?,
             rms_eps: json.f64_opt("rms_norm_eps")?,
             rope_theta: rope.theta,
+            rope_theta_swa: rope.theta_swa,
             rope_scaling: rope.scaling,
+            rope_original_context: rope.original_context,
+            partial_rotary_factor: rope.partial_rotary_factor,
             tie_word_embeddings: json.bool_opt("tie_word_embeddings").unwrap_or(false),
             json,
         };
@@ -240,12 +274,34 @@ pub fn architecture(json: &JsonFile) -> Result<String, ConvertError> {
 
 struct RopeParams {
     theta: Option<f64>,
+    theta_swa: Option<f64>,
     scaling: RopeScaling,
+    original_context: Option<usize>,
+    partial_rotary_factor: Option<f64>,
 }
 
+/// Top-level names llama.cpp's `TextModel` accepts for the global and the local RoPE base.
+const GLOBAL_THETA_KEYS: [&str; 5] = [
+    "global_rope_theta",
+    "rope_global_theta",
+    "rope_theta_global",
+    "rope_theta",
+    "rotary_emb_base",
+];
+const LOCAL_THETA_KEYS: [&str; 5] = [
+    "local_rope_theta",
+    "rope_local_theta",
+    "rope_theta_local",
+    "swa_rope_theta",
+    "rope_local_base_freq",
+];
+
 impl RopeParams {
-    /// llama.cpp's reading: `rope_parameters`, else `rope_scaling`; the theta from inside it or
-    /// from the top-level `rope_theta`; `rope_type` or the older `type`.
+    /// llama.cpp's reading (`TextModel.__init__` and `set_gguf_parameters`): `rope_parameters`,
+    /// else `rope_scaling`; when it is split per layer type (`full_attention` /
+    /// `sliding_attention`, Gemma 3) the global parameters are the `full_attention` entry,
+    /// otherwise the object itself with the top-level theta, local theta, partial rotary factor
+    /// and original context mirrored into it; `rope_type` or the older `type`.
     fn from_config(json: &JsonFile) -> Result<Self, ConvertError> {
         let (key, params) = match (json.get("rope_parameters"), json.get("rope_scaling")) {
             (Some(p), _) => ("rope_parameters", p),
@@ -258,24 +314,98 @@ impl RopeParams {
             Value::Null => &empty,
             other => return Err(json.bad(key, format!("{other} is not an object"))),
         };
-        let num = |name: &str| -> Result<Option<f64>, ConvertError> {
+        let split =
+            params.contains_key("full_attention") || params.contains_key("sliding_attention");
+        let sub = |name: &str| -> Result<&Map<String, Value>, ConvertError> {
             match params.get(name).filter(|v| !v.is_null()) {
-                None => Ok(None),
-                Some(v) => v
-                    .as_f64()
-                    .map(Some)
-                    .ok_or_else(|| json.bad(&format!("{key}.{name}"), "not a number")),
+                None => Ok(&empty),
+                Some(Value::Object(m)) => Ok(m),
+                Some(other) => Err(json.bad(
+                    &format!("{key}.{name}"),
+                    format!("{other} is not an object"),
+                )),
             }
         };
-        let theta = match num("rope_theta")? {
-            Some(t) => Some(t),
-            None => json.f64_opt("rope_theta")?,
+        let (global_key, global) = if params.contains_key("full_attention") {
+            (format!("{key}.full_attention"), sub("full_attention")?)
+        } else {
+            (key.to_string(), params)
         };
-        let rope_type = params
+        let num_in =
+            |m: &Map<String, Value>, at: &str, name: &str| -> Result<Option<f64>, ConvertError> {
+                match m.get(name).filter(|v| !v.is_null()) {
+                    None => Ok(None),
+                    Some(v) => v
+                        .as_f64()
+                        .map(Some)
+                        .ok_or_else(|| json.bad(&format!("{at}.{name}"), "not a number")),
+                }
+            };
+        let num = |name: &str| num_in(global, &global_key, name);
+        let first_top = |names: &[&str]| -> Result<Option<f64>, ConvertError> {
+            for n in names {
+                if let Some(v) = json.f64_opt(n)? {
+                    return Ok(Some(v));
+                }
+            }
+            Ok(None)
+        };
+        // Mirrored top-level values count only when the parameters are not split per layer type.
+        let mirrored = |inner: Option<f64>, names: &[&str]| -> Result<Option<f64>, ConvertError> {
+            match inner {
+                Some(v) => Ok(Some(v)),
+                None if !split => first_top(names),
+                None => Ok(None),
+            }
+        };
+        let theta = mirrored(num("rope_theta")?, &GLOBAL_THETA_KEYS)?;
+        let theta_swa = match num_in(
+            sub("sliding_attention")?,
+            &format!("{key}.sliding_attention"),
+            "rope_theta",
+        )? {
+            Some(t) => Some(t),
+            None if !split => first_top(&LOCAL_THETA_KEYS)?,
+            None => None,
+        };
+        let partial_rotary_factor = mirrored(
+            num("partial_rotary_factor")?,
+            &["partial_rotary_factor", "rope_pct", "rope_percent"],
+        )?;
+        let original_context = mirrored(
+            num("original_max_position_embeddings")?,
+            &["original_max_position_embeddings"],
+        )?;
+        let original_context = match original_context {
+            None => None,
+            Some(v) if v >= 1.0 && v <= u32::MAX as f64 && v.fract() == 0.0 => Some(v as usize),
+            Some(v) => {
+                return Err(json.bad(
+                    "original_max_position_embeddings",
+                    format!("{v} is not a positive integer"),
+                ))
+            }
+        };
+        let rope_type = global
             .get("rope_type")
-            .or_else(|| params.get("type"))
+            .or_else(|| global.get("type"))
             .and_then(Value::as_str)
             .map(str::to_ascii_lowercase);
+        let factors = |name: &str| -> Result<Option<Vec<f32>>, ConvertError> {
+            match global.get(name).filter(|v| !v.is_null()) {
+                None => Ok(None),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|x| x.as_f64().map(|f| f as f32))
+                    .collect::<Option<Vec<f32>>>()
+                    .map(Some)
+                    .ok_or_else(|| {
+                        json.bad(&format!("{global_key}.{name}"), "not a list of numbers")
+                    }),
+                Some(_) => Err(json.bad(&format!("{global_key}.{name}"), "not a list of numbers")),
+            }
+        };
+        let long = factors("long_factor")?.filter(|f| !f.is_empty());
         let scaling = match rope_type.as_deref() {
             None | Some("default") => RopeScaling::None,
             Some("linear") => match num("factor")? {
@@ -288,14 +418,35 @@ impl RopeParams {
                 high_freq_factor: num("high_freq_factor")?.unwrap_or(4.0) as f32,
                 original_context: num("original_max_position_embeddings")?.unwrap_or(8192.0) as f32,
             }),
+            Some(t @ ("longrope" | "su")) | Some(t @ "yarn") if t != "yarn" || long.is_some() => {
+                let (Some(long_factor), Some(short_factor)) = (long, factors("short_factor")?) else {
+                    return Err(json.bad(
+                        &format!("{global_key}.long_factor"),
+                        format!("RoPE type {t:?} needs long_factor and short_factor lists"),
+                    ));
+                };
+                RopeScaling::LongRope(LongRope {
+                    rope_type: t.to_string(),
+                    long_factor,
+                    short_factor,
+                })
+            }
             Some(other) => {
                 return Err(json.bad(
-                    &format!("{key}.rope_type"),
-                    format!("RoPE type {other:?} is not supported (default, linear, llama3 are)"),
+                    &format!("{global_key}.rope_type"),
+                    format!(
+                        "RoPE type {other:?} is not supported (default, linear, llama3, and longrope for Phi-3 are)"
+                    ),
                 ))
             }
         };
-        Ok(Self { theta, scaling })
+        Ok(Self {
+            theta,
+            theta_swa,
+            scaling,
+            original_context,
+            partial_rotary_factor,
+        })
     }
 }
 

@@ -1,19 +1,21 @@
-//! `LlamaForCausalLM` → GGUF arch `llama`, as llama.cpp's `LlamaModel` converter does it: tensor
-//! names, the Q/K row permutation, `rope_freqs` for llama3 RoPE scaling, tied embeddings,
-//! hyper-parameter keys.
+//! `LlamaForCausalLM` (and `MistralForCausalLM`, which llama.cpp converts the same way) → GGUF
+//! arch `llama`, as llama.cpp's `LlamaModel` converter does it: tensor names, the Q/K row
+//! permutation, `rope_freqs` for llama3 RoPE scaling, tied embeddings, hyper-parameter keys.
+//! The planning machinery here ([`Expected`], [`plan_checkpoint`]) serves the other text
+//! families too (`super::family`).
 
 use std::collections::HashMap;
 
 use lumen::gguf::writer::MetaValue;
 use lumen::gguf::{keys, names};
-use lumen::kernels::GgmlType;
+use lumen::kernels::{dequantize_row, GgmlType};
 
 use super::hf::{HfConfig, Llama3Rope, RopeScaling};
 use super::safetensors::{Checkpoint, SrcTensor};
 use super::{ConvertError, FileType};
 
 /// Hugging Face classes this module converts.
-pub const HF_ARCHITECTURES: &[&str] = &["LlamaForCausalLM"];
+pub const HF_ARCHITECTURES: &[&str] = &["LlamaForCausalLM", "MistralForCausalLM"];
 pub const GGUF_ARCH: &str = "llama";
 
 /// Where an output tensor's values come from.
@@ -26,7 +28,7 @@ pub enum Source {
         hf_name: String,
         permute_heads: Option<usize>,
     },
-    /// Values computed by the converter (`rope_freqs`).
+    /// Values computed by the converter (`rope_freqs`, LongRoPE factors, Gemma's 1 + w norms).
     Generated(Vec<f32>),
 }
 
@@ -54,11 +56,37 @@ impl TensorPlan {
     }
 }
 
-/// An expected checkpoint tensor: its GGUF name, PyTorch shape and permutation.
-struct Expected {
-    gguf: String,
-    shape: Vec<usize>,
-    permute_heads: Option<usize>,
+/// What the converter does to a checkpoint tensor's values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Transform {
+    Copy,
+    /// Undo HF's rotate-half row order over this many heads (llama Q and K).
+    Permute(usize),
+    /// `w + 1` (Gemma's norms, which HF stores zero-centred), computed in the checkpoint's
+    /// precision when that is F16 (as torch does) and in f32 otherwise.
+    AddOne,
+}
+
+/// An expected checkpoint tensor: its GGUF name, PyTorch shape and transform.
+#[derive(Clone, Debug)]
+pub(crate) struct Expected {
+    pub gguf: String,
+    pub shape: Vec<usize>,
+    pub transform: Transform,
+    /// A tensor llama.cpp converts when the checkpoint has it, with no complaint when it does
+    /// not (a tied model's `lm_head`).
+    pub optional: bool,
+}
+
+impl Expected {
+    pub fn new(gguf: impl Into<String>, shape: Vec<usize>, transform: Transform) -> Self {
+        Self {
+            gguf: gguf.into(),
+            shape,
+            transform,
+            optional: false,
+        }
+    }
 }
 
 /// Every tensor a `LlamaForCausalLM` checkpoint must hold, keyed by its HF name.
@@ -67,15 +95,9 @@ fn expected_tensors(cfg: &HfConfig) -> HashMap<String, Expected> {
     let hd = cfg.head_dim();
     let (q, kv) = (cfg.n_head * hd, cfg.n_head_kv * hd);
     let mut out = HashMap::new();
-    let mut add = |hf: String, gguf: String, shape: Vec<usize>, permute_heads| {
-        out.insert(
-            hf,
-            Expected {
-                gguf,
-                shape,
-                permute_heads,
-            },
-        );
+    let mut add = |hf: String, gguf: String, shape: Vec<usize>, permute_heads: Option<usize>| {
+        let transform = permute_heads.map_or(Transform::Copy, Transform::Permute);
+        out.insert(hf, Expected::new(gguf, shape, transform));
     };
     add(
         "model.embed_tokens.weight".into(),
@@ -131,11 +153,32 @@ fn expected_tensors(cfg: &HfConfig) -> HashMap<String, Expected> {
     out
 }
 
+/// Checkpoint tensors llama.cpp drops, whatever the architecture.
+pub(crate) fn always_ignored(hf_name: &str) -> bool {
+    hf_name.ends_with(".rotary_emb.inv_freq")
+        || hf_name.ends_with(".attention.masked_bias")
+        || hf_name.ends_with(".attention.bias")
+}
+
 /// Checkpoint tensors llama.cpp drops.
 fn ignored(hf_name: &str, cfg: &HfConfig) -> bool {
-    hf_name.ends_with(".rotary_emb.inv_freq")
+    always_ignored(hf_name)
         // A tied checkpoint that still stores the head: it is the embedding matrix again.
         || (cfg.tie_word_embeddings && hf_name == "lm_head.weight")
+}
+
+/// The llama3 `rope_freqs` tensor when the config asks for it.
+pub(crate) fn generated_rope_freqs(cfg: &HfConfig) -> Vec<TensorPlan> {
+    let RopeScaling::Llama3(r) = &cfg.rope_scaling else {
+        return Vec::new();
+    };
+    let freqs = llama3_rope_factors(cfg.rope_theta.unwrap_or(10000.0), cfg.head_dim(), r);
+    vec![TensorPlan {
+        name: names::ROPE_FREQS.into(),
+        shape: vec![freqs.len()],
+        ty: GgmlType::F32,
+        source: Source::Generated(freqs),
+    }]
 }
 
 /// The output tensors in llama.cpp's order (generated `rope_freqs` first, then the
@@ -145,19 +188,31 @@ pub fn plan(
     ckpt: &Checkpoint,
     ft: FileType,
 ) -> Result<Vec<TensorPlan>, ConvertError> {
-    let mut expected = expected_tensors(cfg);
-    let mut out = Vec::new();
-    if let RopeScaling::Llama3(r) = &cfg.rope_scaling {
-        let freqs = llama3_rope_factors(cfg.rope_theta.unwrap_or(10000.0), cfg.head_dim(), r);
-        out.push(TensorPlan {
-            name: names::ROPE_FREQS.into(),
-            shape: vec![freqs.len()],
-            ty: GgmlType::F32,
-            source: Source::Generated(freqs),
-        });
-    }
+    plan_checkpoint(
+        cfg,
+        ckpt,
+        ft,
+        expected_tensors(cfg),
+        &|name| ignored(name, cfg),
+        generated_rope_freqs(cfg),
+    )
+}
+
+/// The output tensors: `generated` first (llama.cpp's `generate_extra_tensors`), then the
+/// checkpoint's tensors in shard and name order, each found in `expected` (else it is an
+/// unexpected tensor) unless `ignored`, and checked against its expected shape; a required
+/// expected tensor the checkpoint lacks is an error.
+pub(crate) fn plan_checkpoint(
+    cfg: &HfConfig,
+    ckpt: &Checkpoint,
+    ft: FileType,
+    mut expected: HashMap<String, Expected>,
+    ignored: &dyn Fn(&str) -> bool,
+    generated: Vec<TensorPlan>,
+) -> Result<Vec<TensorPlan>, ConvertError> {
+    let mut out = generated;
     for ((_, hf_name), t) in &ckpt.tensors {
-        if ignored(hf_name, cfg) {
+        if ignored(hf_name) {
             continue;
         }
         let Some(exp) = expected.remove(hf_name) else {
@@ -168,7 +223,12 @@ pub fn plan(
         };
         out.push(checked_tensor(ckpt, hf_name, t, exp, ft)?);
     }
-    if let Some(hf_name) = expected.into_keys().min() {
+    let missing = expected
+        .into_iter()
+        .filter(|(_, e)| !e.optional)
+        .map(|(k, _)| k)
+        .min();
+    if let Some(hf_name) = missing {
         return Err(ConvertError::MissingTensor {
             dir: cfg
                 .path
@@ -205,21 +265,62 @@ fn checked_tensor(
         });
     }
     let shape: Vec<usize> = exp.shape.iter().rev().copied().collect();
+    let source = match exp.transform {
+        Transform::AddOne => Source::Generated(plus_one(ckpt, hf_name, t)?),
+        Transform::Copy | Transform::Permute(_) => Source::Checkpoint {
+            tensor: t.clone(),
+            hf_name: hf_name.into(),
+            permute_heads: match exp.transform {
+                Transform::Permute(h) => Some(h),
+                _ => None,
+            },
+        },
+    };
     Ok(TensorPlan {
         ty: tensor_type(&exp.gguf, &shape, ft),
         name: exp.gguf,
         shape,
-        source: Source::Checkpoint {
-            tensor: t.clone(),
-            hf_name: hf_name.into(),
-            permute_heads: exp.permute_heads,
-        },
+        source,
     })
+}
+
+/// A (small) checkpoint tensor's values plus one, as llama.cpp's torch code computes them: an
+/// F16 tensor stays F16 (the sum is rounded to F16), BF16 and F32 ones are added in f32.
+fn plus_one(ckpt: &Checkpoint, hf_name: &str, t: &SrcTensor) -> Result<Vec<f32>, ConvertError> {
+    let path = ckpt.shard_path(t).to_path_buf();
+    let dtype = t
+        .dtype
+        .clone()
+        .map_err(|dtype| ConvertError::UnsupportedDtype {
+            path: path.clone(),
+            tensor: hf_name.into(),
+            dtype,
+        })?;
+    let n: usize = t.shape.iter().product();
+    let mut values = vec![0f32; n];
+    dequantize_row(dtype.ggml(), ckpt.bytes(t), &mut values).map_err(|e| {
+        ConvertError::BadHeader {
+            path,
+            message: format!("tensor '{hf_name}': {e}"),
+        }
+    })?;
+    let f16 = dtype == super::safetensors::SrcDtype::F16;
+    Ok(values
+        .into_iter()
+        .map(|v| {
+            let s = v + 1.0;
+            if f16 {
+                half::f16::from_f32(s).to_f32()
+            } else {
+                s
+            }
+        })
+        .collect())
 }
 
 /// llama.cpp's choice: 1-D tensors and norms stay F32 (its kernels expect that); the rest
 /// takes the file type, and a row that is not whole Q8_0 blocks falls back to F16.
-fn tensor_type(gguf_name: &str, shape: &[usize], ft: FileType) -> GgmlType {
+pub(crate) fn tensor_type(gguf_name: &str, shape: &[usize], ft: FileType) -> GgmlType {
     if shape.len() <= 1 || gguf_name.ends_with("_norm.weight") {
         return GgmlType::F32;
     }

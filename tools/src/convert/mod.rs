@@ -4,10 +4,12 @@
 //!
 //! The library reports progress through a callback; only the binary prints.
 
+pub mod family;
 mod hf;
 pub mod llama;
 pub mod mllama;
 pub mod safetensors;
+mod spm;
 mod vocab;
 mod write;
 
@@ -212,28 +214,17 @@ pub fn convert(
     if mllama::HF_ARCHITECTURES.contains(&architecture.as_str()) {
         return mllama::convert(opts, json, on_event);
     }
-    if !llama::HF_ARCHITECTURES.contains(&architecture.as_str()) {
-        let supported: Vec<&str> = llama::HF_ARCHITECTURES
-            .iter()
-            .chain(mllama::HF_ARCHITECTURES)
-            .copied()
+    let Some(f) = family::Family::from_hf(&architecture) else {
+        let supported: Vec<&str> = family::hf_architectures()
+            .chain(mllama::HF_ARCHITECTURES.iter().copied())
             .collect();
         return Err(ConvertError::UnsupportedArchitecture {
             path: json.path.clone(),
             found: architecture,
             supported: supported.join(", "),
         });
-    }
-    let cfg = HfConfig::from_json(json)?;
-    let ckpt = safetensors::Checkpoint::open(dir)?;
-    let ft = match opts.outtype {
-        Some(ft) => ft,
-        None => guess_file_type(&ckpt),
     };
-    let plan = llama::plan(&cfg, &ckpt, ft)?;
-    let vocab = vocab::Vocab::read(dir, &cfg)?;
-    let metadata = write::metadata(dir, &cfg, ft, &plan, &vocab);
-    write_output(opts, &ckpt, ft, &plan, &metadata, on_event)
+    family::convert(opts, json, f, on_event)
 }
 
 /// The common end of every conversion: the output path (default

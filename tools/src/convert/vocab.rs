@@ -1,7 +1,17 @@
-//! The `tokenizer.ggml.*` metadata from `tokenizer.json` + `tokenizer_config.json` (+ the
-//! special-token ids in `config.json`), the way llama.cpp's converter derives it for byte-level
-//! BPE ("gpt2") vocabularies: `get_vocab_base`, `get_vocab_base_pre` and gguf-py's
-//! `SpecialVocab`.
+//! The `tokenizer.ggml.*` metadata, the way llama.cpp's converter derives it: byte-level BPE
+//! ("gpt2") vocabularies from `tokenizer.json` (`get_vocab_base`, `get_vocab_base_pre`),
+//! SentencePiece ("llama") vocabularies from `tokenizer.model` (`_create_vocab_sentencepiece`,
+//! and Phi-3's own variant of it), and for both the special tokens and flags of gguf-py's
+//! `SpecialVocab` (`tokenizer_config.json`, `tokenizer.json`'s post-processor, `config.json`).
+//!
+//! The BPE pre-tokenizer is identified as llama.cpp does, by hashing the ids the model's own
+//! tokenizer gives a probe text ([`KNOWN_PRE`]). A vocabulary whose hash is not in the table
+//! but whose `tokenizer.json` pre-tokenizer is exactly Qwen2's (its split regex, isolated, then
+//! byte-level mapping without a regex) is `qwen2`: that is the pipeline llama.cpp's `qwen2`
+//! pre-tokenizer implements, whatever the architecture, and it is how a freshly trained or
+//! re-trained Qwen vocabulary (the test fixtures', for one) is recognised. Deciding by the
+//! architecture instead would mislabel Qwen2-architecture models with other pre-tokenizers
+//! (DeepSeek-R1-Distill-Qwen's, for one).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,25 +61,66 @@ const KNOWN_PRE: &[(&str, &str)] = &[
         "7b3e7548e4308f52a76e8229e4e6cc831195d0d1df43aed21ac6c93da05fec5f",
         "codeshell",
     ),
+    // Qwen/Qwen1.5-7B (also Qwen2, Qwen2.5, Qwen3)
+    (
+        "e636dc30a262dcc0d8c323492e32ae2b70728f4df7dfe9737d9f920a282b8aea",
+        "qwen2",
+    ),
+    // Qwen/Qwen3-Embedding-0.6B
+    (
+        "d4540891389ea895b53b399da6ac824becc30f2fba0e9ddbb98f92e55ca0e97c",
+        "qwen2",
+    ),
 ];
+
+/// Qwen2's pre-tokenizer split regex as `tokenizer.json` spells it.
+const QWEN2_SPLIT_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// gguf-py's special-token types, in its order; `cls` has no GGUF key but stands in for a
 /// missing `bos`.
 const SPECIAL_TYPES: [&str; 7] = ["bos", "eos", "unk", "sep", "pad", "cls", "mask"];
 
+/// The two tokenizer models the converter writes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum VocabModel {
+    /// `tokenizer.ggml.model = "gpt2"`: byte-level BPE with its merges.
+    Bpe { merges: Vec<String> },
+    /// `tokenizer.ggml.model = "llama"`: SentencePiece, with a score per token.
+    Spm { scores: Vec<f32> },
+}
+
+/// Where `tokenizer.ggml.add_space_prefix` goes: the llama converter writes
+/// `tokenizer_config.json`'s `add_prefix_space` before the vocabulary, the Gemma converters
+/// write `false` after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpacePrefix {
+    None,
+    Before(bool),
+    After(bool),
+}
+
+/// Which of llama.cpp's SentencePiece readers to follow: the common one, or Phi-3's (which also
+/// takes `tokenizer.json`'s added tokens, marks added tokens control only when `special`, keeps
+/// their `▁`, and does not skip ids beyond the vocabulary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpmFlavor {
+    Common,
+    Phi3,
+}
+
 /// Everything the vocabulary contributes to the GGUF metadata.
 #[derive(Debug)]
 pub struct Vocab {
+    pub model: VocabModel,
     pub pre: String,
     pub tokens: Vec<String>,
     pub token_types: Vec<i32>,
-    pub merges: Vec<String>,
     /// Special token ids in the order gguf-py sets them.
     pub special_ids: Vec<(&'static str, u32)>,
     /// `add_{bos,eos,sep}_token` flags in the order gguf-py sets them.
     pub add_flags: Vec<(&'static str, bool)>,
     pub chat_template: Option<String>,
-    pub add_space_prefix: Option<bool>,
+    pub space_prefix: SpacePrefix,
 }
 
 impl Vocab {
@@ -96,9 +147,9 @@ impl Vocab {
         let tok_path = dir.join("tokenizer.json");
         if !tok_path.is_file() {
             let hint = if dir.join("tokenizer.model").is_file() {
-                "SentencePiece vocabularies (tokenizer.model) are not supported by the converter yet"
+                "this architecture's vocabulary is read from a Hugging Face fast tokenizer, not from tokenizer.model"
             } else {
-                "the converter needs a Hugging Face fast tokenizer"
+                "the converter needs a Hugging Face fast tokenizer (or, for SentencePiece models, tokenizer.model)"
             };
             return Err(ConvertError::Tokenizer {
                 path: tok_path,
@@ -126,16 +177,112 @@ impl Vocab {
         }
         specials.read_config(&cfg.json, n_vocab);
         Ok(Self {
-            pre: pre_tokenizer(&tok_path)?,
+            model: VocabModel::Bpe {
+                merges: merges(&tok)?,
+            },
+            pre: pre_tokenizer(&tok_path, &tok)?,
             tokens,
             token_types,
-            merges: merges(&tok)?,
             special_ids: specials.ids(),
             add_flags: specials.add_flags(),
             chat_template: chat_template(dir, tok_config.as_ref()),
-            add_space_prefix: tok_config
+            space_prefix: match tok_config
                 .as_ref()
-                .and_then(|c| c.bool_opt("add_prefix_space")),
+                .and_then(|c| c.bool_opt("add_prefix_space"))
+            {
+                Some(b) => SpacePrefix::Before(b),
+                None => SpacePrefix::None,
+            },
+        })
+    }
+
+    /// A SentencePiece vocabulary from `dir/tokenizer.model`, padded to `config.json`'s
+    /// `vocab_size` with `[PAD{i}]` (unused, score -10000) and overlaid with the added tokens of
+    /// `added_tokens.json` and `tokenizer_config.json` (and, for Phi-3, `tokenizer.json`), the
+    /// way llama.cpp's `_create_vocab_sentencepiece` builds it: piece types unknown, control,
+    /// unused and byte are kept, every other piece (user-defined ones included) is normal;
+    /// added tokens score -1000. Special ids and flags as for BPE vocabularies.
+    pub fn read_spm(dir: &Path, cfg: &HfConfig, flavor: SpmFlavor) -> Result<Self, ConvertError> {
+        let model_path = dir.join("tokenizer.model");
+        let bytes = std::fs::read(&model_path).map_err(|source| ConvertError::Io {
+            path: model_path.clone(),
+            source,
+        })?;
+        let pieces =
+            super::spm::read_pieces(&model_path, &bytes).map_err(|e| ConvertError::Tokenizer {
+                path: model_path.clone(),
+                message: e.to_string(),
+            })?;
+        let n_vocab = cfg.n_vocab;
+        let mut tokens: Vec<String> = (0..n_vocab).map(|i| format!("[PAD{i}]")).collect();
+        let mut scores = vec![-10000.0f32; n_vocab];
+        let mut types = vec![token_type::UNUSED; n_vocab];
+        if flavor == SpmFlavor::Phi3 && pieces.len() > n_vocab {
+            return Err(ConvertError::Tokenizer {
+                path: model_path,
+                message: format!(
+                    "{} pieces, more than config.json's vocab_size {n_vocab}",
+                    pieces.len()
+                ),
+            });
+        }
+        // The common reader ignores pieces beyond vocab_size (with a warning).
+        for (id, p) in pieces.into_iter().enumerate().take(n_vocab) {
+            use super::spm::PieceType as P;
+            types[id] = match p.ty {
+                P::Unknown => token_type::UNKNOWN,
+                P::Control => token_type::CONTROL,
+                P::Unused => token_type::UNUSED,
+                P::Byte => token_type::BYTE,
+                P::Normal | P::UserDefined => token_type::NORMAL,
+            };
+            tokens[id] = p.text;
+            scores[id] = p.score;
+        }
+        let mut overlay = SpmOverlay {
+            tokens: &mut tokens,
+            scores: &mut scores,
+            types: &mut types,
+            flavor,
+        };
+        overlay.added_tokens_json(dir)?;
+        let tok_config = JsonFile::read_optional(&dir.join("tokenizer_config.json"))?;
+        if let Some(tc) = &tok_config {
+            overlay.added_tokens_decoder(tc)?;
+        }
+        let tok_path = dir.join("tokenizer.json");
+        let tok = JsonFile::read_optional(&tok_path)?;
+        let added = match &tok {
+            Some(t) => added_tokens(t)?,
+            None => Vec::new(),
+        };
+        if flavor == SpmFlavor::Phi3 {
+            if let Some(t) = &tok {
+                overlay.tokenizer_json_added(t, &added)?;
+            }
+        }
+        let mut specials = SpecialVocab::default();
+        if let Some(t) = &tok {
+            if let Some(tc) = &tok_config {
+                specials.read_token_names(tc);
+            }
+            specials.read_post_processor(t);
+        }
+        if let Some(tc) = &tok_config {
+            specials.read_tokenizer_config(tc, &added, n_vocab);
+        }
+        specials.read_config(&cfg.json, n_vocab);
+        Ok(Self {
+            model: VocabModel::Spm { scores },
+            pre: "default".into(),
+            tokens,
+            token_types: types,
+            special_ids: specials.ids(),
+            add_flags: specials.add_flags(),
+            chat_template: tok_config
+                .as_ref()
+                .and_then(|tc| chat_template(dir, Some(tc))),
+            space_prefix: SpacePrefix::None,
         })
     }
 
@@ -143,12 +290,22 @@ impl Vocab {
     pub fn metadata(&self) -> Vec<(String, MetaValue)> {
         let mut md: Vec<(String, MetaValue)> = Vec::new();
         let mut put = |k: &str, v: MetaValue| md.push((k.to_string(), v));
-        if let Some(b) = self.add_space_prefix {
+        if let SpacePrefix::Before(b) = self.space_prefix {
             put(keys::TOKENIZER_ADD_SPACE_PREFIX, MetaValue::Bool(b));
         }
-        put(keys::TOKENIZER_MODEL, MetaValue::Str("gpt2".into()));
+        let model = match self.model {
+            VocabModel::Bpe { .. } => "gpt2",
+            VocabModel::Spm { .. } => "llama",
+        };
+        put(keys::TOKENIZER_MODEL, MetaValue::Str(model.into()));
         put(keys::TOKENIZER_PRE, MetaValue::Str(self.pre.clone()));
         put(keys::TOKENIZER_TOKENS, str_array(&self.tokens));
+        if let VocabModel::Spm { scores } = &self.model {
+            put(
+                keys::TOKENIZER_SCORES,
+                MetaValue::Array(scores.iter().map(|&s| MetaValue::F32(s)).collect()),
+            );
+        }
         put(
             keys::TOKENIZER_TOKEN_TYPE,
             MetaValue::Array(
@@ -158,7 +315,9 @@ impl Vocab {
                     .collect(),
             ),
         );
-        put(keys::TOKENIZER_MERGES, str_array(&self.merges));
+        if let VocabModel::Bpe { merges } = &self.model {
+            put(keys::TOKENIZER_MERGES, str_array(merges));
+        }
         for &(key, id) in &self.special_ids {
             put(key, MetaValue::U32(id));
         }
@@ -168,7 +327,123 @@ impl Vocab {
         if let Some(t) = &self.chat_template {
             put(keys::TOKENIZER_CHAT_TEMPLATE, MetaValue::Str(t.clone()));
         }
+        if let SpacePrefix::After(b) = self.space_prefix {
+            put(keys::TOKENIZER_ADD_SPACE_PREFIX, MetaValue::Bool(b));
+        }
         md
+    }
+}
+
+/// The added-token overlays of llama.cpp's SentencePiece readers.
+struct SpmOverlay<'a> {
+    tokens: &'a mut Vec<String>,
+    scores: &'a mut Vec<f32>,
+    types: &'a mut Vec<i32>,
+    flavor: SpmFlavor,
+}
+
+impl SpmOverlay<'_> {
+    /// The slot of id `id`: ids beyond the vocabulary are skipped by the common reader (with a
+    /// warning) and are an error for Phi-3's (where llama.cpp fails with an IndexError).
+    fn slot(&self, id: u64, path: &Path, what: &str) -> Result<Option<usize>, ConvertError> {
+        match usize::try_from(id).ok().filter(|&i| i < self.tokens.len()) {
+            Some(i) => Ok(Some(i)),
+            None if self.flavor == SpmFlavor::Common => Ok(None),
+            None => Err(ConvertError::Tokenizer {
+                path: path.to_path_buf(),
+                message: format!(
+                    "{what} has id {id}, beyond config.json's vocab_size {}",
+                    self.tokens.len()
+                ),
+            }),
+        }
+    }
+
+    fn set(&mut self, i: usize, text: String, ty: i32) {
+        self.tokens[i] = text;
+        self.scores[i] = -1000.0;
+        self.types[i] = ty;
+    }
+
+    /// `added_tokens.json`: `{"text": id}`, user-defined.
+    fn added_tokens_json(&mut self, dir: &Path) -> Result<(), ConvertError> {
+        let Some(file) = JsonFile::read_optional(&dir.join("added_tokens.json"))? else {
+            return Ok(());
+        };
+        for (text, id) in &file.root {
+            let id = id.as_u64().ok_or_else(|| {
+                tok_err(&file, format!("token {text:?}: id {id} is not an integer"))
+            })?;
+            if let Some(i) = self.slot(id, &file.path, &format!("token {text:?}"))? {
+                self.set(i, text.clone(), token_type::USER_DEFINED);
+            }
+        }
+        Ok(())
+    }
+
+    /// `tokenizer_config.json`'s `added_tokens_decoder`: `{"id": {"content", "special"}}`.
+    fn added_tokens_decoder(&mut self, tc: &JsonFile) -> Result<(), ConvertError> {
+        let Some(Value::Object(decoder)) = tc.get("added_tokens_decoder") else {
+            return Ok(());
+        };
+        for (id_text, data) in decoder {
+            let id: u64 = id_text.trim().parse().map_err(|_| {
+                tok_err(
+                    tc,
+                    format!("added_tokens_decoder key {id_text:?} is not a token id"),
+                )
+            })?;
+            let content = data.get("content").and_then(Value::as_str).ok_or_else(|| {
+                tok_err(
+                    tc,
+                    format!("added_tokens_decoder[{id_text}] has no content"),
+                )
+            })?;
+            let special = data
+                .get("special")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let Some(i) = self.slot(id, &tc.path, &format!("added token {content:?}"))? else {
+                continue;
+            };
+            let (text, ty) = self.added_type(content, special);
+            self.set(i, text, ty);
+        }
+        Ok(())
+    }
+
+    /// Phi-3 only: `tokenizer.json`'s `added_tokens`.
+    fn tokenizer_json_added(
+        &mut self,
+        tok: &JsonFile,
+        added: &[AddedToken],
+    ) -> Result<(), ConvertError> {
+        for a in added {
+            let Some(i) = self.slot(
+                a.id as u64,
+                &tok.path,
+                &format!("added token {:?}", a.content),
+            )?
+            else {
+                continue;
+            };
+            let (text, ty) = self.added_type(&a.content, a.special);
+            self.set(i, text, ty);
+        }
+        Ok(())
+    }
+
+    /// Control when special (or, for the common reader, when it looks special), else
+    /// user-defined with `▁` pre-normalised to a space (common reader only).
+    fn added_type(&self, content: &str, special: bool) -> (String, i32) {
+        match self.flavor {
+            SpmFlavor::Common if special || looks_special(content) => {
+                (content.to_string(), token_type::CONTROL)
+            }
+            SpmFlavor::Common => (content.replace('\u{2581}', " "), token_type::USER_DEFINED),
+            SpmFlavor::Phi3 if special => (content.to_string(), token_type::CONTROL),
+            SpmFlavor::Phi3 => (content.to_string(), token_type::USER_DEFINED),
+        }
     }
 }
 
@@ -337,8 +612,49 @@ fn space_to_g(s: &str) -> String {
     s.replace(' ', "\u{0120}")
 }
 
+/// Encodes llama.cpp's probe text with the model's own tokenizer and looks the hash up; an
+/// unknown hash with Qwen2's exact pre-tokenizer is `qwen2` (see the module doc).
+fn pre_tokenizer(tok_path: &Path, tok: &JsonFile) -> Result<String, ConvertError> {
+    match probe_pre_tokenizer(tok_path) {
+        Err(ConvertError::UnknownPreTokenizer { .. }) if is_qwen2_pre_tokenizer(tok) => {
+            Ok("qwen2".into())
+        }
+        other => other,
+    }
+}
+
+/// `pre_tokenizer` = `Sequence[Split(Regex(Qwen2's), Isolated, not inverted),
+/// ByteLevel(use_regex = false)]`, as Qwen2/2.5/3's `tokenizer.json` has it.
+fn is_qwen2_pre_tokenizer(tok: &JsonFile) -> bool {
+    let Some(pre) = tok.get("pre_tokenizer") else {
+        return false;
+    };
+    let ty = |v: &Value| v.get("type").and_then(Value::as_str).map(str::to_string);
+    if ty(pre).as_deref() != Some("Sequence") {
+        return false;
+    }
+    let Some([split, byte_level]) = pre
+        .get("pretokenizers")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+    else {
+        return false;
+    };
+    let split_ok = ty(split).as_deref() == Some("Split")
+        && split
+            .get("pattern")
+            .and_then(|p| p.get("Regex"))
+            .and_then(Value::as_str)
+            == Some(QWEN2_SPLIT_REGEX)
+        && split.get("behavior").and_then(Value::as_str) == Some("Isolated")
+        && split.get("invert").and_then(Value::as_bool) == Some(false);
+    let byte_level_ok = ty(byte_level).as_deref() == Some("ByteLevel")
+        && byte_level.get("use_regex").and_then(Value::as_bool) == Some(false);
+    split_ok && byte_level_ok
+}
+
 /// Encodes llama.cpp's probe text with the model's own tokenizer and looks the hash up.
-fn pre_tokenizer(tok_path: &Path) -> Result<String, ConvertError> {
+fn probe_pre_tokenizer(tok_path: &Path) -> Result<String, ConvertError> {
     let err = |message: String| ConvertError::Tokenizer {
         path: tok_path.to_path_buf(),
         message,
@@ -631,6 +947,7 @@ pub fn input_files(dir: &Path) -> Vec<PathBuf> {
         "chat_template.jinja",
         "chat_template.json",
         "tokenizer.model",
+        "added_tokens.json",
     ]
     .iter()
     .map(|n| dir.join(n))

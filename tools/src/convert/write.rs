@@ -10,32 +10,15 @@ use lumen::kernels::GgmlType;
 
 use crate::output::{self, RowSource};
 
-use super::hf::{HfConfig, SamplingDefaults};
+use super::hf::SamplingDefaults;
 use super::llama::{self, Source, TensorPlan};
 use super::safetensors::Checkpoint;
 use super::vocab::Vocab;
 use super::{ConvertError, Event, FileType, Summary, TestHooks};
 
-/// All metadata of a `llama` file in llama.cpp's order: architecture, type, sampling
-/// defaults, naming, hyper-parameters, quantization version, vocabulary.
-pub fn metadata(
-    dir: &Path,
-    cfg: &HfConfig,
-    ft: FileType,
-    plan: &[TensorPlan],
-    vocab: &Vocab,
-) -> Vec<(String, MetaValue)> {
-    metadata_for(
-        dir,
-        llama::GGUF_ARCH,
-        llama::hparams_metadata(cfg, ft),
-        plan,
-        vocab,
-    )
-}
-
-/// [`metadata`] for architecture `arch` with its hyper-parameter keys `hparams` (which carry
-/// `general.file_type` where the architecture puts it).
+/// All metadata of a file of architecture `arch` in llama.cpp's order: architecture, type,
+/// sampling defaults, naming, the hyper-parameter keys `hparams` (which carry
+/// `general.file_type` where the architecture puts it), quantization version, vocabulary.
 pub fn metadata_for(
     dir: &Path,
     arch: &str,

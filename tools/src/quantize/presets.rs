@@ -515,7 +515,8 @@ fn attn_output_type(ty: GgmlType, ft: FileType, model: &ModelInfo) -> GgmlType {
 }
 
 /// llama.cpp's `tensor_type_fallback`: rows that are not whole 256-element super-blocks take
-/// a 32-element type of similar size, and F16 if even that does not fit.
+/// a 32-element type of similar size, and F16 if even that does not fit (as does a 32-element
+/// type whose blocks do not fit: there is nothing smaller to demote it to).
 fn fallback(t: &TensorDesc, ty: GgmlType) -> Result<GgmlType, TypeError> {
     let cols = t.cols();
     if cols.is_multiple_of(ty.block_elems()) {
@@ -526,6 +527,7 @@ fn fallback(t: &TensorDesc, ty: GgmlType) -> Result<GgmlType, TypeError> {
         G::Q4_K => G::Q5_0,
         G::Q5_K => G::Q5_1,
         G::Q6_K => G::Q8_0,
+        _ if ty.block_elems() <= 32 => ty,
         _ => {
             return Err(TypeError::NoFallback {
                 tensor: t.name.to_string(),
@@ -579,7 +581,9 @@ mod tests {
         let odd = [40usize, 10];
         let t = TensorDesc { shape: &odd, ..t };
         assert_eq!(fallback(&t, G::Q5_K).unwrap(), G::F16);
-        assert!(fallback(&t, G::Q4_0).is_err());
+        // A 32-element type that does not fit has nothing smaller to go to: F16.
+        assert_eq!(fallback(&t, G::Q4_0).unwrap(), G::F16);
+        assert_eq!(fallback(&t, G::Q8_0).unwrap(), G::F16);
     }
 
     #[test]
