@@ -7,8 +7,7 @@
 //! `vpmaddubsw` + `vpmaddwd`. That is exact here because the weights are at most 5 bits
 //! (≤ 31), so a pair sum stays within ±7874. Q5_0's fifth bits come from the 32-bit half of
 //! each part's mask, spread to one byte per bit (ggml's `bytes_from_bits_32`). Q8_0 (unsigned
-//! weights up to 255 would saturate `vpmaddubsw`) and the K-quants have no AVX2 packed kernels
-//! yet; they keep the row kernels.
+//! weights up to 255 would saturate `vpmaddubsw`), Q4_K and Q6_K are in `avx2_packed_q8_k`.
 
 use std::arch::x86_64::*;
 
