@@ -33,7 +33,6 @@ use super::safetensors::Checkpoint;
 use super::vocab::{SpacePrefix, SpmFlavor, Vocab};
 use super::{write, ConvertError, ConvertOptions, Event, FileType, Summary};
 
-
 /// A text family the converter handles (all but mllama).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -323,7 +322,12 @@ fn expected_tensors(
                 ("self_attn.v_proj.bias", names::ATTN_V_BIAS, vec![kv], copy),
             ]);
             if family != Family::Qwen2 {
-                layer.push(("self_attn.o_proj.bias", names::ATTN_OUTPUT_BIAS, vec![e], copy));
+                layer.push((
+                    "self_attn.o_proj.bias",
+                    names::ATTN_OUTPUT_BIAS,
+                    vec![e],
+                    copy,
+                ));
             }
         }
         for (hf, gguf, shape, tr) in layer {
