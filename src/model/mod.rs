@@ -5,6 +5,7 @@
 //! way llama.cpp has one file per architecture and one switch. Adding an architecture is one
 //! file here plus one row in that table.
 
+pub mod blocks;
 pub mod gemma;
 pub mod kv_cache;
 pub mod llama;

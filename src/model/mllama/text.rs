@@ -15,8 +15,9 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::gguf::{keys, names, GgufFile};
+use crate::model::blocks::{check_input, embed, output_head, Layer, Scratch};
 use crate::model::kv_cache::KvCache;
-use crate::model::llama::{check_input, embed, output_head, Layer, LlamaConfig, Logits, Scratch};
+use crate::model::llama::{LlamaConfig, Logits};
 use crate::model::weights::{matrix, repack_enabled, vector, Matrix, Weights};
 use crate::model::ModelError;
 use crate::tensor::ops::{self, Rope};

@@ -8,6 +8,7 @@ pub mod family;
 mod hf;
 pub mod llama;
 pub mod mllama;
+mod pre_tokenizer;
 pub mod safetensors;
 mod spm;
 mod vocab;
