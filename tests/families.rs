@@ -125,7 +125,9 @@ fn check_reference_logits(f: &Family) {
     }
 }
 
-/// Default kernels (Q8 activations): transformers' greedy tokens, up to a close call.
+/// Default kernels (Q8 activations), teacher-forced along transformers' greedy continuation:
+/// at every step whose top-1/top-2 margin exceeds 0.5 our top token is transformers'; closer
+/// calls may go either way (Qwen's steps 1 and 2 are 0.08 and 0.07 apart).
 fn check_quantized_greedy(f: &Family) {
     let model = f.model(f.file());
     let greedy = f.json("greedy.json");
@@ -133,24 +135,33 @@ fn check_quantized_greedy(f: &Family) {
     let mut logits = model
         .forward(&ids(&greedy["prompt_ids"]), &mut cache, Logits::Last)
         .unwrap();
-    let mut matched = 0;
-    for step in greedy["steps"].as_array().unwrap() {
+    let (mut checked, mut close) = (0, 0);
+    let steps = greedy["steps"].as_array().unwrap();
+    for (i, step) in steps.iter().enumerate() {
         let expected = step["id"].as_u64().unwrap() as u32;
         let ours = argmax(&logits) as u32;
-        if ours != expected {
-            let margin = step["margin"].as_f64().unwrap();
-            assert!(
-                margin <= 0.5,
-                "{} step {matched}: {ours} != {expected} with margin {margin}",
-                f.arch
-            );
-            break;
+        let margin = step["margin"].as_f64().unwrap();
+        if margin > 0.5 {
+            assert_eq!(ours, expected, "{} step {i}: margin {margin}", f.arch);
+            checked += 1;
+        } else if ours != expected {
+            close += 1;
         }
-        matched += 1;
-        logits = model.forward(&[ours], &mut cache, Logits::Last).unwrap();
+        logits = model
+            .forward(&[expected], &mut cache, Logits::Last)
+            .unwrap();
     }
-    eprintln!("{}: {matched} greedy tokens equal transformers'", f.arch);
-    assert!(matched >= 8, "{}: only {matched} tokens", f.arch);
+    eprintln!(
+        "{}: {checked} greedy steps with margin > 0.5 equal transformers' ({close} close calls differ)",
+        f.arch
+    );
+    // Gemma has 9 of 16 steps above the margin, Qwen 12.
+    assert!(
+        2 * checked >= steps.len(),
+        "{}: only {checked} of {} steps checked",
+        f.arch,
+        steps.len()
+    );
 }
 
 #[test]
