@@ -22,7 +22,6 @@ use lumen::gguf::writer::MetaValue;
 use lumen::gguf::GgufFile;
 use lumen_tools::convert::{FileType, OutType};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// The fixture folders, named after the GGUF architecture (`llama-mistral`: Mistral).
 const ARCHS: [&str; 6] = [
@@ -173,23 +172,11 @@ fn f32_conversions_equal_llama_cpp_key_for_key_and_tensor_for_tensor() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-fn llama_cpp_refs() -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families_llamacpp.json");
-    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// F16, BF16 and Q8_0: keys as in llama.cpp's F32 file but `general.file_type`, and every
 /// tensor (order, name, type, shape, sha256) as llama.cpp's conversion to that type.
 #[test]
 fn f16_bf16_q8_0_conversions_equal_llama_cpp_tensor_for_tensor() {
-    let refs = llama_cpp_refs();
+    let refs = families_llamacpp();
     let mut failures = Vec::new();
     for arch in ARCHS {
         let f32_file = GgufFile::open(llama_cpp_gguf(arch)).unwrap();
@@ -212,7 +199,12 @@ fn f16_bf16_q8_0_conversions_equal_llama_cpp_tensor_for_tensor() {
                 .tensors()
                 .iter()
                 .map(|t| {
-                    serde_json::json!([t.name, t.ty.name(), t.shape, hex(ours.tensor_bytes(t))])
+                    serde_json::json!([
+                        t.name,
+                        t.ty.name(),
+                        t.shape,
+                        sha256_hex(ours.tensor_bytes(t))
+                    ])
                 })
                 .collect();
             let want = want["tensors"].as_array().unwrap();
@@ -292,7 +284,7 @@ fn patched_copy(base: &str, dest: &Path, patch: &Value) {
 
 #[test]
 fn edited_checkpoints_convert_like_llama_cpp() {
-    let refs = llama_cpp_refs();
+    let refs = families_llamacpp();
     let variants = refs["variants"].as_object().unwrap();
     assert!(variants.len() >= 5, "{:?}", variants.keys());
     let mut failures = Vec::new();
@@ -362,7 +354,14 @@ fn edited_checkpoints_convert_like_llama_cpp() {
         let got: Vec<Value> = ours
             .tensors()
             .iter()
-            .map(|t| serde_json::json!([t.name, t.ty.name(), t.shape, hex(ours.tensor_bytes(t))]))
+            .map(|t| {
+                serde_json::json!([
+                    t.name,
+                    t.ty.name(),
+                    t.shape,
+                    sha256_hex(ours.tensor_bytes(t))
+                ])
+            })
             .collect();
         if got != *want["tensors"].as_array().unwrap() {
             d.push(format!(

@@ -20,7 +20,6 @@ use lumen::gguf::GgufFile;
 use lumen_tools::convert::FileType as ConvertType;
 use lumen_tools::quantize::{quantize, FileType, QuantizeOptions};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 const ARCHS: [&str; 6] = [
     "qwen2",
@@ -30,18 +29,6 @@ const ARCHS: [&str; 6] = [
     "phi3",
     "llama-mistral",
 ];
-
-fn refs() -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families_llamacpp.json");
-    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
@@ -53,7 +40,7 @@ fn strings(v: &Value) -> Vec<String> {
 
 #[test]
 fn every_file_type_picks_llama_quantize_s_types_and_q4_k_m_its_bytes() {
-    let refs = refs();
+    let refs = families_llamacpp();
     let mut failures = Vec::new();
     let mut checked = 0;
     for arch in ARCHS {
@@ -90,7 +77,7 @@ fn every_file_type_picks_llama_quantize_s_types_and_q4_k_m_its_bytes() {
             }
             if let Some(sums) = want["sha256"].get(ftype.as_str()) {
                 for (t, sum) in file.tensors().iter().zip(strings(sums)) {
-                    if hex(file.tensor_bytes(t)) != sum {
+                    if sha256_hex(file.tensor_bytes(t)) != sum {
                         failures.push(format!(
                             "{arch} {ftype}: {} ({}) bytes differ from llama-quantize's",
                             t.name,

@@ -72,3 +72,19 @@ pub fn edit_shard_header(
     out.extend_from_slice(&bytes[8 + n..]);
     std::fs::write(path, out).unwrap();
 }
+
+/// llama.cpp's conversions and quantizations of the tiny family checkpoints, per tensor
+/// (`tools/scripts/family_convert_refs.py`).
+pub fn families_llamacpp() -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families_llamacpp.json");
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
