@@ -214,7 +214,14 @@ fn write_via_temp(
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     let guard = TempGuard::new(tmp.clone());
     let result = (|| {
-        let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        // A new file only (`O_EXCL`): a name planted at the temporary path (a symlink to
+        // somewhere else) makes the write fail instead of being followed.
+        let _ = std::fs::remove_file(&tmp);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
         write(&mut w)?;
         w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         guard.rename_to(path)
@@ -338,5 +345,28 @@ impl<W: Write> Write for CountingWriter<'_, W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A symlink planted at the temporary path is replaced, not followed: the file it points to
+    /// stays as it was (`File::create` used to truncate and write through it).
+    #[test]
+    fn a_symlink_at_the_temporary_path_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("lumen-writer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim.txt");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let target = dir.join("out.gguf");
+        let tmp = dir.join(format!(".out.gguf.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_file_atomic(&target, b"new contents").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        assert_eq!(std::fs::read(&target).unwrap(), b"new contents");
+        assert!(!tmp.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

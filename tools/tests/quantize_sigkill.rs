@@ -111,7 +111,12 @@ fn sigkill_never_leaves_a_partial_output() {
     let input = tmp.path().join("model-f32.gguf");
     write_input(&input);
     let reference_path = tmp.path().join("reference.gguf");
-    let run = quantize_uninterrupted(&input, &reference_path);
+    // The fastest of three runs: the first one pays for cold caches, and delays scaled from it
+    // let most trials finish before their kill (the test then fails on its own premise).
+    let run = (0..3)
+        .map(|_| quantize_uninterrupted(&input, &reference_path))
+        .min()
+        .unwrap();
     let reference = std::fs::read(&reference_path).unwrap();
     assert!(
         run > Duration::from_millis(200),
