@@ -23,16 +23,6 @@ use lumen::gguf::GgufFile;
 use lumen_tools::convert::{FileType, OutType};
 use serde_json::Value;
 
-/// The fixture folders, named after the GGUF architecture (`llama-mistral`: Mistral).
-const ARCHS: [&str; 6] = [
-    "qwen2",
-    "qwen3",
-    "gemma2",
-    "gemma3",
-    "phi3",
-    "llama-mistral",
-];
-
 /// Keys whose values legitimately differ, each with the reason.
 const IGNORED_KEYS: [(&str, &str); 1] = [(
     "general.name",
@@ -164,7 +154,7 @@ fn f32_differences(arch: &str) -> Vec<String> {
 #[test]
 fn f32_conversions_equal_llama_cpp_key_for_key_and_tensor_for_tensor() {
     let mut failures = Vec::new();
-    for arch in ARCHS {
+    for arch in FAMILY_FIXTURES {
         let d = f32_differences(arch);
         println!("{arch}: {} differences", d.len());
         failures.extend(d.into_iter().map(|m| format!("{arch}: {m}")));
@@ -178,7 +168,7 @@ fn f32_conversions_equal_llama_cpp_key_for_key_and_tensor_for_tensor() {
 fn f16_bf16_q8_0_conversions_equal_llama_cpp_tensor_for_tensor() {
     let refs = families_llamacpp();
     let mut failures = Vec::new();
-    for arch in ARCHS {
+    for arch in FAMILY_FIXTURES {
         let f32_file = GgufFile::open(llama_cpp_gguf(arch)).unwrap();
         for (outtype, want) in refs["archs"][arch]["convert"].as_object().unwrap() {
             let OutType::Fixed(ft) = outtype.parse().unwrap() else {

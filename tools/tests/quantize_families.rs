@@ -21,15 +21,6 @@ use lumen_tools::convert::FileType as ConvertType;
 use lumen_tools::quantize::{quantize, FileType, QuantizeOptions};
 use serde_json::Value;
 
-const ARCHS: [&str; 6] = [
-    "qwen2",
-    "qwen3",
-    "gemma2",
-    "gemma3",
-    "phi3",
-    "llama-mistral",
-];
-
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap()
@@ -43,7 +34,7 @@ fn every_file_type_picks_llama_quantize_s_types_and_q4_k_m_its_bytes() {
     let refs = families_llamacpp();
     let mut failures = Vec::new();
     let mut checked = 0;
-    for arch in ARCHS {
+    for arch in FAMILY_FIXTURES {
         let tmp = tempfile::tempdir().unwrap();
         let hf = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(format!("tests/fixtures/families_hf/{arch}"));

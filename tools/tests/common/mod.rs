@@ -88,3 +88,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// The tiny family fixture folders, named after the GGUF architecture (`llama-mistral`:
+/// Mistral), under `tests/fixtures/families*`.
+pub const FAMILY_FIXTURES: [&str; 6] = [
+    "qwen2",
+    "qwen3",
+    "gemma2",
+    "gemma3",
+    "phi3",
+    "llama-mistral",
+];
