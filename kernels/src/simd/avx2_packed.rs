@@ -218,15 +218,19 @@ unsafe fn gemv_k<F: Half>(
         F::TY.vec_dot_type().block_bytes(),
         aux_bytes(F::TY.vec_dot_type()),
     );
-    let mut out = [0.0f32; GROUP_ROWS];
-    for h in 0..2 {
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..nb {
-            let block = g.add(b * pbb);
+    // One pass over the group, both halves per block: the stream is read once, in order.
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for b in 0..nb {
+        let block = g.add(b * pbb);
+        let (ab, ax) = (a.add(b * ab_bytes), aux.add(b * aux_b));
+        for (h, acc) in acc.iter_mut().enumerate() {
             let w = F::weights(block, h);
-            acc = F::block(acc, block, &w, h, a.add(b * ab_bytes), aux.add(b * aux_b));
+            *acc = F::block(*acc, block, &w, h, ab, ax);
         }
-        out[4 * h..4 * h + 4].copy_from_slice(&half_pair_sums(acc));
+    }
+    let mut out = [0.0f32; GROUP_ROWS];
+    for (h, acc) in acc.iter().enumerate() {
+        out[4 * h..4 * h + 4].copy_from_slice(&half_pair_sums(*acc));
     }
     out
 }
