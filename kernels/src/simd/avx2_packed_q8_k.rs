@@ -151,21 +151,27 @@ unsafe fn q8_0_tile_k(
     aux: [*const u8; TILE_TOKENS],
     nb: usize,
 ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    // Four tokens per pass: a half's unpacked weights take eight registers, so four
+    // accumulators (not eight) keep the loop free of spills; the group is re-read from L1.
+    const PASS: usize = 4;
     let mut out = [[0.0f32; GROUP_ROWS]; TILE_TOKENS];
     for h in 0..2 {
-        let mut acc = [_mm256_setzero_ps(); TILE_TOKENS];
-        for b in 0..nb {
-            let block = g.add(b * Q8_0_PBB);
-            let w = q8_0_half(block, h);
-            let dw = half_scales(block.add(8 * h));
-            for t in 0..TILE_TOKENS {
-                let s = q8_0_isums(&w, a[t].add(b * Q80_BYTES + 2));
-                let d = _mm256_mul_ps(dw, _mm256_set1_ps(q8_0_da(aux[t], b)));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc[t]);
+        for t0 in (0..TILE_TOKENS).step_by(PASS) {
+            let mut acc = [_mm256_setzero_ps(); PASS];
+            for b in 0..nb {
+                let block = g.add(b * Q8_0_PBB);
+                let w = q8_0_half(block, h);
+                let dw = half_scales(block.add(8 * h));
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let t = t0 + i;
+                    let s = q8_0_isums(&w, a[t].add(b * Q80_BYTES + 2));
+                    let d = _mm256_mul_ps(dw, _mm256_set1_ps(q8_0_da(aux[t], b)));
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, *acc);
+                }
             }
-        }
-        for t in 0..TILE_TOKENS {
-            out[t][4 * h..4 * h + 4].copy_from_slice(&half_pair_sums(acc[t]));
+            for (i, acc) in acc.iter().enumerate() {
+                out[t0 + i][4 * h..4 * h + 4].copy_from_slice(&half_pair_sums(*acc));
+            }
         }
     }
     out
