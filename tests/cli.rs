@@ -121,6 +121,56 @@ fn greedy_run_streams_the_reference_continuation() {
     );
 }
 
+/// `lumen inspect --kernels` names, per type and kind, the file whose kernel the level uses:
+/// the scalar level is all references, a SIMD level shows its own files for what it packs.
+#[test]
+fn inspect_kernels_names_the_source_of_every_kernel() {
+    let table = |level: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_lumen"))
+            .args(["inspect", "--kernels"])
+            .env("LUMEN_KERNELS", level)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let cells = |text: &str, ty: &str| -> Vec<String> {
+        let row = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(ty))
+            .unwrap_or_else(|| panic!("no {ty} row in:\n{text}"));
+        row.split_whitespace().skip(1).map(String::from).collect()
+    };
+    let scalar = table("scalar");
+    assert!(scalar.starts_with("kernel level: scalar"), "{scalar}");
+    // Columns: row_dot row_dot4 tile4x4 rows4 packed_gemv packed_tile quantize.
+    assert_eq!(cells(&scalar, "Q4_0")[0], "kernel_set");
+    assert_eq!(
+        cells(&scalar, "Q4_0")[6],
+        "-",
+        "Q4_0 is not an activation type"
+    );
+    assert_eq!(cells(&scalar, "Q8_K")[0], "-", "Q8_K is activation-only");
+    assert_eq!(cells(&scalar, "Q8_K")[6], "kernel_set");
+    for isa in [lumen::kernels::Isa::Avx2, lumen::kernels::Isa::Avx512] {
+        if !isa.is_available() {
+            continue;
+        }
+        let text = table(isa.name());
+        assert!(
+            text.starts_with(&format!("kernel level: {}", isa.name())),
+            "{text}"
+        );
+        for (ty, file) in [("Q4_0", "packed"), ("Q5_0", "packed"), ("Q4_K", "packed")] {
+            let gemv = &cells(&text, ty)[4];
+            assert!(
+                gemv.starts_with(&format!("simd::{}_{file}", isa.name())),
+                "{ty} packed_gemv at {isa:?}: {gemv}"
+            );
+        }
+    }
+}
+
 #[test]
 fn every_kernel_path_forced_by_the_variable_gives_the_reference_continuation() {
     for isa in lumen::kernels::Isa::ALL {

@@ -57,6 +57,44 @@ pub struct KernelSet {
     rows4: [Option<Rows4DotFn>; N_TYPES],
     packed_gemv: [Option<PackedGemvFn>; N_TYPES],
     packed_tile: [Option<PackedTileFn>; N_TYPES],
+    /// Per type and [`KernelKind`], the provider that supplied the kernel (for printing).
+    sources: [[Option<&'static str>; KernelKind::ALL.len()]; N_TYPES],
+}
+
+/// The kinds of kernel a set holds for each type, in [`KernelSet::sources`]' column order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelKind {
+    RowDot,
+    RowDot4,
+    Tile4x4,
+    Rows4,
+    PackedGemv,
+    PackedTile,
+    Quantize,
+}
+
+impl KernelKind {
+    pub const ALL: [KernelKind; 7] = [
+        KernelKind::RowDot,
+        KernelKind::RowDot4,
+        KernelKind::Tile4x4,
+        KernelKind::Rows4,
+        KernelKind::PackedGemv,
+        KernelKind::PackedTile,
+        KernelKind::Quantize,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelKind::RowDot => "row_dot",
+            KernelKind::RowDot4 => "row_dot4",
+            KernelKind::Tile4x4 => "tile4x4",
+            KernelKind::Rows4 => "rows4",
+            KernelKind::PackedGemv => "packed_gemv",
+            KernelKind::PackedTile => "packed_tile",
+            KernelKind::Quantize => "quantize",
+        }
+    }
 }
 
 fn slot(ty: GgmlType) -> usize {
@@ -103,29 +141,39 @@ impl KernelSet {
         self.quantize[slot(ty)]
     }
 
+    /// Which source file supplied the `kind` kernel for `ty` (e.g. `simd::avx2_packed`,
+    /// `kernel_set` for the scalar references), or `None` if this set has none: what
+    /// `lumen inspect --kernels` prints.
+    pub fn source(&self, ty: GgmlType, kind: KernelKind) -> Option<&'static str> {
+        let column = KernelKind::ALL.iter().position(|&k| k == kind)?;
+        self.sources[slot(ty)][column]
+    }
+
     /// Replaces the entries `provider` has for this level.
     fn overlay(&mut self, provider: &Provider) {
+        let source = provider
+            .name
+            .strip_prefix("lumen_kernels::")
+            .unwrap_or(provider.name);
         for ty in GgmlType::ALL {
-            if let Some(f) = (provider.row_dot)(ty) {
-                self.row_dot[slot(ty)] = Some(f);
-            }
-            if let Some(f) = (provider.row_dot4)(ty) {
-                self.row_dot4[slot(ty)] = Some(f);
-            }
-            if let Some(f) = (provider.quantize)(ty) {
-                self.quantize[slot(ty)] = Some(f);
-            }
-            if let Some(f) = (provider.tile4x4)(ty) {
-                self.tile4x4[slot(ty)] = Some(f);
-            }
-            if let Some(f) = (provider.rows4)(ty) {
-                self.rows4[slot(ty)] = Some(f);
-            }
-            if let Some(f) = (provider.packed_gemv)(ty) {
-                self.packed_gemv[slot(ty)] = Some(f);
-            }
-            if let Some(f) = (provider.packed_tile)(ty) {
-                self.packed_tile[slot(ty)] = Some(f);
+            let s = slot(ty);
+            let mut took = |kind: KernelKind| {
+                let column = KernelKind::ALL.iter().position(|&k| k == kind);
+                self.sources[s][column.expect("every kind is in ALL")] = Some(source);
+            };
+            let found = [
+                (provider.row_dot)(ty).map(|f| self.row_dot[s] = Some(f)),
+                (provider.row_dot4)(ty).map(|f| self.row_dot4[s] = Some(f)),
+                (provider.tile4x4)(ty).map(|f| self.tile4x4[s] = Some(f)),
+                (provider.rows4)(ty).map(|f| self.rows4[s] = Some(f)),
+                (provider.packed_gemv)(ty).map(|f| self.packed_gemv[s] = Some(f)),
+                (provider.packed_tile)(ty).map(|f| self.packed_tile[s] = Some(f)),
+                (provider.quantize)(ty).map(|f| self.quantize[s] = Some(f)),
+            ];
+            for (kind, found) in KernelKind::ALL.into_iter().zip(found) {
+                if found.is_some() {
+                    took(kind);
+                }
             }
         }
     }
@@ -140,6 +188,7 @@ impl KernelSet {
             rows4: [None; N_TYPES],
             packed_gemv: [None; N_TYPES],
             packed_tile: [None; N_TYPES],
+            sources: [[None; KernelKind::ALL.len()]; N_TYPES],
         };
         set.overlay(&SCALAR);
         set
@@ -168,6 +217,8 @@ impl KernelSet {
 
 /// What one source file of kernels offers.
 pub(crate) struct Provider {
+    /// The file's module path (`module_path!()`), printed as the kernels' source.
+    pub name: &'static str,
     pub row_dot: fn(GgmlType) -> Option<RowDotFn>,
     pub row_dot4: fn(GgmlType) -> Option<RowDot4Fn>,
     pub quantize: fn(GgmlType) -> Option<QuantizeRowFn>,
@@ -180,6 +231,7 @@ pub(crate) struct Provider {
 impl Provider {
     /// A provider offering nothing; files start from it with struct-update syntax.
     pub const NONE: Provider = Provider {
+        name: "",
         row_dot: |_| None,
         row_dot4: |_| None,
         quantize: |_| None,
@@ -352,6 +404,7 @@ fn scalar_quantize_row(ty: GgmlType) -> Option<QuantizeRowFn> {
 }
 
 static SCALAR: Provider = Provider {
+    name: module_path!(),
     row_dot: scalar_row_dot,
     row_dot4: scalar_row_dot4,
     quantize: scalar_quantize_row,
@@ -362,6 +415,7 @@ static SCALAR: Provider = Provider {
 /// paths run (and be tested) everywhere, but would be slower than a SIMD level's row kernels,
 /// so SIMD levels do not inherit them.
 static SCALAR_TILES: Provider = Provider {
+    name: module_path!(),
     tile4x4: scalar_tile4x4,
     rows4: scalar_rows4_dot,
     packed_gemv: scalar_packed_gemv_fn,

@@ -1,4 +1,5 @@
-//! `lumen inspect FILE [--json]`.
+//! `lumen inspect FILE [--json]`, and `lumen inspect --kernels`: the kernel set this CPU
+//! resolved, with the source file of every kernel.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,8 +12,12 @@ use serde_json::{json, Value};
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// The GGUF file.
-    #[arg(env = "LUMEN_MODEL")]
-    file: PathBuf,
+    #[arg(env = "LUMEN_MODEL", required_unless_present = "kernels")]
+    file: Option<PathBuf>,
+    /// Print the kernel set chosen for this CPU (or by LUMEN_KERNELS): for every weight and
+    /// activation type, which source file supplies each kind of kernel.
+    #[arg(long)]
+    kernels: bool,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -39,8 +44,14 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 fn print_inspection(args: &InspectArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    let file = GgufFile::open_with(&args.file, OpenOptions { mmap: true })
-        .with_context(|| format!("cannot inspect {}", args.file.display()))?;
+    if args.kernels {
+        print_kernels(&mut out)?;
+    }
+    let Some(path) = &args.file else {
+        return Ok(());
+    };
+    let file = GgufFile::open_with(path, OpenOptions { mmap: true })
+        .with_context(|| format!("cannot inspect {}", path.display()))?;
     let metadata: Vec<(String, Value)> = file
         .metadata()
         .raw()
@@ -54,7 +65,7 @@ fn print_inspection(args: &InspectArgs) -> anyhow::Result<()> {
             .map(|t| json!({"name": t.name, "type": t.ty.name(), "shape": t.shape, "bytes": t.n_bytes, "offset": t.offset}))
             .collect();
         let doc = json!({
-            "file": args.file,
+            "file": path,
             "version": file.version(),
             "alignment": file.alignment(),
             "metadata": metadata.into_iter().collect::<serde_json::Map<_, _>>(),
@@ -66,7 +77,7 @@ fn print_inspection(args: &InspectArgs) -> anyhow::Result<()> {
     writeln!(
         out,
         "{}: GGUF v{}, {} metadata keys, {} tensors",
-        args.file.display(),
+        path.display(),
         file.version(),
         metadata.len(),
         file.tensors().len()
@@ -106,6 +117,60 @@ fn print_inspection(args: &InspectArgs) -> anyhow::Result<()> {
         file.tensors().len(),
         total as f64 / (1 << 20) as f64
     )?;
+    Ok(())
+}
+
+/// The resolved kernel set as a table: one row per type, one column per kernel kind, each
+/// cell the source module that supplied it (`-` where the set has none).
+fn print_kernels(out: &mut impl Write) -> anyhow::Result<()> {
+    use lumen_kernels::kernel_set::KernelKind;
+    use lumen_kernels::{GgmlType, Isa};
+    let ks = lumen_kernels::kernels();
+    let best = Isa::best_available();
+    writeln!(
+        out,
+        "kernel level: {} (this CPU runs up to {}{})",
+        ks.isa.name(),
+        best.name(),
+        if ks.isa == best {
+            ""
+        } else {
+            "; LUMEN_KERNELS chose a lower level"
+        }
+    )?;
+    if let Some(problem) = lumen_kernels::kernel_set::forced_kernels_problem() {
+        writeln!(out, "note: {problem}")?;
+    }
+    let rows: Vec<(GgmlType, Vec<&str>)> = GgmlType::ALL
+        .into_iter()
+        .map(|ty| {
+            let cells = KernelKind::ALL
+                .iter()
+                .map(|&k| ks.source(ty, k).unwrap_or("-"))
+                .collect();
+            (ty, cells)
+        })
+        .collect();
+    let width = |c: usize| {
+        rows.iter()
+            .map(|(_, cells)| cells[c].len())
+            .chain([KernelKind::ALL[c].name().len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..KernelKind::ALL.len()).map(width).collect();
+    let line = |first: &str, cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = format!("  {first:6}");
+        for (cell, w) in cells.zip(&widths) {
+            l.push_str(&format!("  {cell:w$}"));
+        }
+        l.trim_end().to_string()
+    };
+    let header = line("type", &mut KernelKind::ALL.iter().map(|k| k.name()));
+    writeln!(out, "{header}")?;
+    for (ty, cells) in &rows {
+        writeln!(out, "{}", line(ty.name(), &mut cells.iter().copied()))?;
+    }
     Ok(())
 }
 

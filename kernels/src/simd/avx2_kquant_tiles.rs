@@ -355,6 +355,7 @@ fn rows4(ty: GgmlType) -> Option<Rows4DotFn> {
 }
 
 pub(crate) static PROVIDER: Provider = Provider {
+    name: module_path!(),
     tile4x4,
     rows4,
     ..Provider::NONE

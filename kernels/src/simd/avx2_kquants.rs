@@ -596,6 +596,7 @@ fn quantize(ty: GgmlType) -> Option<QuantizeRowFn> {
 }
 
 pub(crate) static PROVIDER: Provider = Provider {
+    name: module_path!(),
     row_dot,
     row_dot4,
     quantize,

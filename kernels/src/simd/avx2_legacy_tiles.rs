@@ -534,6 +534,7 @@ fn rows4_avx2(ty: crate::table::GgmlType) -> Option<crate::kernel_set::Rows4DotF
 }
 
 pub(crate) static PROVIDER: Provider = Provider {
+    name: module_path!(),
     tile4x4: tile4x4_avx2,
     rows4: rows4_avx2,
     ..Provider::NONE

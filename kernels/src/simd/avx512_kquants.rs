@@ -336,6 +336,7 @@ fn quantize(_ty: GgmlType) -> Option<QuantizeRowFn> {
 }
 
 pub(crate) static PROVIDER: Provider = Provider {
+    name: module_path!(),
     row_dot,
     row_dot4,
     quantize,

@@ -96,6 +96,7 @@ super::avx2_legacy_tiles::legacy_tiles!(
 );
 
 pub(crate) static PROVIDER: Provider = Provider {
+    name: module_path!(),
     tile4x4: tile4x4_legacy,
     rows4: rows4_legacy,
     ..Provider::NONE

@@ -592,6 +592,7 @@ macro_rules! packed_entry_points {
         }
 
         pub(crate) static PROVIDER: Provider = Provider {
+            name: module_path!(),
             packed_gemv,
             packed_tile,
             ..Provider::NONE
