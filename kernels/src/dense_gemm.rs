@@ -6,7 +6,8 @@
 //! AVX-512 micro-kernel reads one contiguous stream per panel; the activations are repacked in
 //! blocks of [`TOKEN_BLOCK`] tokens, `[block][col][8]`, so a column's eight values are eight
 //! broadcasts. One kernel step is two panel loads, eight broadcasts and sixteen FMAs into an
-//! 8 × 32 register tile. Tasks take one panel (it stays in L2) and a chunk of tokens.
+//! 8 × 32 register tile (AVX2: four 4 × 16 tiles, its sixteen registers hold no more). Tasks
+//! take one panel (it stays in L2) and a chunk of tokens.
 
 use rayon::prelude::*;
 
@@ -58,7 +59,7 @@ impl PanelMatrix {
 
 /// Whether [`gemm`] has a fast kernel at this level (callers use another path otherwise).
 pub fn has_fast_kernel(isa: Isa) -> bool {
-    cfg!(target_arch = "x86_64") && isa == Isa::Avx512
+    cfg!(target_arch = "x86_64") && matches!(isa, Isa::Avx2 | Isa::Avx512)
 }
 
 /// `out[t][r] = Σ_c x[t][c] · w[r][c]`; `x` is `[n][cols]`, `out` `[n][rows]`. Levels without a
@@ -89,9 +90,15 @@ pub fn gemm(isa: Isa, x: &[f32], w: &PanelMatrix, out: &mut [f32]) {
             for b0 in (t0..t1).step_by(TOKEN_BLOCK) {
                 let block =
                     &blocks[(b0 / TOKEN_BLOCK) * w.cols * TOKEN_BLOCK..][..w.cols * TOKEN_BLOCK];
-                // SAFETY: the kernel set's AVX-512 level exists only on CPUs that run it
-                // (`has_fast_kernel` checked the level).
-                let tile = unsafe { avx512::tile(block, panel, w.cols) };
+                // SAFETY: a kernel set's level exists only on CPUs that run it, and
+                // `has_fast_kernel` admitted only these two levels.
+                let tile = unsafe {
+                    if isa == Isa::Avx512 {
+                        avx512::tile(block, panel, w.cols)
+                    } else {
+                        avx2::tile(block, panel, w.cols)
+                    }
+                };
                 for (i, tile_row) in tile.iter().enumerate().take(t1.min(b0 + TOKEN_BLOCK) - b0) {
                     // SAFETY: token b0 + i < n and rows r0..r0 + n_rows < w.rows: inside
                     // `out`; tasks own disjoint (panel, token range) blocks.
@@ -185,6 +192,52 @@ mod avx512 {
         for (o, a) in out.iter_mut().zip(&acc) {
             _mm512_storeu_ps(o.as_mut_ptr(), a[0]);
             _mm512_storeu_ps(o.as_mut_ptr().add(16), a[1]);
+        }
+        out
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{PANEL_ROWS, TOKEN_BLOCK};
+
+    /// Rows (two 8-lane vectors) and tokens of one register tile: 8 accumulators, enough
+    /// independent FMA chains to cover their latency on two FMA pipes, within 16 registers.
+    const ROWS: usize = 16;
+    const TOKENS: usize = 4;
+
+    /// The 8 × 32 tile of [`super::avx512::tile`], as four 4 × 16 register tiles: each
+    /// re-reads a quarter of the panel from L1/L2 rather than spilling accumulators.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile(
+        block: &[f32],
+        panel: &[f32],
+        cols: usize,
+    ) -> [[f32; PANEL_ROWS]; TOKEN_BLOCK] {
+        assert!(block.len() >= cols * TOKEN_BLOCK && panel.len() >= cols * PANEL_ROWS);
+        let (bp, pp) = (block.as_ptr(), panel.as_ptr());
+        let mut out = [[0.0f32; PANEL_ROWS]; TOKEN_BLOCK];
+        for r0 in (0..PANEL_ROWS).step_by(ROWS) {
+            for t0 in (0..TOKEN_BLOCK).step_by(TOKENS) {
+                let mut acc = [[_mm256_setzero_ps(); 2]; TOKENS];
+                for c in 0..cols {
+                    // SAFETY: c < cols, r0 + 16 ≤ 32 and t0 + 4 ≤ 8: inside both slices.
+                    let w0 = _mm256_loadu_ps(pp.add(c * PANEL_ROWS + r0));
+                    let w1 = _mm256_loadu_ps(pp.add(c * PANEL_ROWS + r0 + 8));
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        let x = _mm256_broadcast_ss(&*bp.add(c * TOKEN_BLOCK + t0 + i));
+                        a[0] = _mm256_fmadd_ps(x, w0, a[0]);
+                        a[1] = _mm256_fmadd_ps(x, w1, a[1]);
+                    }
+                }
+                for (i, a) in acc.iter().enumerate() {
+                    let o = out[t0 + i][r0..].as_mut_ptr();
+                    _mm256_storeu_ps(o, a[0]);
+                    _mm256_storeu_ps(o.add(8), a[1]);
+                }
+            }
         }
         out
     }
