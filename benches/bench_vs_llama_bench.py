@@ -8,7 +8,10 @@ shared host fall on either engine). `--kernels avx2` sets `LUMEN_KERNELS` for Lu
 level on an AVX-512 machine); llama.cpp runs as built.
 
 llama-bench comes from a native build of the llama.cpp tree that the llama-cpp-python sdist
-vendors (`cmake -DGGML_NATIVE=ON`, targets llama-bench …; see BENCHMARKS.md).
+vendors (`cmake -DGGML_NATIVE=ON`, targets llama-bench …; see BENCHMARKS.md). For the AVX2
+level, compare with an AVX2-only build of the same tree (`-DGGML_NATIVE=OFF -DGGML_AVX=ON
+-DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF
+-DGGML_AVX_VNNI=OFF`), so that neither engine runs instructions an AVX2-only CPU lacks.
 
 Usage: python3 benches/bench_vs_llama_bench.py --llama-bench PATH MODEL.gguf [MODEL2.gguf …]
            [-p 512] [-n 128] [-t 2] [-r 2] [--rounds 2] [--kernels avx2] [--lumen target/release/lumen]
