@@ -152,22 +152,34 @@ fn inspect_kernels_names_the_source_of_every_kernel() {
     );
     assert_eq!(cells(&scalar, "Q8_K")[0], "-", "Q8_K is activation-only");
     assert_eq!(cells(&scalar, "Q8_K")[6], "kernel_set");
-    for isa in [lumen::kernels::Isa::Avx2, lumen::kernels::Isa::Avx512] {
+    use lumen::kernels::Isa;
+    // (level, type, the file its packed gemv must come from): AVX-VNNI replaces AVX2's legacy
+    // packed kernels and inherits its K-quant ones.
+    let expected = [
+        (Isa::Avx2, "Q4_0", "avx2_packed"),
+        (Isa::Avx2, "Q8_0", "avx2_packed_q8_k"),
+        (Isa::AvxVnni, "Q4_0", "avxvnni_packed"),
+        (Isa::AvxVnni, "Q5_0", "avxvnni_packed"),
+        (Isa::AvxVnni, "Q8_0", "avxvnni_packed"),
+        (Isa::AvxVnni, "Q4_K", "avx2_packed_q8_k"),
+        (Isa::Avx512, "Q4_0", "avx512_packed"),
+        (Isa::Avx512, "Q4_K", "avx512_packed"),
+    ];
+    for (isa, ty, file) in expected {
         if !isa.is_available() {
             continue;
         }
         let text = table(isa.name());
         assert!(
-            text.starts_with(&format!("kernel level: {}", isa.name())),
+            text.starts_with(&format!("kernel level: {} ", isa.name())),
             "{text}"
         );
-        for (ty, file) in [("Q4_0", "packed"), ("Q5_0", "packed"), ("Q4_K", "packed")] {
-            let gemv = &cells(&text, ty)[4];
-            assert!(
-                gemv.starts_with(&format!("simd::{}_{file}", isa.name())),
-                "{ty} packed_gemv at {isa:?}: {gemv}"
-            );
-        }
+        let gemv = &cells(&text, ty)[4];
+        assert_eq!(
+            gemv,
+            &format!("simd::{file}"),
+            "{ty} packed_gemv at {isa:?}"
+        );
     }
 }
 

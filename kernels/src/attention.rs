@@ -194,7 +194,8 @@ fn head_attention(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    match isa {
+    // A level runs its float level's code (AVX-VNNI: AVX2's).
+    match isa.float_level() {
         // SAFETY: a kernel set of level `isa` exists only when the CPU runs that level.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe {
@@ -334,7 +335,8 @@ fn block_attention(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    match isa {
+    // A level runs its float level's code (AVX-VNNI: AVX2's).
+    match isa.float_level() {
         // SAFETY: a kernel set of level `isa` exists only when the CPU runs that level.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { block_attention_avx512(block, keys_t, values, n_ctx, scores, out) },

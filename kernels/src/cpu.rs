@@ -1,24 +1,58 @@
 //! Instruction-set levels and their run-time detection.
 
-/// A kernel implementation level. Higher levels include the lower ones' requirements.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A kernel implementation level. Each level builds on its [`Isa::base`] and requires what the
+/// base requires; `ALL` lists them from least to most preferred.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
     /// Portable Rust, written so the compiler can vectorise it; every architecture.
     Scalar,
     /// x86_64 AVX2 + FMA + F16C (Haswell, Zen 1 and later).
     Avx2,
+    /// AVX2 plus AVX-VNNI, the 256-bit `vpdpbusd` without AVX-512 (Intel client CPUs since
+    /// Alder Lake, Zen 5). CPUs with AVX-512 VNNI need not have it (Zen 4, Ice Lake), so it is
+    /// a sibling of `Avx512` on top of `Avx2`, not a step below it.
+    AvxVnni,
     /// x86_64 AVX-512 F/BW/VL + VNNI (Ice Lake, Sapphire Rapids, Zen 4 and later).
     Avx512,
 }
 
 impl Isa {
-    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512];
 
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
+            Isa::AvxVnni => "avxvnni",
             Isa::Avx512 => "avx512",
+        }
+    }
+
+    /// The level this one adds kernels to (`None` for scalar, the root).
+    pub fn base(self) -> Option<Isa> {
+        match self {
+            Isa::Scalar => None,
+            Isa::Avx2 => Some(Isa::Scalar),
+            Isa::AvxVnni | Isa::Avx512 => Some(Isa::Avx2),
+        }
+    }
+
+    /// This level and its bases, root first: the order in which their kernels are overlaid.
+    pub fn chain(self) -> Vec<Isa> {
+        let mut chain = vec![self];
+        while let Some(base) = chain.last().and_then(|l| l.base()) {
+            chain.push(base);
+        }
+        chain.reverse();
+        chain
+    }
+
+    /// The level whose float code (attention, f32 GEMM) this level runs: AVX-VNNI adds integer
+    /// dot products only, so its float paths are AVX2's.
+    pub fn float_level(self) -> Isa {
+        match self {
+            Isa::AvxVnni => Isa::Avx2,
+            other => other,
         }
     }
 
@@ -37,6 +71,10 @@ impl Isa {
                 std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                     && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => {
+                Isa::Avx2.is_available() && std::arch::is_x86_feature_detected!("avxvnni")
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
@@ -129,11 +167,11 @@ mod tests {
         let _ = amx_usable();
         assert!(Isa::Scalar.is_available());
         let best = Isa::best_available();
-        assert!(Isa::ALL
-            .iter()
-            .filter(|&&l| l <= best)
-            .all(|l| l.is_available()));
+        assert!(best.chain().iter().all(|l| l.is_available()));
+        assert_eq!(Isa::Avx512.chain(), [Isa::Scalar, Isa::Avx2, Isa::Avx512]);
+        assert_eq!(Isa::AvxVnni.chain(), [Isa::Scalar, Isa::Avx2, Isa::AvxVnni]);
         assert_eq!(Isa::from_name("AVX2"), Some(Isa::Avx2));
+        assert_eq!(Isa::from_name("avxvnni"), Some(Isa::AvxVnni));
         assert_eq!(Isa::from_name("neon"), None);
     }
 }

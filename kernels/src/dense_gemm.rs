@@ -59,7 +59,7 @@ impl PanelMatrix {
 
 /// Whether [`gemm`] has a fast kernel at this level (callers use another path otherwise).
 pub fn has_fast_kernel(isa: Isa) -> bool {
-    cfg!(target_arch = "x86_64") && matches!(isa, Isa::Avx2 | Isa::Avx512)
+    cfg!(target_arch = "x86_64") && matches!(isa.float_level(), Isa::Avx2 | Isa::Avx512)
 }
 
 /// `out[t][r] = Σ_c x[t][c] · w[r][c]`; `x` is `[n][cols]`, `out` `[n][rows]`. Levels without a
@@ -93,7 +93,7 @@ pub fn gemm(isa: Isa, x: &[f32], w: &PanelMatrix, out: &mut [f32]) {
                 // SAFETY: a kernel set's level exists only on CPUs that run it, and
                 // `has_fast_kernel` admitted only these two levels.
                 let tile = unsafe {
-                    if isa == Isa::Avx512 {
+                    if isa.float_level() == Isa::Avx512 {
                         avx512::tile(block, panel, w.cols)
                     } else {
                         avx2::tile(block, panel, w.cols)

@@ -205,7 +205,7 @@ impl KernelSet {
             return Self::scalar_with_tiles();
         }
         let mut set = Self::scalar();
-        for level in Isa::ALL.into_iter().filter(|&l| l <= isa) {
+        for level in isa.chain() {
             for provider in providers(level) {
                 set.overlay(provider);
             }
@@ -248,6 +248,8 @@ fn providers(isa: Isa) -> Vec<&'static Provider> {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => crate::simd::avx2_providers(),
         #[cfg(target_arch = "x86_64")]
+        Isa::AvxVnni => crate::simd::avxvnni_providers(),
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => crate::simd::avx512_providers(),
         #[cfg(not(target_arch = "x86_64"))]
         _ => vec![],
@@ -256,7 +258,8 @@ fn providers(isa: Isa) -> Vec<&'static Provider> {
 
 /// The kernel set of `isa`, or `None` if this CPU cannot run it. Built once per level.
 pub fn kernels_for(isa: Isa) -> Option<&'static KernelSet> {
-    static SETS: [OnceLock<KernelSet>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static SETS: [OnceLock<KernelSet>; Isa::ALL.len()] =
+        [const { OnceLock::new() }; Isa::ALL.len()];
     if !isa.is_available() {
         return None;
     }
@@ -264,7 +267,7 @@ pub fn kernels_for(isa: Isa) -> Option<&'static KernelSet> {
     Some(SETS[index].get_or_init(|| KernelSet::build(isa)))
 }
 
-/// The kernel set used by default: `LUMEN_KERNELS=scalar|avx2|avx512` if set and available,
+/// The kernel set used by default: `LUMEN_KERNELS=scalar|avx2|avxvnni|avx512` if set and available,
 /// else the best level this CPU runs. Chosen once per process.
 pub fn kernels() -> &'static KernelSet {
     static CHOSEN: OnceLock<Isa> = OnceLock::new();
@@ -285,7 +288,8 @@ pub fn forced_kernels_problem() -> Option<String> {
     let value = std::env::var("LUMEN_KERNELS").ok()?;
     match Isa::from_name(&value) {
         None => Some(format!(
-            "LUMEN_KERNELS={value} is not one of scalar, avx2, avx512"
+            "LUMEN_KERNELS={value} is not one of {}",
+            Isa::ALL.map(Isa::name).join(", ")
         )),
         Some(isa) if !isa.is_available() => {
             Some(format!("LUMEN_KERNELS={value}: this CPU cannot run it"))

@@ -308,8 +308,9 @@ fn drivers_give_the_same_results_packed_and_unpacked() {
 #[test]
 fn simd_levels_have_their_packed_kernels() {
     use GgmlType::{Q4_0, Q4_1, Q4_K, Q5_0, Q6_K, Q8_0};
-    let expected: [(Isa, &[GgmlType]); 2] = [
+    let expected: [(Isa, &[GgmlType]); 3] = [
         (Isa::Avx2, &[Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K]),
+        (Isa::AvxVnni, &[Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K]),
         (Isa::Avx512, &[Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K]),
     ];
     for (isa, types) in expected {

@@ -26,7 +26,7 @@ fn expected(isa: Isa) -> Vec<GgmlType> {
     match isa {
         Isa::Avx512 => vec![Q2_K, Q3_K, Q4_K, Q5_K, Q6_K],
         // Q3_K: measured no faster than row_dot4/row_dot on AVX2, left out.
-        Isa::Avx2 => vec![Q2_K, Q4_K, Q5_K, Q6_K],
+        Isa::Avx2 | Isa::AvxVnni => vec![Q2_K, Q4_K, Q5_K, Q6_K],
         Isa::Scalar => vec![],
     }
 }

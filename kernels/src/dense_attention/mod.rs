@@ -220,7 +220,8 @@ struct Block<'a> {
 }
 
 fn run_block(isa: Isa, block: &Block, scores: &mut [f32], out: &mut [f32]) {
-    match isa {
+    // A level runs its float level's code (AVX-VNNI: AVX2's).
+    match isa.float_level() {
         // SAFETY: a kernel set of level `isa` exists only when the CPU runs that level.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { block_avx512(block, scores, out) },

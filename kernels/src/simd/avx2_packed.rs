@@ -84,6 +84,23 @@ unsafe fn half_isums(w: &[__m256i; 4], qa: *const u8, start: __m256i) -> __m256i
     _mm256_add_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)), start)
 }
 
+/// How a level forms the u8 × i8 lane sums of a half-block: AVX2's `vpmaddubsw` chain above,
+/// or AVX-VNNI's `vpdpbusd` (`simd::avxvnni_packed`). Everything else in these kernels is shared.
+pub(super) trait Products {
+    /// Σ over the four parts of `w[k]` · the activation bytes `qa[8k..8k + 8]`, plus `start`.
+    unsafe fn isums(w: &[__m256i; 4], qa: *const u8, start: __m256i) -> __m256i;
+}
+
+/// The AVX2 products ([`half_isums`]).
+pub(super) struct MaddUbs;
+
+impl Products for MaddUbs {
+    #[inline(always)]
+    unsafe fn isums(w: &[__m256i; 4], qa: *const u8, start: __m256i) -> __m256i {
+        half_isums(w, qa, start)
+    }
+}
+
 /// acc + (d_w·d_a)·isum for one half, with the four row scales (f16) at `scales`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -102,7 +119,7 @@ unsafe fn half_pair_sums(acc: __m256) -> [f32; 4] {
 }
 
 /// Format-specific parts of one block for half `h`: (acc update for one token).
-trait Half {
+pub(super) trait Half {
     const TY: GgmlType;
     /// Half `h`'s four parts of a packed block as unsigned weights.
     #[inline(always)]
@@ -110,7 +127,7 @@ trait Half {
         half_nibbles(block.add(Self::QUANTS_AT), h)
     }
     /// acc + this block's contribution for rows `4h..4h+4` against one activation block.
-    unsafe fn block(
+    unsafe fn block<P: Products>(
         acc: __m256,
         block: *const u8,
         w: &[__m256i; 4],
@@ -122,14 +139,14 @@ trait Half {
     const QUANTS_AT: usize;
 }
 
-struct Q40;
-struct Q41;
-struct Q50;
+pub(super) struct Q40;
+pub(super) struct Q41;
+pub(super) struct Q50;
 
 /// acc + one block against a Q8_0 activation block, the integer chain started from the
 /// format's `−offset · lane sums` (`start` picks them from the aux record).
 #[inline(always)]
-unsafe fn q8_0_act_block(
+pub(super) unsafe fn q8_0_act_block<P: Products>(
     acc: __m256,
     block: *const u8,
     w: &[__m256i; 4],
@@ -140,7 +157,7 @@ unsafe fn q8_0_act_block(
 ) -> __m256 {
     let ax = (aux as *const ActBlockAux).read_unaligned();
     let start: i64 = bytemuck::cast(start(&ax));
-    let s = half_isums(w, ab.add(2), _mm256_set1_epi64x(start));
+    let s = P::isums(w, ab.add(2), _mm256_set1_epi64x(start));
     add_scaled(acc, s, block.add(8 * h), ax.d)
 }
 
@@ -148,7 +165,7 @@ impl Half for Q40 {
     const TY: GgmlType = GgmlType::Q4_0;
     const QUANTS_AT: usize = 16;
     #[inline(always)]
-    unsafe fn block(
+    unsafe fn block<P: Products>(
         acc: __m256,
         block: *const u8,
         w: &[__m256i; 4],
@@ -156,7 +173,7 @@ impl Half for Q40 {
         ab: *const u8,
         aux: *const u8,
     ) -> __m256 {
-        q8_0_act_block(acc, block, w, h, ab, aux, |ax| ax.neg_offset_sums_q4)
+        q8_0_act_block::<P>(acc, block, w, h, ab, aux, |ax| ax.neg_offset_sums_q4)
     }
 }
 
@@ -175,7 +192,7 @@ impl Half for Q50 {
         })
     }
     #[inline(always)]
-    unsafe fn block(
+    unsafe fn block<P: Products>(
         acc: __m256,
         block: *const u8,
         w: &[__m256i; 4],
@@ -183,7 +200,7 @@ impl Half for Q50 {
         ab: *const u8,
         aux: *const u8,
     ) -> __m256 {
-        q8_0_act_block(acc, block, w, h, ab, aux, |ax| ax.neg_offset_sums_q5)
+        q8_0_act_block::<P>(acc, block, w, h, ab, aux, |ax| ax.neg_offset_sums_q5)
     }
 }
 
@@ -191,7 +208,7 @@ impl Half for Q41 {
     const TY: GgmlType = GgmlType::Q4_1;
     const QUANTS_AT: usize = 32;
     #[inline(always)]
-    unsafe fn block(
+    unsafe fn block<P: Products>(
         acc: __m256,
         block: *const u8,
         w: &[__m256i; 4],
@@ -200,7 +217,7 @@ impl Half for Q41 {
         aux: *const u8,
     ) -> __m256 {
         let ax = (aux as *const Q81Aux).read_unaligned();
-        let s = half_isums(w, ab.add(4), _mm256_setzero_si256());
+        let s = P::isums(w, ab.add(4), _mm256_setzero_si256());
         let acc = add_scaled(acc, s, block.add(8 * h), ax.d);
         _mm256_fmadd_ps(
             half_scales(block.add(16 + 8 * h)),
@@ -211,7 +228,7 @@ impl Half for Q41 {
 }
 
 #[inline(always)]
-unsafe fn gemv_k<F: Half>(
+pub(super) unsafe fn gemv_k<F: Half, P: Products>(
     g: *const u8,
     a: *const u8,
     aux: *const u8,
@@ -229,7 +246,7 @@ unsafe fn gemv_k<F: Half>(
         let (ab, ax) = (a.add(b * ab_bytes), aux.add(b * aux_b));
         for (h, acc) in acc.iter_mut().enumerate() {
             let w = F::weights(block, h);
-            *acc = F::block(*acc, block, &w, h, ab, ax);
+            *acc = F::block::<P>(*acc, block, &w, h, ab, ax);
         }
     }
     let mut out = [0.0f32; GROUP_ROWS];
@@ -240,7 +257,7 @@ unsafe fn gemv_k<F: Half>(
 }
 
 #[inline(always)]
-unsafe fn tile_k<F: Half>(
+pub(super) unsafe fn tile_k<F: Half, P: Products>(
     g: *const u8,
     a: [*const u8; TILE_TOKENS],
     aux: [*const u8; TILE_TOKENS],
@@ -258,7 +275,7 @@ unsafe fn tile_k<F: Half>(
             let block = g.add(b * pbb);
             let w = F::weights(block, h);
             for t in 0..TILE_TOKENS {
-                acc[t] = F::block(
+                acc[t] = F::block::<P>(
                     acc[t],
                     block,
                     &w,
@@ -277,17 +294,17 @@ unsafe fn tile_k<F: Half>(
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_0_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
-    gemv_k::<Q40>(g, a, aux, nb)
+    gemv_k::<Q40, MaddUbs>(g, a, aux, nb)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_1_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
-    gemv_k::<Q41>(g, a, aux, nb)
+    gemv_k::<Q41, MaddUbs>(g, a, aux, nb)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q5_0_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
-    gemv_k::<Q50>(g, a, aux, nb)
+    gemv_k::<Q50, MaddUbs>(g, a, aux, nb)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -297,7 +314,7 @@ unsafe fn q4_0_tile_k(
     aux: [*const u8; TILE_TOKENS],
     nb: usize,
 ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
-    tile_k::<Q40>(g, a, aux, nb)
+    tile_k::<Q40, MaddUbs>(g, a, aux, nb)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -307,7 +324,7 @@ unsafe fn q4_1_tile_k(
     aux: [*const u8; TILE_TOKENS],
     nb: usize,
 ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
-    tile_k::<Q41>(g, a, aux, nb)
+    tile_k::<Q41, MaddUbs>(g, a, aux, nb)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -317,7 +334,7 @@ unsafe fn q5_0_tile_k(
     aux: [*const u8; TILE_TOKENS],
     nb: usize,
 ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
-    tile_k::<Q50>(g, a, aux, nb)
+    tile_k::<Q50, MaddUbs>(g, a, aux, nb)
 }
 
 super::avx512_packed::packed_entry_points!(

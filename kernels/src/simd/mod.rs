@@ -18,6 +18,7 @@ mod avx512_kquants;
 mod avx512_legacy;
 mod avx512_legacy_tiles;
 mod avx512_packed;
+mod avxvnni_packed;
 
 pub(crate) fn avx2_providers() -> Vec<&'static Provider> {
     vec![
@@ -38,4 +39,9 @@ pub(crate) fn avx512_providers() -> Vec<&'static Provider> {
         &avx512_kquant_tiles::PROVIDER,
         &avx512_packed::PROVIDER,
     ]
+}
+
+/// AVX-VNNI builds on the AVX2 set (`Isa::base`) and replaces its packed legacy kernels.
+pub(crate) fn avxvnni_providers() -> Vec<&'static Provider> {
+    vec![&avxvnni_packed::PROVIDER]
 }
