@@ -156,14 +156,14 @@ fn inspect_kernels_names_the_source_of_every_kernel() {
     // (level, type, the file its packed gemv must come from): AVX-VNNI replaces AVX2's legacy
     // packed kernels and inherits its K-quant ones.
     let expected = [
-        (Isa::Avx2, "Q4_0", "avx2_packed"),
-        (Isa::Avx2, "Q8_0", "avx2_packed_q8_k"),
-        (Isa::AvxVnni, "Q4_0", "avxvnni_packed"),
-        (Isa::AvxVnni, "Q5_0", "avxvnni_packed"),
-        (Isa::AvxVnni, "Q8_0", "avxvnni_packed"),
-        (Isa::AvxVnni, "Q4_K", "avx2_packed_q8_k"),
-        (Isa::Avx512, "Q4_0", "avx512_packed"),
-        (Isa::Avx512, "Q4_K", "avx512_packed"),
+        (Isa::Avx2, "Q4_0", "avx2::packed"),
+        (Isa::Avx2, "Q8_0", "avx2::packed_q8_k"),
+        (Isa::AvxVnni, "Q4_0", "avxvnni::packed"),
+        (Isa::AvxVnni, "Q5_0", "avxvnni::packed"),
+        (Isa::AvxVnni, "Q8_0", "avxvnni::packed"),
+        (Isa::AvxVnni, "Q4_K", "avx2::packed_q8_k"),
+        (Isa::Avx512, "Q4_0", "avx512::packed"),
+        (Isa::Avx512, "Q4_K", "avx512::packed"),
     ];
     for (isa, ty, file) in expected {
         if !isa.is_available() {

@@ -141,7 +141,7 @@ impl KernelSet {
         self.quantize[slot(ty)]
     }
 
-    /// Which source file supplied the `kind` kernel for `ty` (e.g. `simd::avx2_packed`,
+    /// Which source file supplied the `kind` kernel for `ty` (e.g. `simd::avx2::packed`,
     /// `kernel_set` for the scalar references), or `None` if this set has none: what
     /// `lumen inspect --kernels` prints.
     pub fn source(&self, ty: GgmlType, kind: KernelKind) -> Option<&'static str> {

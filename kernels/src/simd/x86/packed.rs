@@ -1,17 +1,18 @@
-//! avx2_packed: AVX2 + FMA kernels for the packed Q4_0, Q4_1 and Q5_0 layouts of
-//! [`crate::packed`].
+//! The packed legacy-format kernels' loops (Q4_0, Q4_1, Q5_0; Q8_0 where products do not
+//! saturate), shared by the x86 levels whose registers are 256 bits wide: AVX2 and AVX-VNNI.
 //!
-//! Same layout as the AVX-512 kernels. Each 64-byte part splits into two 256-bit halves: rows
-//! 0..4 and rows 4..8, lane `2r' + p`. A half is processed at a time, so four 8-lane
-//! accumulators (eight in the tile) fit AVX2's sixteen registers. The u8 × i8 sums use
-//! `vpmaddubsw` + `vpmaddwd`. That is exact here because the weights are at most 5 bits
-//! (≤ 31), so a pair sum stays within ±7874. Q5_0's fifth bits come from the 32-bit half of
-//! each part's mask, spread to one byte per bit (ggml's `bytes_from_bits_32`). Q8_0 (unsigned
-//! weights up to 255 would saturate `vpmaddubsw`), Q4_K and Q6_K are in `avx2_packed_q8_k`.
+//! Same layout as the AVX-512 kernels ([`crate::packed`]). Each 64-byte part splits into two
+//! 256-bit halves: rows 0..4 and rows 4..8, lane `2r' + p`. The gemv does both halves per block
+//! (one pass over the stream); the tile does one half at a time, so eight 8-lane accumulators
+//! fit sixteen registers. Q5_0's fifth bits come from the 32-bit half of each part's mask,
+//! spread to one byte per bit (ggml's `bytes_from_bits_32`). A level supplies only its
+//! [`Products`] (the u8 × i8 lane sums) and its entry points.
+//!
+//! Also here: [`packed_entry_points`], the safe entry points and `Provider` every level's packed
+//! file ends with.
 
 use std::arch::x86_64::*;
 
-use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
 use crate::packed::{
     aux_bytes, packed_block_bytes, ActBlockAux, Q81Aux, GROUP_ROWS, Q5_0_QH_AT, TILE_TOKENS,
 };
@@ -20,7 +21,7 @@ use crate::table::GgmlType;
 /// Half `h`'s four row scales (f16 at `at`), each in its two lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn half_scales(at: *const u8) -> __m256 {
+pub(crate) unsafe fn half_scales(at: *const u8) -> __m256 {
     let d4 = _mm_cvtph_ps(_mm_loadl_epi64(at as *const __m128i));
     _mm256_permutevar8x32_ps(
         _mm256_castps128_ps256(d4),
@@ -31,7 +32,7 @@ unsafe fn half_scales(at: *const u8) -> __m256 {
 /// Half `h` of a Q4_0-style nibble area at `q` (2 × 64 bytes): parts 0..4, unsigned.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn half_nibbles(q: *const u8, h: usize) -> [__m256i; 4] {
+pub(crate) unsafe fn half_nibbles(q: *const u8, h: usize) -> [__m256i; 4] {
     let m4 = _mm256_set1_epi8(0x0F);
     let v0 = _mm256_loadu_si256(q.add(32 * h) as *const __m256i);
     let v1 = _mm256_loadu_si256(q.add(64 + 32 * h) as *const __m256i);
@@ -47,7 +48,7 @@ unsafe fn half_nibbles(q: *const u8, h: usize) -> [__m256i; 4] {
 /// fifth bits, ready to OR onto its nibbles.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn fifth_bits(at: *const u8) -> __m256i {
+pub(crate) unsafe fn fifth_bits(at: *const u8) -> __m256i {
     let x = _mm256_set1_epi32((at as *const i32).read_unaligned());
     // Byte i takes byte i / 8 of x, then keeps only its bit i % 8.
     let spread = _mm256_shuffle_epi8(
@@ -64,47 +65,17 @@ unsafe fn fifth_bits(at: *const u8) -> __m256i {
     _mm256_and_si256(set, _mm256_set1_epi8(16))
 }
 
-/// Σ over the four parts of u·a (activation quants at `qa`), plus `start` (i32 lanes).
-///
-/// The four parts' `vpmaddubsw` pair sums are added in i16 before one `vpmaddwd` widens them:
-/// with u ≤ 31 and any i8 activation a pair sum is at most 2·31·128 = 7936 in size, four of
-/// them 31744 < 2^15, so nothing saturates. One widening instead of four: five multiplier-port
-/// instructions per half-block instead of eight.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn half_isums(w: &[__m256i; 4], qa: *const u8, start: __m256i) -> __m256i {
-    let part = |k: usize| {
-        let a = _mm256_set1_epi64x((qa.add(8 * k) as *const i64).read_unaligned());
-        _mm256_maddubs_epi16(w[k], a)
-    };
-    let s16 = _mm256_add_epi16(
-        _mm256_add_epi16(part(0), part(1)),
-        _mm256_add_epi16(part(2), part(3)),
-    );
-    _mm256_add_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)), start)
-}
-
-/// How a level forms the u8 × i8 lane sums of a half-block: AVX2's `vpmaddubsw` chain above,
-/// or AVX-VNNI's `vpdpbusd` (`simd::avxvnni_packed`). Everything else in these kernels is shared.
-pub(super) trait Products {
+/// How a level forms the u8 × i8 lane sums of a half-block: AVX2's `vpmaddubsw` chain (`simd::avx2::packed`),
+/// or AVX-VNNI's `vpdpbusd` (`simd::avxvnni::packed`). Everything else in these kernels is shared.
+pub(crate) trait Products {
     /// Σ over the four parts of `w[k]` · the activation bytes `qa[8k..8k + 8]`, plus `start`.
     unsafe fn isums(w: &[__m256i; 4], qa: *const u8, start: __m256i) -> __m256i;
-}
-
-/// The AVX2 products ([`half_isums`]).
-pub(super) struct MaddUbs;
-
-impl Products for MaddUbs {
-    #[inline(always)]
-    unsafe fn isums(w: &[__m256i; 4], qa: *const u8, start: __m256i) -> __m256i {
-        half_isums(w, qa, start)
-    }
 }
 
 /// acc + (d_w·d_a)·isum for one half, with the four row scales (f16) at `scales`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn add_scaled(acc: __m256, isum: __m256i, scales: *const u8, da: f32) -> __m256 {
+pub(crate) unsafe fn add_scaled(acc: __m256, isum: __m256i, scales: *const u8, da: f32) -> __m256 {
     let d = _mm256_mul_ps(half_scales(scales), _mm256_set1_ps(da));
     _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc)
 }
@@ -112,14 +83,14 @@ unsafe fn add_scaled(acc: __m256, isum: __m256i, scales: *const u8, da: f32) -> 
 /// Lane pairs of one half summed → its four rows.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn half_pair_sums(acc: __m256) -> [f32; 4] {
+pub(crate) unsafe fn half_pair_sums(acc: __m256) -> [f32; 4] {
     let mut lanes = [0.0f32; 8];
     _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
     std::array::from_fn(|r| lanes[2 * r] + lanes[2 * r + 1])
 }
 
 /// Format-specific parts of one block for half `h`: (acc update for one token).
-pub(super) trait Half {
+pub(crate) trait Half {
     const TY: GgmlType;
     /// Half `h`'s four parts of a packed block as unsigned weights.
     #[inline(always)]
@@ -139,14 +110,14 @@ pub(super) trait Half {
     const QUANTS_AT: usize;
 }
 
-pub(super) struct Q40;
-pub(super) struct Q41;
-pub(super) struct Q50;
+pub(crate) struct Q40;
+pub(crate) struct Q41;
+pub(crate) struct Q50;
 
 /// acc + one block against a Q8_0 activation block, the integer chain started from the
 /// format's `−offset · lane sums` (`start` picks them from the aux record).
 #[inline(always)]
-pub(super) unsafe fn q8_0_act_block<P: Products>(
+pub(crate) unsafe fn q8_0_act_block<P: Products>(
     acc: __m256,
     block: *const u8,
     w: &[__m256i; 4],
@@ -228,7 +199,7 @@ impl Half for Q41 {
 }
 
 #[inline(always)]
-pub(super) unsafe fn gemv_k<F: Half, P: Products>(
+pub(crate) unsafe fn gemv_k<F: Half, P: Products>(
     g: *const u8,
     a: *const u8,
     aux: *const u8,
@@ -257,7 +228,7 @@ pub(super) unsafe fn gemv_k<F: Half, P: Products>(
 }
 
 #[inline(always)]
-pub(super) unsafe fn tile_k<F: Half, P: Products>(
+pub(crate) unsafe fn tile_k<F: Half, P: Products>(
     g: *const u8,
     a: [*const u8; TILE_TOKENS],
     aux: [*const u8; TILE_TOKENS],
@@ -292,53 +263,93 @@ pub(super) unsafe fn tile_k<F: Half, P: Products>(
     out
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
-    gemv_k::<Q40, MaddUbs>(g, a, aux, nb)
+// ---------------------------------------------------------------- safe entry points
+
+/// A packed kernel's raw form: group, activation row, aux row, block count.
+pub(crate) type GemvKernel = unsafe fn(*const u8, *const u8, *const u8, usize) -> [f32; GROUP_ROWS];
+/// The tile's raw form: group, activation rows, aux rows, block count.
+pub(crate) type TileKernel = unsafe fn(
+    *const u8,
+    [*const u8; TILE_TOKENS],
+    [*const u8; TILE_TOKENS],
+    usize,
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS];
+
+/// Block counts of one packed group, one activation row and its aux row, if they agree.
+pub(crate) fn block_count(ty: GgmlType, group: &[u8], a: &[u8], aux: &[u8]) -> Option<usize> {
+    let act = ty.vec_dot_type();
+    let nb = a.len() / act.block_bytes();
+    let agree = group.len() == nb * packed_block_bytes(ty)?
+        && a.len() == nb * act.block_bytes()
+        && aux.len() == nb * aux_bytes(act);
+    agree.then_some(nb)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
-    gemv_k::<Q41, MaddUbs>(g, a, aux, nb)
-}
+/// The safe entry points and the [`Provider`] of a file of packed kernels: one table of
+/// `index => (type, gemv kernel, tile kernel)` (indices 0, 1, … in order) and one
+/// length-checked `gemv`/`tile` per table index.
+/// The kernels must be `#[target_feature]` functions of a level the caller only reaches once
+/// `Isa::is_available` confirmed it (simd/mod.rs).
+macro_rules! packed_entry_points {
+    ($($i:literal => ($ty:expr, $gemv_k:ident, $tile_k:ident)),+ $(,)?) => {
+        const KERNELS: &[(
+            GgmlType,
+            $crate::simd::x86::packed::GemvKernel,
+            $crate::simd::x86::packed::TileKernel,
+        )] = &[$(($ty, $gemv_k, $tile_k)),+];
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
-    gemv_k::<Q50, MaddUbs>(g, a, aux, nb)
-}
+        fn gemv<const K: usize>(group: &[u8], a: &[u8], aux: &[u8]) -> [f32; GROUP_ROWS] {
+            let (ty, kernel, _) = KERNELS[K];
+            let nb = $crate::simd::x86::packed::block_count(ty, group, a, aux)
+                .expect("packed gemv: block counts differ");
+            // SAFETY: every operand holds `nb` whole blocks (checked above); the CPU runs the
+            // kernel's level (simd/mod.rs).
+            unsafe { kernel(group.as_ptr(), a.as_ptr(), aux.as_ptr(), nb) }
+        }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0_tile_k(
-    g: *const u8,
-    a: [*const u8; TILE_TOKENS],
-    aux: [*const u8; TILE_TOKENS],
-    nb: usize,
-) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
-    tile_k::<Q40, MaddUbs>(g, a, aux, nb)
-}
+        fn tile<const K: usize>(
+            group: &[u8],
+            a: [&[u8]; TILE_TOKENS],
+            aux: [&[u8]; TILE_TOKENS],
+        ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+            let (ty, _, kernel) = KERNELS[K];
+            let counts: [Option<usize>; TILE_TOKENS] = std::array::from_fn(|t| {
+                $crate::simd::x86::packed::block_count(ty, group, a[t], aux[t])
+            });
+            let nb = counts[0].filter(|&nb| counts.iter().all(|&c| c == Some(nb)));
+            let nb = nb.expect("packed tile: block counts differ");
+            // SAFETY: every operand holds `nb` whole blocks (checked above); the CPU runs the
+            // kernel's level (simd/mod.rs).
+            unsafe {
+                kernel(
+                    group.as_ptr(),
+                    a.map(|r| r.as_ptr()),
+                    aux.map(|r| r.as_ptr()),
+                    nb,
+                )
+            }
+        }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1_tile_k(
-    g: *const u8,
-    a: [*const u8; TILE_TOKENS],
-    aux: [*const u8; TILE_TOKENS],
-    nb: usize,
-) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
-    tile_k::<Q41, MaddUbs>(g, a, aux, nb)
-}
+        fn packed_gemv(ty: GgmlType) -> Option<PackedGemvFn> {
+            $(if ty == $ty {
+                return Some(gemv::<$i>);
+            })+
+            None
+        }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_tile_k(
-    g: *const u8,
-    a: [*const u8; TILE_TOKENS],
-    aux: [*const u8; TILE_TOKENS],
-    nb: usize,
-) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
-    tile_k::<Q50, MaddUbs>(g, a, aux, nb)
-}
+        fn packed_tile(ty: GgmlType) -> Option<PackedTileFn> {
+            $(if ty == $ty {
+                return Some(tile::<$i>);
+            })+
+            None
+        }
 
-super::avx512_packed::packed_entry_points!(
-    0 => (GgmlType::Q4_0, q4_0_gemv_k, q4_0_tile_k),
-    1 => (GgmlType::Q4_1, q4_1_gemv_k, q4_1_tile_k),
-    2 => (GgmlType::Q5_0, q5_0_gemv_k, q5_0_tile_k),
-);
+        pub(crate) static PROVIDER: Provider = Provider {
+            name: module_path!(),
+            packed_gemv,
+            packed_tile,
+            ..Provider::NONE
+        };
+    };
+}
+pub(crate) use packed_entry_points;

@@ -1,4 +1,4 @@
-//! avx512_packed: AVX-512 VNNI kernels for the packed layouts of [`crate::packed`].
+//! avx512::packed: AVX-512 VNNI kernels for the packed layouts of [`crate::packed`].
 //!
 //! Per packed block: the weights arrive as four 512-bit registers of unsigned bytes, part `k`
 //! meeting activation elements `8k..8k+8` (one `vpbroadcastq` each). Four `vpdpbusd` leave row
@@ -17,8 +17,8 @@ use std::arch::x86_64::*;
 
 use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
 use crate::packed::{
-    aux_bytes, packed_block_bytes, q4_k, q6_k, ActBlockAux, KBlockAux, Q81Aux, Q8KAux, GROUP_ROWS,
-    Q5_0_QH_AT, TILE_TOKENS,
+    packed_block_bytes, q4_k, q6_k, ActBlockAux, KBlockAux, Q81Aux, Q8KAux, GROUP_ROWS, Q5_0_QH_AT,
+    TILE_TOKENS,
 };
 use crate::table::GgmlType;
 
@@ -510,98 +510,7 @@ unsafe fn q6_k_tile_k(
     acc.map(|v| pair_sums(v))
 }
 
-// ---------------------------------------------------------------- safe entry points
-
-/// A packed kernel's raw form: group, activation row, aux row, block count.
-pub(super) type GemvKernel = unsafe fn(*const u8, *const u8, *const u8, usize) -> [f32; GROUP_ROWS];
-/// The tile's raw form: group, activation rows, aux rows, block count.
-pub(super) type TileKernel = unsafe fn(
-    *const u8,
-    [*const u8; TILE_TOKENS],
-    [*const u8; TILE_TOKENS],
-    usize,
-) -> [[f32; GROUP_ROWS]; TILE_TOKENS];
-
-/// Block counts of one packed group, one activation row and its aux row, if they agree.
-pub(super) fn block_count(ty: GgmlType, group: &[u8], a: &[u8], aux: &[u8]) -> Option<usize> {
-    let act = ty.vec_dot_type();
-    let nb = a.len() / act.block_bytes();
-    let agree = group.len() == nb * packed_block_bytes(ty)?
-        && a.len() == nb * act.block_bytes()
-        && aux.len() == nb * aux_bytes(act);
-    agree.then_some(nb)
-}
-
-/// The safe entry points and the [`Provider`] of a file of packed kernels: one table of
-/// `index => (type, gemv kernel, tile kernel)` (indices 0, 1, … in order) and one
-/// length-checked `gemv`/`tile` per table index.
-/// The kernels must be `#[target_feature]` functions of a level the caller only reaches once
-/// `Isa::is_available` confirmed it (simd/mod.rs).
-macro_rules! packed_entry_points {
-    ($($i:literal => ($ty:expr, $gemv_k:ident, $tile_k:ident)),+ $(,)?) => {
-        const KERNELS: &[(
-            GgmlType,
-            $crate::simd::avx512_packed::GemvKernel,
-            $crate::simd::avx512_packed::TileKernel,
-        )] = &[$(($ty, $gemv_k, $tile_k)),+];
-
-        fn gemv<const K: usize>(group: &[u8], a: &[u8], aux: &[u8]) -> [f32; GROUP_ROWS] {
-            let (ty, kernel, _) = KERNELS[K];
-            let nb = $crate::simd::avx512_packed::block_count(ty, group, a, aux)
-                .expect("packed gemv: block counts differ");
-            // SAFETY: every operand holds `nb` whole blocks (checked above); the CPU runs the
-            // kernel's level (simd/mod.rs).
-            unsafe { kernel(group.as_ptr(), a.as_ptr(), aux.as_ptr(), nb) }
-        }
-
-        fn tile<const K: usize>(
-            group: &[u8],
-            a: [&[u8]; TILE_TOKENS],
-            aux: [&[u8]; TILE_TOKENS],
-        ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
-            let (ty, _, kernel) = KERNELS[K];
-            let counts: [Option<usize>; TILE_TOKENS] = std::array::from_fn(|t| {
-                $crate::simd::avx512_packed::block_count(ty, group, a[t], aux[t])
-            });
-            let nb = counts[0].filter(|&nb| counts.iter().all(|&c| c == Some(nb)));
-            let nb = nb.expect("packed tile: block counts differ");
-            // SAFETY: every operand holds `nb` whole blocks (checked above); the CPU runs the
-            // kernel's level (simd/mod.rs).
-            unsafe {
-                kernel(
-                    group.as_ptr(),
-                    a.map(|r| r.as_ptr()),
-                    aux.map(|r| r.as_ptr()),
-                    nb,
-                )
-            }
-        }
-
-        fn packed_gemv(ty: GgmlType) -> Option<PackedGemvFn> {
-            $(if ty == $ty {
-                return Some(gemv::<$i>);
-            })+
-            None
-        }
-
-        fn packed_tile(ty: GgmlType) -> Option<PackedTileFn> {
-            $(if ty == $ty {
-                return Some(tile::<$i>);
-            })+
-            None
-        }
-
-        pub(crate) static PROVIDER: Provider = Provider {
-            name: module_path!(),
-            packed_gemv,
-            packed_tile,
-            ..Provider::NONE
-        };
-    };
-}
-pub(crate) use packed_entry_points;
-
-packed_entry_points!(
+crate::simd::x86::packed::packed_entry_points!(
     0 => (GgmlType::Q4_0, q4_0_gemv_k, q4_0_tile_k),
     1 => (GgmlType::Q4_1, q4_1_gemv_k, q4_1_tile_k),
     2 => (GgmlType::Q5_0, q5_0_gemv_k, q5_0_tile_k),

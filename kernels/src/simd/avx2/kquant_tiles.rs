@@ -1,7 +1,7 @@
-//! avx2_kquant_tiles: 4×4 GEMM tiles and four-row matvec kernels for the K-quants × Q8_K
+//! avx2::kquant_tiles: 4×4 GEMM tiles and four-row matvec kernels for the K-quants × Q8_K
 //! (see kernel_set.rs), AVX2 (+FMA, F16C). See simd/mod.rs for the soundness rule.
 //!
-//! Same integer scheme as avx2_kquants.rs (unsigned weight bytes, `vpmaddubsw` + `vpmaddwd`
+//! Same integer scheme as avx2::kquants (unsigned weight bytes, `vpmaddubsw` + `vpmaddwd`
 //! against the sub-block scales, offsets and mins through the Q8_K bsums), but with `M` weight
 //! rows × `N` activation rows per pass: per 32-element chunk, each weight row is unpacked once and
 //! each activation chunk is loaded once, and the `M·N` i32 accumulators stay in registers. With
@@ -10,19 +10,19 @@
 //! 2×1 passes, which measured faster).
 //!
 //! Q3_K is not provided: its tile and four-row kernels measured no faster than the 1×4 / 1×1
-//! kernels of avx2_kquants.rs (0.97× on 64×64×2048 and 64×512×4096, single thread, Zen 4).
+//! kernels of avx2::kquants (0.97× on 64×64×2048 and 64×512×4096, single thread, Zen 4).
 //!
 //! Per super-block every (row, token) sum is reduced exactly and scaled with the scalar
-//! reference's f32 operations in its order (the `finish`/`finish_min` of avx2_kquants.rs), so
+//! reference's f32 operations in its order (the `finish`/`finish_min` of avx2::kquants), so
 //! the results are bit-identical to the scalar reference.
 
 use std::arch::x86_64::*;
 
-use super::avx2_kquants::{
+use crate::kernel_set::{Provider, Rows4DotFn, Tile4x4Fn};
+use crate::simd::x86::kquant::{
     bsums16, check_rows, f16_at, finish, finish_min, k4_scales_mins, load128, load256, Q2K_BYTES,
     Q4K_BYTES, Q5K_BYTES, Q6K_BYTES, Q8K_BYTES, Q8K_QS,
 };
-use crate::kernel_set::{Provider, Rows4DotFn, Tile4x4Fn};
 use crate::table::GgmlType;
 
 #[inline(always)]

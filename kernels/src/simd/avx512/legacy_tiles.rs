@@ -1,4 +1,4 @@
-//! avx512_legacy_tiles: the 4×4 GEMM tiles and four-row matvec kernels of `avx2_legacy_tiles`
+//! avx512::legacy_tiles: the 4×4 GEMM tiles and four-row matvec kernels of `avx2::legacy_tiles`
 //! (same code, via its `legacy_tiles!` macro) compiled for AVX-512 F/BW/VL + VNNI: integer dots
 //! by one 256-bit `vpdpbusd` started from the offset bias, 32 ymm registers (the 16 tile
 //! accumulators stay in registers), and Q8_0 weights via the +128 activation trick.
@@ -89,7 +89,7 @@ unsafe fn fast_scales(
     Some((_mm256_cvtph_ps(_mm256_castsi256_si128(v)), second))
 }
 
-super::avx2_legacy_tiles::legacy_tiles!(
+crate::simd::x86::legacy_tiles::legacy_tiles!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     true,
     false

@@ -1,8 +1,8 @@
-//! avxvnni_packed: the packed Q4_0, Q4_1, Q5_0 and Q8_0 kernels with AVX-VNNI's 256-bit
+//! avxvnni::packed: the packed Q4_0, Q4_1, Q5_0 and Q8_0 kernels with AVX-VNNI's 256-bit
 //! `vpdpbusd` (Intel client CPUs since Alder Lake, Zen 5) in place of AVX2's `vpmaddubsw` +
 //! `vpmaddwd` chain.
 //!
-//! The loops, layouts and f32 scaling are `avx2_packed`'s (generic over [`Products`]); only the
+//! The loops, layouts and f32 scaling are `avx2::packed`'s (generic over [`Products`]); only the
 //! integer lane sums differ. `vpdpbusd` adds four u8 × i8 products straight into an i32 lane, so
 //! nothing saturates and Q8_0 needs no sign trick: its packed bytes `q + 128` are used as they
 //! are, and the block's `−128 · lane sums` (the activation aux record, as on AVX-512) start the
@@ -11,9 +11,9 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2_packed::{gemv_k, q8_0_act_block, tile_k, Half, Products, Q40, Q41, Q50};
 use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
 use crate::packed::{GROUP_ROWS, TILE_TOKENS};
+use crate::simd::x86::packed::{gemv_k, q8_0_act_block, tile_k, Half, Products, Q40, Q41, Q50};
 use crate::table::GgmlType;
 
 /// The AVX-VNNI products.
@@ -94,7 +94,7 @@ vnni_entry_points!(
     Q80 => (q8_0_gemv_k, q8_0_tile_k),
 );
 
-super::avx512_packed::packed_entry_points!(
+crate::simd::x86::packed::packed_entry_points!(
     0 => (GgmlType::Q4_0, q4_0_gemv_k, q4_0_tile_k),
     1 => (GgmlType::Q4_1, q4_1_gemv_k, q4_1_tile_k),
     2 => (GgmlType::Q5_0, q5_0_gemv_k, q5_0_tile_k),

@@ -1,8 +1,8 @@
-//! avx512_kquant_tiles: 4×4 GEMM tiles (four weight rows × four Q8_K activation rows) and
+//! avx512::kquant_tiles: 4×4 GEMM tiles (four weight rows × four Q8_K activation rows) and
 //! four-row matvec kernels (four weight rows × one activation row) for the K-quants, AVX-512
 //! (F/BW/VL + VNNI). See simd/mod.rs for the soundness rule and kernel_set.rs for the contract.
 //!
-//! Same integer scheme as avx512_kquants.rs (unsigned weight bytes, `vpdpbusd` per 64 elements,
+//! Same integer scheme as avx512::kquants (unsigned weight bytes, `vpdpbusd` per 64 elements,
 //! `vpackssdw` of two steps and one `vpdpwssd` against the sub-block scales; offsets and mins
 //! through the Q8_K bsums), but per super-block each of the four weight rows is unpacked once
 //! and applied to every activation row, with one i32 accumulator per (row, token) in registers.
@@ -18,12 +18,12 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2_kquants::{
+use super::kquants::{bcast256, halves16, load512, quad_idx, sub16};
+use crate::kernel_set::{Provider, Rows4DotFn, Tile4x4Fn};
+use crate::simd::x86::kquant::{
     bsums16, check_rows, f32_at, k4_scales_mins, load128, q3k_scales, Q2K_BYTES, Q3K_BYTES,
     Q4K_BYTES, Q5K_BYTES, Q6K_BYTES, Q8K_BYTES, Q8K_QS,
 };
-use super::avx512_kquants::{bcast256, halves16, load512, quad_idx, sub16};
-use crate::kernel_set::{Provider, Rows4DotFn, Tile4x4Fn};
 use crate::table::GgmlType;
 
 fn sub32(p: usize, l: usize) -> usize {

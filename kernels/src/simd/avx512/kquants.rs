@@ -1,7 +1,7 @@
 //! AVX-512 (F/BW/VL + VNNI) kernels for the K-quants × Q8_K. See simd/mod.rs for the soundness
 //! rule.
 //!
-//! Same scheme as avx2_kquants.rs (exact integer super-block sums, offsets and mins through the
+//! Same scheme as avx2::kquants (exact integer super-block sums, offsets and mins through the
 //! Q8_K bsums, then the scalar reference's f32 scaling), but 64 elements per step: the weight
 //! bytes of two 32-element chunks are unpacked into one zmm (broadcast + per-half variable
 //! shifts) and two such steps (128 elements) go together: per activation row, one VNNI
@@ -14,11 +14,11 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2_kquants::{
+use crate::kernel_set::{Provider, QuantizeRowFn, RowDot4Fn, RowDotFn};
+use crate::simd::x86::kquant::{
     act_ptrs, bsums16, check_rows, f16_at, finish, finish_min, k4_scales_mins, load128, load256,
     q3k_scales, Q2K_BYTES, Q3K_BYTES, Q4K_BYTES, Q5K_BYTES, Q6K_BYTES, Q8K_QS,
 };
-use crate::kernel_set::{Provider, QuantizeRowFn, RowDot4Fn, RowDotFn};
 use crate::table::GgmlType;
 
 #[inline(always)]

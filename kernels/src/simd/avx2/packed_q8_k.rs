@@ -1,7 +1,7 @@
-//! avx2_packed_q8_k: AVX2 (+FMA, F16C; no VNNI) kernels for the packed Q8_0, Q4_K and Q6_K
+//! avx2::packed_q8_k: AVX2 (+FMA, F16C; no VNNI) kernels for the packed Q8_0, Q4_K and Q6_K
 //! layouts of [`crate::packed`] (the same bytes the AVX-512 kernels read).
 //!
-//! As in `avx2_packed`, each 64-byte part splits into two 256-bit halves (rows 0..4 and 4..8,
+//! As in `avx2::packed`, each 64-byte part splits into two 256-bit halves (rows 0..4 and 4..8,
 //! lane `2r' + p`), and the u8 × i8 sums use llama.cpp's AVX2 idiom, `vpmaddubsw` (adjacent
 //! pairs to i16) then `vpmaddwd` (pairs to i32). `vpmaddubsw` saturates, so each format keeps its
 //! i16 pair sums in range:
@@ -29,25 +29,8 @@ use std::arch::x86_64::*;
 
 use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
 use crate::packed::{packed_block_bytes, q4_k, q6_k, ActBlockAux, Q8KAux, GROUP_ROWS, TILE_TOKENS};
+use crate::simd::x86::packed::{half_pair_sums, half_scales};
 use crate::table::GgmlType;
-
-/// Half `h`'s four row scales (f16 at `at`, row order), each in its two lanes.
-#[inline(always)]
-unsafe fn half_scales(at: *const u8) -> __m256 {
-    let d4 = _mm_cvtph_ps(_mm_loadl_epi64(at as *const __m128i));
-    _mm256_permutevar8x32_ps(
-        _mm256_castps128_ps256(d4),
-        _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3),
-    )
-}
-
-/// Lane pairs of one half summed → its four rows.
-#[inline(always)]
-unsafe fn half_pair_sums(acc: __m256) -> [f32; 4] {
-    let mut lanes = [0.0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-    std::array::from_fn(|r| lanes[2 * r] + lanes[2 * r + 1])
-}
 
 /// The eight rows' outputs from the two halves' accumulators.
 #[inline(always)]
@@ -612,7 +595,7 @@ unsafe fn q6_k_gemv_k(g: *const u8, a: *const u8, _: *const u8, nb: usize) -> [f
     rows_of(acc)
 }
 
-super::avx512_packed::packed_entry_points!(
+crate::simd::x86::packed::packed_entry_points!(
     0 => (GgmlType::Q8_0, q8_0_gemv_k, q8_0_tile_k),
     1 => (GgmlType::Q4_K, q4_k_gemv_k, q4_k_tile_k),
     2 => (GgmlType::Q6_K, q6_k_gemv_k, q6_k_tile_k),

@@ -1,4 +1,4 @@
-//! avx512_legacy: the legacy-format and float kernels of `avx2_legacy` (same code, via its
+//! avx512::legacy: the legacy-format and float kernels of `avx2::legacy` (same code, via its
 //! `legacy_kernels!` macro) compiled for AVX-512 F/BW/VL + VNNI, with the u8×i8 pair sums done
 //! by one 256-bit `vpdpbusd` (AVX-512 VL + VNNI) instead of `vpmaddubsw` + `vpmaddwd`.
 //!
@@ -18,7 +18,7 @@ unsafe fn mul_sum_us8(ax: __m256i, sy: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy)
 }
 
-super::avx2_legacy::legacy_kernels!("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
+crate::simd::x86::legacy::legacy_kernels!("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
 
 fn row_dot(ty: GgmlType) -> Option<RowDotFn> {
     row_dot_legacy(ty)

@@ -1,55 +1,6 @@
-//! avx2_legacy: AVX2 + FMA + F16C kernels for the legacy block formats (Q4_0, Q4_1, Q5_0, Q5_1,
-//! Q8_0 weights; Q8_0 / Q8_1 activations) and the float types (F32, F16, BF16).
-//!
-//! The kernel bodies live in the [`legacy_kernels!`] macro so the AVX-512 file can instantiate the
-//! same code under its own `target_feature` set with its own `mul_sum_us8` (VNNI `vpdpbusd`
-//! instead of `vpmaddubsw` + `vpmaddwd`). Every module that invokes the macro must define
-//!
-//! ```ignore
-//! unsafe fn mul_sum_us8(ax: __m256i, sy: __m256i) -> __m256i // Σ per 4 bytes of u8(ax)·i8(sy) → i32
-//! ```
-//!
-//! Technique (as llama.cpp's `ggml-cpu/arch/x86/quants.c`): one 32-byte vector per block with
-//! elements in storage order (low nibbles = elements 0..16 in the low 128 bits, high nibbles =
-//! 16..32 in the high 128 bits; Q5 high bits expanded with shuffle + OR-mask + compare), u8×i8
-//! pair products (sign trick for signed weights; Q4_1/Q5_1 nibbles are already unsigned), i32 lane
-//! sums converted to f32 and scaled by d_w·d_a with one FMA per block into an f32 accumulator
-//! (two alternating accumulators in the 1×1 kernels), one horizontal sum per row; Q4_1/Q5_1 add
-//! Σ m_w·s_a. Both f16 scales of a block pair go through one F16C conversion (in the 1×4 kernels:
-//! the four activation scales at once). Integer block sums are exact; only the f32 rounding of
-//! the per-lane scaling and the summation order differ from the scalar reference.
-//!
-//! `row_dot4` unpacks each weight block once (and, for signed formats, takes its sign once) and
-//! applies it to the four activation rows with four accumulators.
-//!
-//! Float rows (F32/F16/BF16): f32 FMA with 4 accumulators (products exact inside the FMA, where
-//! the reference sums in f64); BF16 is widened with a shift / mask (even/odd lanes), F16 with F16C.
-//!
-//! Quantizers (Q8_0, Q8_1) are byte-identical to the scalar reference for finite inputs: same
-//! amax, same `d = amax/127`, same `id = 1/d`, `x·id` rounded half away from zero (C `roundf`,
-//! computed exactly as `trunc(v + copysign(0.5 − 2⁻²⁵, v))`), saturated as `as i8`, `d` (and Q8_1's
-//! `s = Σq·d`) to f16 with F16C round-to-nearest-even (as `half::f16::from_f32`). NaN elements
-//! quantize to 0 as the scalar `as i8` does; a NaN in a block may change that block's `amax` (the
-//! scalar fold skips NaN, `vmaxps` need not). F16 (F16C) and BF16 (ggml's rounding incl. NaN
-//! quieting) quantizers are bit-identical, NaN included.
-//!
-//! Q8×Q8 uses the `vpsignb` trick, which is exact as long as the activation has no −128. The
-//! quantizers produce −128 only in blocks with amax < ~4e-37 (x·(1/d) overflows, in the scalar
-//! reference too), whose f16 `d` is 0, so the block contributes 0 either way. A Q8_0 *weight* of
-//! −128 is fine.
-
-use std::arch::x86_64::*;
-
-use crate::kernel_set::{Provider, QuantizeRowFn, RowDot4Fn, RowDotFn};
-use crate::table::GgmlType;
-
-/// u8 × i8 products summed per 4 bytes into i32 lanes (`vpmaddubsw` + `vpmaddwd`). Adjacent pair
-/// sums must fit i16: true for |ax| ≤ 128 and |sy| ≤ 127 (32 512 < 32 767).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn mul_sum_us8(ax: __m256i, sy: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
-}
+//! The legacy-format and float kernels as macros over a level's target features, so every
+//! x86 level compiles the same code: each level defines `mul_sum_us8` (its u8 × i8 → i32
+//! products) and invokes [`legacy_kernels`]. Bodies use only AVX2 intrinsics plus that one.
 
 /// Generates all legacy/float kernels under `#[target_feature(enable = $feat)]`, plus the
 /// `row_dot_legacy`, `row_dot4_legacy`, `quantize_legacy` lookup functions.
@@ -189,7 +140,7 @@ macro_rules! legacy_kernels {
             _mm256_or_si256(nibbles32(wb.add(8)), hi)
         }
 
-        $crate::simd::avx2_legacy::signed_dot!(
+        $crate::simd::x86::legacy::signed_dot!(
             $feat,
             q4_0_dot,
             q4_0_dot4,
@@ -198,7 +149,7 @@ macro_rules! legacy_kernels {
             18,
             unpack_q4_0
         );
-        $crate::simd::avx2_legacy::signed_dot!(
+        $crate::simd::x86::legacy::signed_dot!(
             $feat,
             q5_0_dot,
             q5_0_dot4,
@@ -207,7 +158,7 @@ macro_rules! legacy_kernels {
             22,
             unpack_q5_0
         );
-        $crate::simd::avx2_legacy::signed_dot!(
+        $crate::simd::x86::legacy::signed_dot!(
             $feat,
             q8_0_dot,
             q8_0_dot4,
@@ -216,7 +167,7 @@ macro_rules! legacy_kernels {
             34,
             unpack_q8_0
         );
-        $crate::simd::avx2_legacy::unsigned_dot!(
+        $crate::simd::x86::legacy::unsigned_dot!(
             $feat,
             q4_1_dot,
             q4_1_dot4,
@@ -225,7 +176,7 @@ macro_rules! legacy_kernels {
             20,
             unpack_q4_1
         );
-        $crate::simd::avx2_legacy::unsigned_dot!(
+        $crate::simd::x86::legacy::unsigned_dot!(
             $feat,
             q5_1_dot,
             q5_1_dot4,
@@ -375,13 +326,13 @@ macro_rules! legacy_kernels {
             f32::from_bits(((p as *const u16).read_unaligned() as u32) << 16)
         }
 
-        $crate::simd::avx2_legacy::float_dot!(
+        $crate::simd::x86::legacy::float_dot!(
             $feat, f32_dot, f32_dot4, f32_k, f32_k4, 4, load16_f32, load1_f32
         );
-        $crate::simd::avx2_legacy::float_dot!(
+        $crate::simd::x86::legacy::float_dot!(
             $feat, f16_dot, f16_dot4, f16_k, f16_k4, 2, load16_f16, f16_at
         );
-        $crate::simd::avx2_legacy::float_dot!(
+        $crate::simd::x86::legacy::float_dot!(
             $feat,
             bf16_dot,
             bf16_dot4,
@@ -759,25 +710,3 @@ macro_rules! float_dot {
     };
 }
 pub(crate) use float_dot;
-
-legacy_kernels!("avx2,fma,f16c");
-
-fn row_dot(ty: GgmlType) -> Option<RowDotFn> {
-    row_dot_legacy(ty)
-}
-
-fn row_dot4(ty: GgmlType) -> Option<RowDot4Fn> {
-    row_dot4_legacy(ty)
-}
-
-fn quantize(ty: GgmlType) -> Option<QuantizeRowFn> {
-    quantize_legacy(ty)
-}
-
-pub(crate) static PROVIDER: Provider = Provider {
-    name: module_path!(),
-    row_dot,
-    row_dot4,
-    quantize,
-    ..Provider::NONE
-};
