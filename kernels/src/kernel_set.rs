@@ -330,29 +330,39 @@ fn scalar_packed_tile<W: WeightFormat>(
     std::array::from_fn(|t| scalar_packed_gemv::<W>(group, a[t], aux[t]))
 }
 
-/// The types with a packed layout ([`crate::packed::packed_block_bytes`]), each with its
-/// format struct: one list for the scalar gemv and tile entries.
-macro_rules! per_packed_type {
-    ($ty:expr, $f:ident) => {
-        match $ty {
-            GgmlType::Q4_0 => Some($f::<BlockQ4_0> as _),
-            GgmlType::Q4_1 => Some($f::<BlockQ4_1> as _),
-            GgmlType::Q5_0 => Some($f::<BlockQ5_0> as _),
-            GgmlType::Q8_0 => Some($f::<BlockQ8_0> as _),
-            GgmlType::Q4_K => Some($f::<BlockQ4_K> as _),
-            GgmlType::Q6_K => Some($f::<BlockQ6_K> as _),
-            _ => None,
+/// The scalar packed entries, one per type with a packed layout, each with its format struct:
+/// one list generates the gemv and tile lookups and the compile-time check that no packed
+/// layout lacks its reference kernels.
+macro_rules! scalar_packed {
+    ($($t:ident => $b:ty),+ $(,)?) => {
+        const SCALAR_PACKED: &[GgmlType] = &[$(GgmlType::$t),+];
+
+        fn scalar_packed_gemv_fn(ty: GgmlType) -> Option<PackedGemvFn> {
+            match ty {
+                $(GgmlType::$t => Some(scalar_packed_gemv::<$b> as _),)+
+                _ => None,
+            }
+        }
+
+        fn scalar_packed_tile_fn(ty: GgmlType) -> Option<PackedTileFn> {
+            match ty {
+                $(GgmlType::$t => Some(scalar_packed_tile::<$b> as _),)+
+                _ => None,
+            }
         }
     };
 }
 
-fn scalar_packed_gemv_fn(ty: GgmlType) -> Option<PackedGemvFn> {
-    per_packed_type!(ty, scalar_packed_gemv)
-}
+scalar_packed!(
+    Q4_0 => BlockQ4_0,
+    Q4_1 => BlockQ4_1,
+    Q5_0 => BlockQ5_0,
+    Q8_0 => BlockQ8_0,
+    Q4_K => BlockQ4_K,
+    Q6_K => BlockQ6_K,
+);
 
-fn scalar_packed_tile_fn(ty: GgmlType) -> Option<PackedTileFn> {
-    per_packed_type!(ty, scalar_packed_tile)
-}
+const _: () = assert!(crate::packed::covers_packed_formats(&[SCALAR_PACKED]));
 
 fn scalar_quantize<A: ActivationFormat>(x: &[f32], out: &mut [u8]) {
     crate::dispatch::quantize_blocks::<A>(x, out).expect("whole blocks (kernel contract)")

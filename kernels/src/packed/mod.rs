@@ -115,6 +115,53 @@ pub const fn packed_block_bytes(ty: GgmlType) -> Option<usize> {
     }
 }
 
+/// Whether every type with a packed layout ([`packed_block_bytes`]) appears in one of
+/// `tables` (a level's packed kernel tables). The scalar set, the AVX2 level (which every x86
+/// level builds on) and the AVX-512 level assert it at compile time: a format given a layout
+/// but no kernels there does not build.
+pub const fn covers_packed_formats(tables: &[&[GgmlType]]) -> bool {
+    let mut i = 0;
+    while i < GgmlType::ALL.len() {
+        let ty = GgmlType::ALL[i];
+        if packed_block_bytes(ty).is_some() && !listed(ty, tables) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether every type in `tables` has a packed layout (a kernel table names no other type).
+pub const fn only_packed_formats(tables: &[&[GgmlType]]) -> bool {
+    let mut t = 0;
+    while t < tables.len() {
+        let mut k = 0;
+        while k < tables[t].len() {
+            if packed_block_bytes(tables[t][k]).is_none() {
+                return false;
+            }
+            k += 1;
+        }
+        t += 1;
+    }
+    true
+}
+
+const fn listed(ty: GgmlType, tables: &[&[GgmlType]]) -> bool {
+    let mut t = 0;
+    while t < tables.len() {
+        let mut k = 0;
+        while k < tables[t].len() {
+            if tables[t][k] as u8 == ty as u8 {
+                return true;
+            }
+            k += 1;
+        }
+        t += 1;
+    }
+    false
+}
+
 /// Bytes of the per-block aux record the packed kernels read beside activation type `act`
 /// (Q8_0: [`ActBlockAux`], Q8_K: [`Q8KAux`]), or 0.
 pub const fn aux_bytes(act: GgmlType) -> usize {

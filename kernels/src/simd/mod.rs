@@ -17,3 +17,16 @@ mod x86;
 pub(crate) use avx2::providers as avx2_providers;
 pub(crate) use avx512::providers as avx512_providers;
 pub(crate) use avxvnni::providers as avxvnni_providers;
+
+// One list of packed formats (`crate::packed::packed_block_bytes`) against every level's
+// kernel tables, at compile time: AVX2 (the base of every x86 level) and AVX-512 have kernels
+// for every packed layout; AVX-VNNI replaces some of AVX2's. No table names a type without a
+// layout. A layout added without its kernels, or a kernel without its layout, does not build.
+const _: () = {
+    use crate::packed::{covers_packed_formats, only_packed_formats};
+    assert!(covers_packed_formats(avx2::PACKED_TABLES));
+    assert!(covers_packed_formats(avx512::PACKED_TABLES));
+    assert!(only_packed_formats(avx2::PACKED_TABLES));
+    assert!(only_packed_formats(avxvnni::PACKED_TABLES));
+    assert!(only_packed_formats(avx512::PACKED_TABLES));
+};

@@ -2,6 +2,7 @@
 //! the AVX2 set.
 
 use crate::kernel_set::Provider;
+use crate::table::GgmlType;
 
 mod kquant_tiles;
 mod kquants;
@@ -18,3 +19,6 @@ pub(crate) fn providers() -> Vec<&'static Provider> {
         &packed::PROVIDER,
     ]
 }
+
+/// This level's packed kernel tables (checked in `simd/mod.rs`).
+pub(super) const PACKED_TABLES: &[&[GgmlType]] = &[packed::PACKED_TYPES];

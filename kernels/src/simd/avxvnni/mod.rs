@@ -3,9 +3,13 @@
 //! one instruction.
 
 use crate::kernel_set::Provider;
+use crate::table::GgmlType;
 
 mod packed;
 
 pub(crate) fn providers() -> Vec<&'static Provider> {
     vec![&packed::PROVIDER]
 }
+
+/// This level's packed kernel tables (checked in `simd/mod.rs`).
+pub(super) const PACKED_TABLES: &[&[GgmlType]] = &[packed::PACKED_TYPES];

@@ -330,6 +330,9 @@ macro_rules! packed_entry_points {
             }
         }
 
+        /// The types this file has kernels for (checked against the packed layouts).
+        pub(crate) const PACKED_TYPES: &[GgmlType] = &[$($ty),+];
+
         fn packed_gemv(ty: GgmlType) -> Option<PackedGemvFn> {
             $(if ty == $ty {
                 return Some(gemv::<$i>);
