@@ -61,7 +61,8 @@ pub struct KernelSet {
     sources: [[Option<&'static str>; KernelKind::ALL.len()]; N_TYPES],
 }
 
-/// The kinds of kernel a set holds for each type, in [`KernelSet::sources`]' column order.
+/// The kinds of kernel a set holds for each type; the discriminant is the column of
+/// [`KernelSet::sources`] (declaration order = `ALL` order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelKind {
     RowDot,
@@ -96,6 +97,15 @@ impl KernelKind {
         }
     }
 }
+
+// `KernelSet::source` indexes columns by discriminant.
+const _: () = {
+    let mut i = 0;
+    while i < KernelKind::ALL.len() {
+        assert!(KernelKind::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 fn slot(ty: GgmlType) -> usize {
     GgmlType::ALL
@@ -145,8 +155,7 @@ impl KernelSet {
     /// `kernel_set` for the scalar references), or `None` if this set has none: what
     /// `lumen inspect --kernels` prints.
     pub fn source(&self, ty: GgmlType, kind: KernelKind) -> Option<&'static str> {
-        let column = KernelKind::ALL.iter().position(|&k| k == kind)?;
-        self.sources[slot(ty)][column]
+        self.sources[slot(ty)][kind as usize]
     }
 
     /// Replaces the entries `provider` has for this level.
@@ -157,10 +166,7 @@ impl KernelSet {
             .unwrap_or(provider.name);
         for ty in GgmlType::ALL {
             let s = slot(ty);
-            let mut took = |kind: KernelKind| {
-                let column = KernelKind::ALL.iter().position(|&k| k == kind);
-                self.sources[s][column.expect("every kind is in ALL")] = Some(source);
-            };
+            // In `KernelKind::ALL` order, so position = column.
             let found = [
                 (provider.row_dot)(ty).map(|f| self.row_dot[s] = Some(f)),
                 (provider.row_dot4)(ty).map(|f| self.row_dot4[s] = Some(f)),
@@ -170,9 +176,9 @@ impl KernelSet {
                 (provider.packed_tile)(ty).map(|f| self.packed_tile[s] = Some(f)),
                 (provider.quantize)(ty).map(|f| self.quantize[s] = Some(f)),
             ];
-            for (kind, found) in KernelKind::ALL.into_iter().zip(found) {
+            for (column, found) in found.iter().enumerate() {
                 if found.is_some() {
-                    took(kind);
+                    self.sources[s][column] = Some(source);
                 }
             }
         }

@@ -135,7 +135,7 @@ fn print_kernels(out: &mut impl Write) -> anyhow::Result<()> {
         if ks.isa == best {
             ""
         } else {
-            "; LUMEN_KERNELS chose a lower level"
+            "; LUMEN_KERNELS chose another level"
         }
     )?;
     if let Some(problem) = lumen_kernels::kernel_set::forced_kernels_problem() {

@@ -218,7 +218,7 @@ pub const fn packed_offset(ty: GgmlType) -> i32 {
 
 /// Where the quants start in a legacy packed block: after the eight `d` (and, for Q4_1, the
 /// eight `m`).
-const fn quants_at(ty: GgmlType) -> usize {
+pub const fn quants_at(ty: GgmlType) -> usize {
     match ty {
         GgmlType::Q4_1 => 32,
         _ => 16,

@@ -7,7 +7,7 @@ use std::arch::x86_64::*;
 
 use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
 use crate::packed::{GROUP_ROWS, TILE_TOKENS};
-use crate::simd::x86::packed::{gemv_k, tile_k, Products, Q40, Q41, Q50};
+use crate::simd::x86::packed::{bcast8, gemv_k, tile_k, Products, Q40, Q41, Q50};
 use crate::table::GgmlType;
 
 /// Σ over the four parts of u·a (activation quants at `qa`), plus `start` (i32 lanes).
@@ -20,7 +20,7 @@ use crate::table::GgmlType;
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn half_isums(w: &[__m256i; 4], qa: *const u8, start: __m256i) -> __m256i {
     let part = |k: usize| {
-        let a = _mm256_set1_epi64x((qa.add(8 * k) as *const i64).read_unaligned());
+        let a = bcast8(qa.add(8 * k));
         _mm256_maddubs_epi16(w[k], a)
     };
     let s16 = _mm256_add_epi16(

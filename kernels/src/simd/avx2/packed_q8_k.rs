@@ -27,9 +27,11 @@
 
 use std::arch::x86_64::*;
 
+use crate::formats::BlockQ8_0;
 use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
 use crate::packed::{packed_block_bytes, q4_k, q6_k, ActBlockAux, Q8KAux, GROUP_ROWS, TILE_TOKENS};
-use crate::simd::x86::packed::{half_pair_sums, half_scales};
+use crate::simd::x86::kquant::{Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
+use crate::simd::x86::packed::{bcast8, half_pair_sums, half_scales};
 use crate::table::GgmlType;
 
 /// The eight rows' outputs from the two halves' accumulators.
@@ -49,12 +51,6 @@ unsafe fn finish_halves(acc: [[__m256; TILE_TOKENS]; 2]) -> [[f32; GROUP_ROWS]; 
     out
 }
 
-/// 64-bit broadcast of the eight bytes at `p`.
-#[inline(always)]
-unsafe fn bcast8(p: *const u8) -> __m256i {
-    _mm256_set1_epi64x((p as *const i64).read_unaligned())
-}
-
 /// The four parts (8 bytes each) of the 32 activation bytes at `qa`, broadcast.
 #[inline(always)]
 unsafe fn act_parts(qa: *const u8) -> [__m256i; 4] {
@@ -72,8 +68,9 @@ const Q8_0_PBB: usize = match packed_block_bytes(GgmlType::Q8_0) {
     Some(b) => b,
     None => 0,
 };
-/// Q8_0 activation block: d (f16) at 0, qs at 2.
-const Q80_BYTES: usize = 34;
+/// Q8_0 activation block size and where its quants start.
+const Q80_BYTES: usize = std::mem::size_of::<BlockQ8_0>();
+const Q80_QS: usize = std::mem::offset_of!(BlockQ8_0, qs);
 const AUX80: usize = std::mem::size_of::<ActBlockAux>();
 
 /// One half of a packed Q8_0 block: per part, (|q| as u8, q).
@@ -116,7 +113,7 @@ unsafe fn q8_0_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> 
     let mut acc = [_mm256_setzero_ps(); 2];
     for b in 0..nb {
         let block = g.add(b * Q8_0_PBB);
-        let qa = a.add(b * Q80_BYTES + 2);
+        let qa = a.add(b * Q80_BYTES + Q80_QS);
         let da = _mm256_set1_ps(q8_0_da(aux, b));
         for (h, acc) in acc.iter_mut().enumerate() {
             let s = q8_0_isums(&q8_0_half(block, h), qa);
@@ -147,7 +144,7 @@ unsafe fn q8_0_tile_k(
                 let dw = half_scales(block.add(8 * h));
                 for (i, acc) in acc.iter_mut().enumerate() {
                     let t = t0 + i;
-                    let s = q8_0_isums(&w, a[t].add(b * Q80_BYTES + 2));
+                    let s = q8_0_isums(&w, a[t].add(b * Q80_BYTES + Q80_QS));
                     let d = _mm256_mul_ps(dw, _mm256_set1_ps(q8_0_da(aux[t], b)));
                     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, *acc);
                 }
@@ -162,10 +159,6 @@ unsafe fn q8_0_tile_k(
 
 // ---------------------------------------------------------------- K-quants × Q8_K
 
-/// Q8_K block bytes: d (f32) at 0, qs at 4, bsums (16 × i16) at 260.
-const Q8K_BYTES: usize = 292;
-const Q8K_QS: usize = 4;
-const Q8K_BSUMS: usize = 260;
 /// Q8_K aux record stride; the Q4_K part is at offset 0.
 const KAUX: usize = std::mem::size_of::<Q8KAux>();
 

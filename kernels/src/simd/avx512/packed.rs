@@ -20,6 +20,7 @@ use crate::packed::{
     packed_block_bytes, q4_k, q6_k, ActBlockAux, KBlockAux, Q81Aux, Q8KAux, GROUP_ROWS, Q5_0_QH_AT,
     TILE_TOKENS,
 };
+use crate::simd::x86::kquant::{Q8K_BYTES, Q8K_QS};
 use crate::table::GgmlType;
 
 /// Row `r`'s scale into lanes `2r` and `2r + 1`.
@@ -176,8 +177,8 @@ packed_kernels!(
 
 // ---------------------------------------------------------------- Q4_1 × Q8_1
 
-/// Q8_1 block bytes: d (f16) at 0, s (f16) at 2, qs at 4.
-const Q81_BYTES: usize = 36;
+/// Q8_1 block bytes (d, s, then the quants).
+const Q81_BYTES: usize = std::mem::size_of::<crate::formats::BlockQ8_1>();
 const Q41_BYTES: usize = packed_block_bytes(GgmlType::Q4_1).unwrap();
 
 /// Q4_1 packed block: the nibbles after the eight d and eight m.
@@ -250,8 +251,6 @@ unsafe fn q4_1_tile_k(
 
 // ---------------------------------------------------------------- Q4_K × Q8_K
 
-/// Q8_K block bytes: d (f32) at 0, qs at 4, bsums at 260.
-const Q8K_BYTES: usize = 292;
 /// Q8_K aux record stride; the Q4_K part is at offset 0, the Q6_K part after it.
 const KAUX: usize = std::mem::size_of::<Q8KAux>();
 const Q6AUX_AT: usize = std::mem::size_of::<KBlockAux>();
@@ -371,7 +370,7 @@ unsafe fn q4_k_tile_k(
             let (lo, hi) = k_chunk(block, c);
             let (sc_lo, sc_hi) = (k_scales(block, 2 * c), k_scales(block, 2 * c + 1));
             for t in 0..TILE_TOKENS {
-                let qa = a[t].add(b * Q8K_BYTES + 4 + 64 * c);
+                let qa = a[t].add(b * Q8K_BYTES + Q8K_QS + 64 * c);
                 let s_lo = _mm512_mullo_epi32(sub_isums(&lo, qa), sc_lo);
                 let s_hi = _mm512_mullo_epi32(sub_isums(&hi, qa.add(32)), sc_hi);
                 isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(s_lo, s_hi));
@@ -494,7 +493,7 @@ unsafe fn q6_k_tile_k(
             for (s, w) in [(2 * c, lo), (2 * c + 1, hi)] {
                 let scales = (q6_scales(block, 2 * s), q6_scales(block, 2 * s + 1));
                 for t in 0..TILE_TOKENS {
-                    let qa = a[t].add(b * Q8K_BYTES + 4 + 32 * s);
+                    let qa = a[t].add(b * Q8K_BYTES + Q8K_QS + 32 * s);
                     let q6aux = aux[t].add(b * KAUX + Q6AUX_AT);
                     let part = q6_unit_isum(&w, scales, qa, q6aux, s);
                     isum[t] = _mm512_add_epi32(isum[t], part);

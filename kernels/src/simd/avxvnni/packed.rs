@@ -2,8 +2,8 @@
 //! `vpdpbusd` (Intel client CPUs since Alder Lake, Zen 5) in place of AVX2's `vpmaddubsw` +
 //! `vpmaddwd` chain.
 //!
-//! The loops, layouts and f32 scaling are `avx2::packed`'s (generic over [`Products`]); only the
-//! integer lane sums differ. `vpdpbusd` adds four u8 × i8 products straight into an i32 lane, so
+//! The loops, layouts and f32 scaling are `simd::x86::packed`'s (generic over [`Products`]);
+//! only the integer lane sums differ. `vpdpbusd` adds four u8 × i8 products straight into an i32 lane, so
 //! nothing saturates and Q8_0 needs no sign trick: its packed bytes `q + 128` are used as they
 //! are, and the block's `−128 · lane sums` (the activation aux record, as on AVX-512) start the
 //! sum. Q4_K and Q6_K keep the AVX2 kernels (their per-sub-block scales go through
@@ -13,7 +13,9 @@ use std::arch::x86_64::*;
 
 use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
 use crate::packed::{GROUP_ROWS, TILE_TOKENS};
-use crate::simd::x86::packed::{gemv_k, q8_0_act_block, tile_k, Half, Products, Q40, Q41, Q50};
+use crate::simd::x86::packed::{
+    bcast8, gemv_k, q8_0_act_block, tile_k, Half, Products, Q40, Q41, Q50,
+};
 use crate::table::GgmlType;
 
 /// The AVX-VNNI products.
@@ -31,7 +33,7 @@ impl Products for Dpbusd {
 #[inline]
 #[target_feature(enable = "avx2,avxvnni")]
 unsafe fn dpbusd_isums(w: &[__m256i; 4], qa: *const u8, start: __m256i) -> __m256i {
-    let a = |k: usize| _mm256_set1_epi64x((qa.add(8 * k) as *const i64).read_unaligned());
+    let a = |k: usize| bcast8(qa.add(8 * k));
     let s0 = _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(start, w[0], a(0)), w[1], a(1));
     let s1 = _mm256_dpbusd_avx_epi32(
         _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), w[2], a(2)),
@@ -47,7 +49,6 @@ struct Q80;
 
 impl Half for Q80 {
     const TY: GgmlType = GgmlType::Q8_0;
-    const QUANTS_AT: usize = 16;
     #[inline(always)]
     unsafe fn weights(block: *const u8, h: usize) -> [__m256i; 4] {
         std::array::from_fn(|k| {

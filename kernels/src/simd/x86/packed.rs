@@ -18,6 +18,13 @@ use crate::packed::{
 };
 use crate::table::GgmlType;
 
+/// 64-bit broadcast of the eight bytes at `p`: one activation part (elements `8k..8k + 8`)
+/// for all sixteen lanes of a packed half-part.
+#[inline(always)]
+pub(crate) unsafe fn bcast8(p: *const u8) -> __m256i {
+    _mm256_set1_epi64x((p as *const i64).read_unaligned())
+}
+
 /// Half `h`'s four row scales (f16 at `at`), each in its two lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -106,8 +113,8 @@ pub(crate) trait Half {
         ab: *const u8,
         aux: *const u8,
     ) -> __m256;
-    /// Where the nibbles start in a packed block.
-    const QUANTS_AT: usize;
+    /// Where the quants start in a packed block ([`crate::packed::quants_at`]).
+    const QUANTS_AT: usize = crate::packed::quants_at(Self::TY);
 }
 
 pub(crate) struct Q40;
@@ -134,7 +141,6 @@ pub(crate) unsafe fn q8_0_act_block<P: Products>(
 
 impl Half for Q40 {
     const TY: GgmlType = GgmlType::Q4_0;
-    const QUANTS_AT: usize = 16;
     #[inline(always)]
     unsafe fn block<P: Products>(
         acc: __m256,
@@ -150,7 +156,6 @@ impl Half for Q40 {
 
 impl Half for Q50 {
     const TY: GgmlType = GgmlType::Q5_0;
-    const QUANTS_AT: usize = 16;
     #[inline(always)]
     unsafe fn weights(block: *const u8, h: usize) -> [__m256i; 4] {
         let nibbles = half_nibbles(block.add(Self::QUANTS_AT), h);
@@ -177,7 +182,6 @@ impl Half for Q50 {
 
 impl Half for Q41 {
     const TY: GgmlType = GgmlType::Q4_1;
-    const QUANTS_AT: usize = 32;
     #[inline(always)]
     unsafe fn block<P: Products>(
         acc: __m256,
