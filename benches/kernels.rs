@@ -8,6 +8,9 @@
 //! `packed_gemv/…` and `packed_tile/…` compare the GGUF row layout with the packed layout per
 //! level, one thread (kernel throughput, not the machine's): gemv in GB/s of weights, the
 //! prefill tile in GMAC/s (criterion's "elem/s" = multiply-accumulates).
+//!
+//! `dense_gemm/…` times the vision encoder's f32 and 14-bit integer products at the 11B
+//! tower's shapes and token count, per level and thread count, in GMAC/s.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lumen::kernels::matmul::{matmul, QuantizedRows, WeightView};
@@ -362,8 +365,55 @@ fn parallel_region(c: &mut Criterion) {
     group.finish();
 }
 
+/// The vision encoder's dense products (`dense_gemm`): f32 panels and 14-bit integers at the
+/// 11B tower's attention (1280×1280) and MLP (5120×1280, 1280×5120) shapes with its 6,432
+/// tokens (four tiles), on 1 and 2 threads; GMAC/s (criterion's "elem/s").
+fn dense_gemm(c: &mut Criterion) {
+    use lumen::kernels::dense_gemm::{self, int16, PanelMatrix};
+    let n = 6432;
+    for (rows, cols) in [(1280, 1280), (5120, 1280), (1280, 5120)] {
+        let fill = |r: usize, buf: &mut [f32]| {
+            for (c, v) in buf.iter_mut().enumerate() {
+                *v = ((r * 31 + c * 17) % 97) as f32 / 97.0 - 0.5;
+            }
+            Ok::<(), ()>(())
+        };
+        let f32_w = PanelMatrix::pack(rows, cols, fill).unwrap();
+        let i16_w = int16::I16Matrix::pack(rows, cols, fill).unwrap();
+        let x: Vec<f32> = (0..n * cols)
+            .map(|i| (i % 89) as f32 / 89.0 - 0.5)
+            .collect();
+        let mut out = vec![0.0f32; n * rows];
+        let mut group = c.benchmark_group(format!("dense_gemm/{rows}x{cols}"));
+        group.sample_size(10);
+        group.warm_up_time(std::time::Duration::from_millis(500));
+        group.measurement_time(std::time::Duration::from_secs(3));
+        group.throughput(Throughput::Elements((rows * cols * n) as u64));
+        for pool in pools() {
+            let t = pool.current_num_threads();
+            for isa in Isa::ALL
+                .into_iter()
+                .filter(|i| i.is_available() && *i != Isa::Scalar)
+            {
+                group.bench_function(format!("f32/{}/t{t}", isa.name()), |b| {
+                    b.iter_custom(|iters| {
+                        in_pool(&pool, iters, || dense_gemm::gemm(isa, &x, &f32_w, &mut out))
+                    })
+                });
+                group.bench_function(format!("int16/{}/t{t}", isa.name()), |b| {
+                    b.iter_custom(|iters| {
+                        in_pool(&pool, iters, || int16::gemm(isa, &x, &i16_w, &mut out))
+                    })
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
 criterion_group!(
     benches,
+    dense_gemm,
     matvec,
     gemm,
     quantize,

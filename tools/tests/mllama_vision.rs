@@ -128,14 +128,14 @@ fn f32_encoder_matches_meta_reference_on_every_kernel_level() {
     }
 }
 
-/// The default path requantizes F16/Q8_0 weights to Q8_0, runs the packed int8 GEMM with
-/// Q8_0 activations, and attention in bf16 where the CPU has AVX-512 BF16. tiny-mllama is a
-/// worst case for it (random weights, 32-wide rows: one Q8_0 block per row). Measured against
-/// Meta's reference on the F16 file: vision output max abs 1.21e-1, relative L2 2.05e-2
-/// (projected 1.05e-1 / 2.15e-2) on outputs up to 5.4; int8 matmuls alone 9.8e-2 / 1.8e-2;
-/// the exact matmuls (f32 attention) 3.2e-3 / 2.9e-3 max abs.
-const MAX_ABS_INT8: f32 = 0.15;
-const MAX_REL_L2_INT8: f64 = 3e-2;
+/// The default path multiplies with 14-bit integer copies of the weights and activations
+/// (`dense_gemm::int16`), and runs attention in bf16 where the CPU has AVX-512 BF16.
+/// tiny-mllama has random weights and 32-wide rows. Measured against Meta's reference on the
+/// F16 file: projected states 1.13e-3 relative L2 with bf16 attention, 5.5e-4 without
+/// (the exact path 5.7e-4); the Q8_0 weights and activations this path replaced gave 2.2e-2.
+/// The bound is issue 18's: 5e-3 on every level.
+const MAX_ABS_FAST: f32 = 2e-2;
+const MAX_REL_L2_FAST: f64 = 5e-3;
 /// The exact matmuls on F16 weights: F16 rounding only (~1e-3 relative per dot product).
 const MAX_ABS_F16_EXACT: f32 = 2e-2;
 
@@ -149,26 +149,29 @@ fn errors_l2(encoder: &VisionEncoder) -> [(f32, f64); 2] {
 }
 
 #[test]
-fn f16_and_q8_0_encoders_stay_close_to_meta_reference() {
+fn f16_and_q8_0_encoders_stay_close_to_meta_reference_on_every_kernel_level() {
     for ft in [FileType::F16, FileType::Q8_0] {
         let (_dir, file) = converted(ft);
         let mut encoder = VisionEncoder::load(file).unwrap();
-        let [(f_abs, f_l2), (p_abs, p_l2)] = errors_l2(&encoder);
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+            encoder.set_kernels(lumen::kernels::kernels_for(isa).unwrap());
+            let [(f_abs, f_l2), (p_abs, p_l2)] = errors_l2(&encoder);
+            eprintln!(
+                "{ft:?} {isa:?} default: vision output max abs {f_abs:.2e} rel L2 {f_l2:.2e}, \
+                 projected {p_abs:.2e} rel L2 {p_l2:.2e}"
+            );
+            assert!(
+                f_abs < MAX_ABS_FAST && p_abs < MAX_ABS_FAST,
+                "{ft:?} {isa:?}: max abs diff {f_abs} (vision output), {p_abs} (projected)"
+            );
+            assert!(
+                f_l2 < MAX_REL_L2_FAST && p_l2 < MAX_REL_L2_FAST,
+                "{ft:?} {isa:?}: relative L2 {f_l2} (vision output), {p_l2} (projected)"
+            );
+        }
         encoder.set_reference_matmul(true);
         let (exact_features, exact_projected) = errors(&encoder);
-        eprintln!(
-            "{ft:?} default: vision output max abs {f_abs:.2e} rel L2 {f_l2:.2e}, projected \
-             {p_abs:.2e} rel L2 {p_l2:.2e}; exact matmuls: {exact_features:.2e}, \
-             {exact_projected:.2e}"
-        );
-        assert!(
-            f_abs < MAX_ABS_INT8 && p_abs < MAX_ABS_INT8,
-            "{ft:?}: max abs diff {f_abs} (vision output), {p_abs} (projected)"
-        );
-        assert!(
-            f_l2 < MAX_REL_L2_INT8 && p_l2 < MAX_REL_L2_INT8,
-            "{ft:?}: relative L2 {f_l2} (vision output), {p_l2} (projected)"
-        );
+        eprintln!("{ft:?} exact matmuls: {exact_features:.2e}, {exact_projected:.2e}");
         assert!(
             exact_features < MAX_ABS_F16_EXACT && exact_projected < MAX_ABS_F16_EXACT,
             "{ft:?} exact: max abs diff {exact_features} (vision output), {exact_projected} \
@@ -177,10 +180,10 @@ fn f16_and_q8_0_encoders_stay_close_to_meta_reference() {
     }
 }
 
-/// The default path really runs in int8: its output differs from the exact path by about
-/// Q8_0's rounding (neither identical, which would mean the int8 path never ran, nor far).
+/// The default path really runs in integers: its output differs from the exact path (neither
+/// identical, which would mean the integer path never ran, nor far).
 #[test]
-fn default_path_is_int8_and_close_to_exact() {
+fn default_path_is_integer_and_close_to_exact() {
     if std::env::var("LUMEN_VISION_F32").is_ok_and(|v| v == "1") {
         return;
     }
@@ -193,9 +196,12 @@ fn default_path_is_int8_and_close_to_exact() {
         rel_l2(&features, &exact_features),
         rel_l2(&projected, &exact_projected),
     );
-    eprintln!("int8 vs exact matmuls: relative L2 vision output {df:.2e}, projected {dp:.2e}");
-    assert!(df > 1e-4 && dp > 1e-4, "int8 path did not run: {df}, {dp}");
-    assert!(df < MAX_REL_L2_INT8 && dp < MAX_REL_L2_INT8, "{df}, {dp}");
+    eprintln!("integer vs exact matmuls: relative L2 vision output {df:.2e}, projected {dp:.2e}");
+    assert!(
+        df > 1e-4 && dp > 1e-4,
+        "integer path did not run: {df}, {dp}"
+    );
+    assert!(df < MAX_REL_L2_FAST && dp < MAX_REL_L2_FAST, "{df}, {dp}");
 }
 
 #[test]

@@ -127,7 +127,7 @@ impl Model for Mllama {
         self.text.kernels()
     }
     fn packed_bytes(&self) -> usize {
-        self.text.packed_bytes()
+        self.text.packed_bytes() + self.vision.packed_bytes()
     }
     fn set_reference_matmul(&mut self, on: bool) {
         Mllama::set_reference_matmul(self, on);

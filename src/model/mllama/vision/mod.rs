@@ -13,11 +13,12 @@ mod config;
 mod ops;
 
 pub use config::VisionConfig;
-use ops::{add_bias, add_scaled, gelu_in_place, int8_enabled, linear, LayerNorm, Linear};
+use ops::{add_bias, add_scaled, gelu_in_place, int16_enabled, linear, LayerNorm, Linear};
 
 use std::sync::Arc;
 
 use lumen_kernels::dense_attention::{self, DenseShape};
+use lumen_kernels::dense_gemm::int16::I16Matrix;
 use lumen_kernels::{GgmlType, KernelSet};
 use rayon::prelude::*;
 
@@ -97,11 +98,11 @@ impl EncoderLayer {
         cfg: &VisionConfig,
         name: &dyn Fn(&str) -> String,
         gated: bool,
-        int8: bool,
+        int16: bool,
     ) -> Result<Self, ModelError> {
         let (e, f) = (cfg.n_embd, cfg.n_ff);
         let linear =
-            |suffix, cols, rows| Linear::new(file, matrix(file, &name(suffix), cols, rows)?, int8);
+            |suffix, cols, rows| Linear::new(file, matrix(file, &name(suffix), cols, rows)?, int16);
         let gates = if gated {
             Some((
                 gate(file, &name(names::V_ATTN_GATE))?,
@@ -135,6 +136,17 @@ impl EncoderLayer {
         })
     }
 
+    fn linears(&self) -> [&Linear; 6] {
+        [
+            &self.attn_q,
+            &self.attn_k,
+            &self.attn_v,
+            &self.attn_output,
+            &self.ffn_up,
+            &self.ffn_down,
+        ]
+    }
+
     /// `x += g_attn·attn(LN1(x))`, `x += g_ffn·mlp(LN2(x))` over all tokens of the image.
     fn forward(
         &self,
@@ -160,8 +172,8 @@ impl EncoderLayer {
             n_head: cfg.n_head,
             head_dim: cfg.head_dim(),
         };
-        // The fast path (int8 matrices) also runs attention in bf16; exact runs stay f32.
-        let attend = if self.attn_q.int8.is_some() && !w.reference_matmul {
+        // The fast path (integer matrices) also runs attention in bf16; exact runs stay f32.
+        let attend = if self.attn_q.int16_usable(w).is_some() {
             dense_attention::attend_bf16
         } else {
             dense_attention::attend
@@ -258,7 +270,7 @@ impl VisionEncoder {
         let f = &*file;
         let e = cfg.n_embd;
         let tokens = cfg.n_tile_tokens();
-        let int8 = int8_enabled();
+        let int16 = int16_enabled();
         let tile_position_embd =
             AspectTable::load(f, names::V_TILE_POSITION_EMBD, cfg.max_tiles * tokens * e)?;
         let pre_tile_embd =
@@ -266,13 +278,13 @@ impl VisionEncoder {
         let post_tile_embd =
             AspectTable::load(f, names::V_POST_TILE_POSITION_EMBD, cfg.max_tiles * e)?;
         let layers = (0..cfg.n_layer)
-            .map(|i| EncoderLayer::load(f, &cfg, &|s| names::v_blk(i, s), false, int8))
+            .map(|i| EncoderLayer::load(f, &cfg, &|s| names::v_blk(i, s), false, int16))
             .collect::<Result<Vec<_>, _>>()?;
         let global_layers = (0..cfg.n_global_layer)
-            .map(|i| EncoderLayer::load(f, &cfg, &|s| names::v_global_blk(i, s), true, int8))
+            .map(|i| EncoderLayer::load(f, &cfg, &|s| names::v_global_blk(i, s), true, int16))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            patch_embd: Linear::new(f, patch_matrix(f, &cfg)?, int8)?,
+            patch_embd: Linear::new(f, patch_matrix(f, &cfg)?, int16)?,
             class_embd: vector(f, names::V_CLASS_EMBD, e)?,
             position_embd: vector(f, names::V_POSITION_EMBD, tokens * e)?,
             position_gate: gate(f, names::V_POSITION_EMBD_GATE)?,
@@ -289,7 +301,7 @@ impl VisionEncoder {
             projector: Linear::new(
                 f,
                 matrix(f, names::MM_PROJ_WEIGHT, cfg.output_dim(), cfg.text_embd)?,
-                int8,
+                int16,
             )?,
             projector_bias: vector(f, names::MM_PROJ_BIAS, cfg.text_embd)?,
             reference_matmul: false,
@@ -301,6 +313,17 @@ impl VisionEncoder {
 
     /// Dequantized-f32 matmuls with f64 sums instead of the kernels' activation formats
     /// (validation only; F32 weights already compute in f32).
+    /// Heap bytes of the matrices' integer copies (the start-up line's repacked weights).
+    pub fn packed_bytes(&self) -> usize {
+        let layers = self.layers.iter().chain(&self.global_layers);
+        layers
+            .flat_map(EncoderLayer::linears)
+            .chain([&self.patch_embd, &self.projector])
+            .filter_map(|l| l.int16.as_ref())
+            .map(I16Matrix::bytes)
+            .sum()
+    }
+
     pub fn set_reference_matmul(&mut self, on: bool) {
         self.reference_matmul = on;
     }

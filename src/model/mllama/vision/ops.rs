@@ -1,9 +1,9 @@
-//! The encoder's building blocks: LayerNorm, GELU, and the linear layers with their int8
-//! (Q8_0, packed) copies.
+//! The encoder's building blocks: LayerNorm, GELU, and the linear layers with their 14-bit
+//! integer copies.
 
+use lumen_kernels::dense_gemm::int16::{self, I16Matrix};
 use lumen_kernels::dense_gemm::{self, PanelMatrix};
-use lumen_kernels::matmul::{matmul_many, QuantizedRows, WeightView};
-use lumen_kernels::{GgmlType, PackedMatrix};
+use lumen_kernels::GgmlType;
 use rayon::prelude::*;
 
 use crate::gguf::GgufFile;
@@ -77,140 +77,74 @@ pub(super) fn gelu_in_place(x: &mut [f32]) {
     });
 }
 
-/// A weight matrix of the encoder and, on the default path, its Q8_0 requantization.
+/// A weight matrix of the encoder and, on the default path, its 14-bit integer copy.
 ///
-/// Why int8: thousands of tokens per image make the linear layers compute-bound (≈10 TFLOP
-/// at 11B), and the packed Q8_0 tiles (`vpdpbusd`) run them about 3× faster than the f32
-/// GEMM (11B shape, 2 threads: ≈0.55 s vs ≈1.55 s per layer). The cost is Q8_0 rounding of
-/// weights and activations: on tiny-mllama (a worst case: 32-wide rows) the encoder output
-/// moves 1.8e-2 relative L2 from the exact path (`tools/tests/mllama_vision.rs`). F32 files
-/// keep f32 weights: converting to F32 asks for exactness. `LUMEN_VISION_F32=1` keeps the f32
-/// GEMM and f32 attention for every layer (A/B). Layers whose matrices run in int8 also run
-/// attention in bf16 (`dense_attention::attend_bf16`, where the CPU has AVX-512 BF16).
+/// Why integers: thousands of tokens per image make the linear layers compute-bound (≈10 TFLOP
+/// at 11B), and `vpdpwssd`/`vpmaddwd` make twice the products per instruction of the f32 FMA
+/// (`dense_gemm::int16`). Why 14 bits, not Q8_0's 8: Q8_0 weights and activations moved
+/// tiny-mllama's projected states 2.2e-2 relative L2 from Meta's reference, about half from
+/// each side; 14-bit rounding is 64× finer (`tools/tests/mllama_vision.rs` holds the figure).
+/// F32 files keep f32 weights: converting to F32 asks for exactness. `LUMEN_VISION_F32=1`
+/// keeps the f32 GEMM and f32 attention for every layer (A/B).
 pub(super) struct Linear {
     pub(super) matrix: Matrix,
-    pub(super) int8: Option<Int8Copy>,
-}
-
-/// A Q8_0 copy of a matrix: GGUF row layout (what the matmul drivers check and fall back to)
-/// and the packed layout the VNNI tiles read.
-pub(super) struct Int8Copy {
-    pub(super) bytes: Vec<u8>,
-    pub(super) packed: PackedMatrix,
+    pub(super) int16: Option<I16Matrix>,
 }
 
 impl Linear {
-    /// `matrix`, requantized to Q8_0 when `int8` is on and its type and shape allow it.
-    pub(super) fn new(file: &GgufFile, matrix: Matrix, int8: bool) -> Result<Self, ModelError> {
-        let int8 = if int8 {
-            requantize_q8_0(file, &matrix)?
+    /// `matrix`, with a 14-bit copy when `int16` is on and the matrix is not F32.
+    pub(super) fn new(file: &GgufFile, matrix: Matrix, int16: bool) -> Result<Self, ModelError> {
+        let int16 = if int16 && matrix.ty != GgmlType::F32 {
+            let view = matrix.view(file);
+            let copy = I16Matrix::pack(matrix.rows, matrix.cols, |r, buf: &mut [f32]| {
+                lumen_kernels::dequantize_row(matrix.ty, view.row(r), buf).map_err(ModelError::from)
+            })?;
+            // The drivers read the copy; the mapped original only serves the exact reference
+            // path, so its pages need not stay resident (~0.9 GB at 11B).
+            file.release_range(matrix.offset, matrix.n_bytes);
+            Some(copy)
         } else {
             None
         };
-        Ok(Self { matrix, int8 })
+        Ok(Self { matrix, int16 })
     }
 
-    /// Whether the Q8_0 copy can run here: not in reference mode, and either the row layout
-    /// was kept or the level has the packed Q8_0 kernels (a kernel set forced after load may
-    /// lack them; the exact path then serves).
-    pub(super) fn int8_usable(&self, w: &Weights) -> bool {
-        self.int8.as_ref().is_some_and(|c| {
-            !w.reference_matmul
-                && (!c.bytes.is_empty() || w.kernels.packed_gemv(GgmlType::Q8_0).is_some())
-        })
-    }
-
-    pub(super) fn int8_view(&self) -> Option<WeightView<'_>> {
-        self.int8.as_ref().map(|c| WeightView {
-            ty: GgmlType::Q8_0,
-            rows: self.matrix.rows,
-            cols: self.matrix.cols,
-            bytes: &c.bytes,
-            packed: Some(&c.packed),
-        })
+    /// The 14-bit copy, when it can run here: not in reference mode, on a level with the
+    /// kernels (a kernel set forced after load may lack them; the exact path then serves).
+    pub(super) fn int16_usable(&self, w: &Weights) -> Option<&I16Matrix> {
+        self.int16
+            .as_ref()
+            .filter(|_| !w.reference_matmul && int16::has_fast_kernel(w.kernels.isa))
     }
 }
 
-/// Whether the encoder requantizes its matrices to Q8_0 (the default; `LUMEN_VISION_F32=1`
+/// Whether the encoder makes 14-bit copies of its matrices (the default; `LUMEN_VISION_F32=1`
 /// keeps the f32 GEMM).
-pub(super) fn int8_enabled() -> bool {
+pub(super) fn int16_enabled() -> bool {
     std::env::var("LUMEN_VISION_F32").map_or(true, |v| v != "1")
 }
 
-/// Q8_0 of every row of `m`, packed; `None` for F32
-/// weights and shapes the packed layout cannot hold.
-pub(super) fn requantize_q8_0(file: &GgufFile, m: &Matrix) -> Result<Option<Int8Copy>, ModelError> {
-    let q8 = GgmlType::Q8_0;
-    let row_bytes = q8.row_bytes(m.cols);
-    let Some(row_bytes) =
-        row_bytes.filter(|_| m.ty != GgmlType::F32 && PackedMatrix::supports(q8, m.rows, m.cols))
-    else {
-        return Ok(None);
-    };
-    // The level's activation quantizer writes the same Q8_0 blocks as llama.cpp's reference
-    // quantizer (max-abs scale, round to nearest), vectorised: loading 11B's tower is ~0.8 G
-    // weights.
-    let quantize = lumen_kernels::kernels()
-        .quantize(q8)
-        .ok_or(lumen_kernels::KernelError::NotActivationFormat { ty: q8 })?;
-    let view = m.view(file);
-    let mut bytes = vec![0u8; m.rows * row_bytes];
-    if m.ty == q8 {
-        bytes.copy_from_slice(view.bytes);
-    } else {
-        bytes
-            .par_chunks_mut(row_bytes)
-            .enumerate()
-            .try_for_each_init(
-                || vec![0.0f32; m.cols],
-                |buf, (r, dst)| {
-                    lumen_kernels::dequantize_row(m.ty, view.row(r), buf)?;
-                    quantize(buf, dst);
-                    Ok::<_, ModelError>(())
-                },
-            )?;
-    }
-    let packed = PackedMatrix::pack(q8, m.rows, m.cols, &bytes)?;
-    // With packed Q8_0 kernels at this level the drivers never read the row layout: keep one
-    // copy, not two (~0.8 GB at 11B). The mapped original is only read again by the exact
-    // reference path, so its pages need not stay resident either.
-    let bytes = if lumen_kernels::kernels().packed_gemv(q8).is_some() {
-        file.release_range(m.offset, m.n_bytes);
-        Vec::new()
-    } else {
-        bytes
-    };
-    Ok(Some(Int8Copy { bytes, packed }))
-}
-
 /// Applies weight matrices to the activation rows `x`: reference runs through the shared
-/// dequantized-f32 matmuls; otherwise the Q8_0 copies through the packed int8 GEMM (one
-/// activation quantization for all of them), and matrices without one through the f32 panel
-/// GEMM on dequantized weights (a few ms of repacking per matrix) where the kernel level has
-/// it, else the shared quantized-activation matmuls.
+/// dequantized-f32 matmuls; otherwise the 14-bit copies through the integer GEMM, and matrices
+/// without one through the f32 panel GEMM on dequantized weights (a few ms of repacking per
+/// matrix) where the kernel level has it, else the shared quantized-activation matmuls.
 pub(super) fn linear(
     w: &Weights,
     x: &[f32],
     targets: &mut [(&Linear, &mut [f32])],
 ) -> Result<(), ModelError> {
-    let (int8, rest): (Vec<_>, Vec<_>) = targets
-        .iter_mut()
-        .map(|(l, out)| (*l, &mut **out))
-        .partition(|(l, _)| l.int8_usable(w));
-    if let Some((first, _)) = int8.first() {
-        let qr = QuantizedRows::quantize(w.kernels, GgmlType::Q8_0, x, first.matrix.cols)?;
-        let views: Vec<WeightView> = int8.iter().filter_map(|(l, _)| l.int8_view()).collect();
-        let mut outs: Vec<&mut [f32]> = int8.into_iter().map(|(_, out)| out).collect();
-        matmul_many(w.kernels, &views, &qr, &mut outs)?;
-    }
     let isa = w.kernels.isa;
-    if w.reference_matmul || !dense_gemm::has_fast_kernel(isa) {
-        let mut targets: Vec<(&Matrix, &mut [f32])> =
-            rest.into_iter().map(|(l, out)| (&l.matrix, out)).collect();
-        return w.matmuls(x, &mut targets);
+    let mut rest = Vec::new();
+    for (l, out) in targets.iter_mut() {
+        match l.int16_usable(w) {
+            Some(copy) => int16::gemm(isa, x, copy, out),
+            None => rest.push((&l.matrix, &mut **out)),
+        }
     }
-    for (l, out) in rest {
-        let m = &l.matrix;
+    if w.reference_matmul || !dense_gemm::has_fast_kernel(isa) {
+        return w.matmuls(x, &mut rest);
+    }
+    for (m, out) in rest {
         let view = m.view(w.file);
         let panels = PanelMatrix::pack(m.rows, m.cols, |r, buf: &mut [f32]| {
             lumen_kernels::dequantize_row(m.ty, view.row(r), buf).map_err(ModelError::from)
