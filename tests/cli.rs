@@ -234,6 +234,37 @@ fn prompt_plus_n_beyond_the_context_is_a_clear_error() {
     assert_clean_failure(&o, "the context holds 32");
 }
 
+/// A context too large for the machine's memory: SmolLM2 reserves 30 × 2 × 192 f32 a position,
+/// so 2³² positions need 180 TiB. It used to abort in the allocator ("memory allocation of
+/// 3298534883328 bytes failed", exit 134); now a named error before any allocation, and the
+/// size of the cache that does fit is on the start-up line.
+#[test]
+fn a_kv_cache_larger_than_memory_is_a_clear_error() {
+    let run = |ctx: &str| {
+        let model = smollm2_path();
+        let args = [
+            "run",
+            "-m",
+            model.to_str().unwrap(),
+            "-p",
+            "Hi",
+            "-n",
+            "1",
+            "-c",
+            ctx,
+        ];
+        lumen(&args, None)
+    };
+    assert_clean_failure(&run("4294967296"), "a KV cache of 4294967296 positions");
+    let fits = run("4096");
+    assert!(fits.status.success(), "{}", stderr(&fits));
+    assert!(
+        stderr(&fits).contains("KV cache 180.0 MiB (4096 ctx)"),
+        "{}",
+        stderr(&fits)
+    );
+}
+
 #[test]
 fn default_model_is_fetched_once_then_cached() {
     let home = tempfile::tempdir().unwrap();

@@ -100,3 +100,46 @@ fn the_api_key_is_checked_before_the_body_is_read() {
         start.elapsed()
     );
 }
+
+/// CORS: no headers unless `--cors-origin` names the page's origin; then a browser's preflight
+/// (no API key, no JSON body) is answered and the real request carries the origin back.
+#[test]
+fn cors_headers_only_for_named_origins() {
+    let preflight = |addr, origin: &str| {
+        let head = format!(
+            "OPTIONS /v1/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Origin: {origin}\r\nAccess-Control-Request-Method: POST\r\n\
+             Access-Control-Request-Headers: content-type, authorization\r\n"
+        );
+        raw(addr, &head, "")
+    };
+    let post = |addr, origin: &str| {
+        let head = format!(
+            "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Origin: {origin}\r\nContent-Type: application/json\r\nAuthorization: Bearer k\r\n"
+        );
+        raw(addr, &head, BODY)
+    };
+    let allow = |r: &Reply| r.header("access-control-allow-origin").map(str::to_string);
+
+    let closed = Server::start(&["--api-key", "k"]);
+    assert_eq!(allow(&preflight(closed.addr, "http://app.example")), None);
+    let r = post(closed.addr, "http://app.example");
+    assert_eq!((r.status, allow(&r)), (200, None));
+
+    let open = Server::start(&["--api-key", "k", "--cors-origin", "http://app.example"]);
+    let r = preflight(open.addr, "http://app.example");
+    assert!(r.status < 300, "preflight: {} {}", r.status, r.body);
+    assert_eq!(allow(&r).as_deref(), Some("http://app.example"));
+    // (The test client lowercases the head.)
+    let methods = r.header("access-control-allow-methods").unwrap_or_default();
+    assert!(methods.contains("post"), "{methods}");
+    let r = post(open.addr, "http://app.example");
+    assert_eq!(
+        (r.status, allow(&r).as_deref()),
+        (200, Some("http://app.example"))
+    );
+    // Another origin learns nothing.
+    assert_eq!(allow(&preflight(open.addr, "http://evil.example")), None);
+    assert_eq!(allow(&post(open.addr, "http://evil.example")), None);
+}

@@ -272,3 +272,23 @@ fn spm_scores_matter() {
         .count();
     assert!(wrong > 0);
 }
+
+/// One multi-megabyte piece made merge derivation quadratic (every split hashes both halves:
+/// hours for 4 MB). Now a named error, at once; the real vocabularies stay far below the bound.
+#[test]
+fn a_huge_piece_is_refused_quickly() {
+    let f = fixture();
+    let mut spec = spm_spec(&f);
+    spec.tokens.push("ab".repeat(2 << 20));
+    spec.scores.as_mut().unwrap().push(0.0);
+    spec.token_types.as_mut().unwrap().push(1);
+    let start = std::time::Instant::now();
+    let Err(e) = Tokenizer::from_spec(spec) else {
+        panic!("a 4 MiB piece was accepted")
+    };
+    assert!(start.elapsed().as_secs_f64() < 1.0, "{:?}", start.elapsed());
+    assert!(
+        matches!(e, TokenizerError::MergeWorkTooLarge { longest_bytes, .. } if longest_bytes == 4 << 20),
+        "{e}"
+    );
+}

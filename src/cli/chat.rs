@@ -18,7 +18,7 @@ use lumen::generate::{generate, Flow, GenerateParams, GenerateStats};
 use lumen::model::{Cache, EncodedImage, Model};
 use rustyline::error::ReadlineError;
 
-use super::load::{load_model, thread_pool, LoadedModel};
+use super::load::{kv_cache, load_model, thread_pool, LoadedModel};
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
@@ -101,8 +101,9 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let (pool, threads) = thread_pool(args.threads)?;
     let loaded = load_model(&args.model, true)?;
     let template = loaded.chat_template(args.chat_template_file.as_deref())?;
-    eprintln!("{}", loaded.summary(threads));
     let n_ctx = args.ctx_size.max(16);
+    let kv = kv_cache(&*loaded.model, n_ctx, 1)?;
+    eprintln!("{} | {kv}", loaded.summary(threads));
     // Vision models rebuild their cache each turn (images are attached first).
     let cache = match loaded.model.vision() {
         None => Some(loaded.model.new_cache(n_ctx)),

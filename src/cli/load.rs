@@ -100,6 +100,21 @@ pub fn model_summary(model: &dyn Model) -> String {
 }
 
 /// The memory cost of the load-time packed weight copies, for start-up lines.
+/// The KV cache `n_slots` slots of `n_ctx` positions reserve, checked against the machine's
+/// memory, and its part of the start-up line: `KV cache 90.0 MiB (4096 ctx)`.
+pub fn kv_cache(model: &dyn Model, n_ctx: usize, n_slots: usize) -> anyhow::Result<String> {
+    let bytes = lumen::model::kv_cache::size(model.info().kv_bytes_per_token, n_ctx, n_slots)?;
+    let slots = if n_slots > 1 {
+        format!(" × {n_slots} slots")
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        "KV cache {:.1} MiB ({n_ctx} ctx{slots})",
+        bytes as f64 / (1u64 << 20) as f64
+    ))
+}
+
 pub fn packed_summary(bytes: usize) -> String {
     if bytes == 0 {
         "weights not repacked".to_string()

@@ -64,6 +64,10 @@ pub fn perplexity(args: PerplexityArgs) -> anyhow::Result<()> {
         );
     }
 
+    eprintln!(
+        "perplexity: {}",
+        super::load::kv_cache(&*model, args.ctx_size, 1)?
+    );
     eprintln!("perplexity: tokenizing the input ..");
     let (tokens, bos) = tokenize(&tokenizer, &text)
         .with_context(|| format!("cannot tokenize {}", args.file.display()))?;

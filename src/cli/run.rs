@@ -119,8 +119,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let load_time = load_start.elapsed();
 
     let n_ctx = context_size(&args, model.info().n_ctx_train);
+    let kv = super::load::kv_cache(model, n_ctx, 1)?;
     let mut cache = model.new_cache(n_ctx);
-    let mut line = loaded.summary(threads);
+    let mut line = format!("{} | {kv}", loaded.summary(threads));
     if let Some(vision) = vision {
         let vision_start = Instant::now();
         let mut n_tiles = Vec::new();

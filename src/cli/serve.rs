@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use lumen::server::engine::Engine;
-use lumen::server::{api, AllowedHosts, ServeLimits, ServerState, Shutdown};
+use lumen::server::{api, AllowedHosts, CorsOrigins, ServeLimits, ServerState, Shutdown};
 use tokio::sync::mpsc;
 
-use super::load::{load_model, thread_pool};
+use super::load::{kv_cache, load_model, thread_pool};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// separated; `*` = any). Guards a local server against DNS rebinding from web pages.
     #[arg(long = "allowed-hosts", env = "LUMEN_ALLOWED_HOSTS")]
     allowed_hosts: Option<String>,
+    /// Web origins (e.g. `https://app.example`, comma-separated; `*` = any) whose pages may call
+    /// the API from a browser: they get CORS headers and preflight answers. None by default.
+    #[arg(long = "cors-origin", env = "LUMEN_CORS_ORIGIN")]
+    cors_origin: Option<String>,
     /// Require `Authorization: Bearer KEY` on /v1/* (/health stays open).
     #[arg(long = "api-key", env = "LUMEN_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -121,8 +125,16 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let tokenizer = Arc::new(loaded.tokenizer);
     let run_in = move |work: Box<dyn FnOnce() + Send>| pool.install(work);
+    let kv = kv_cache(&*loaded.model, args.ctx_size, args.parallel)?;
     let (n, c, q, tok) = (args.parallel, args.ctx_size, args.queue, tokenizer.clone());
-    let (engine, _worker) = Engine::start(loaded.model, tok, n, c, q, run_in)
+    let on_death = || {
+        eprintln!(
+            "lumen serve: the engine stopped after an internal error; exiting with status 70 \
+             so that a supervisor can restart the server"
+        );
+        std::process::exit(70);
+    };
+    let (engine, _worker) = Engine::start(loaded.model, tok, n, c, q, run_in, on_death)
         .context("cannot start the engine thread")?;
     let state = Arc::new(ServerState {
         engine,
@@ -133,6 +145,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         created: api::now(),
         limits,
         allowed_hosts: AllowedHosts::parse(args.allowed_hosts.as_deref().unwrap_or("")),
+        cors: CorsOrigins::parse(args.cors_origin.as_deref().unwrap_or(""))?,
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -150,7 +163,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             eprintln!("warning: listening on {local} without --api-key: anyone who can reach it can use the model");
         }
         eprintln!(
-            "lumen serve: listening on http://{local} | model '{}' | {} slot(s) × {} tokens, queue {}{}",
+            "lumen serve: listening on http://{local} | model '{}' | {} slot(s) × {} tokens, {kv}, queue {}{}",
             state.model_id,
             args.parallel,
             args.ctx_size,

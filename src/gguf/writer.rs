@@ -196,8 +196,8 @@ impl Drop for TempGuard {
     }
 }
 
-/// Runs `write` on a buffered temporary file beside `path`, fsyncs it and renames it into
-/// place; on any error the temporary file is removed and `path` is untouched.
+/// Runs `write` on a buffered temporary file beside `path`, fsyncs it, renames it into place
+/// and fsyncs the directory; on any error the temporary file is removed and `path` is untouched.
 fn write_via_temp(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<std::fs::File>) -> std::io::Result<()>,
@@ -224,7 +224,10 @@ fn write_via_temp(
         let mut w = BufWriter::with_capacity(1 << 20, file);
         write(&mut w)?;
         w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        guard.rename_to(path)
+        guard.rename_to(path)?;
+        // The rename itself survives a crash only once the directory is synced.
+        crate::download::sync_dir(dir);
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

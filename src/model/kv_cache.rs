@@ -4,6 +4,40 @@
 
 use lumen_kernels::attention::{self, AttentionShape, LayerCache};
 
+use super::ModelError;
+
+/// Bytes `n_slots` caches of `n_ctx` positions reserve at `per_token` bytes a position,
+/// refused past the machine's memory with a named error. The buffers are reserved whole at
+/// creation (backed lazily, but reserved), so a `-c` (or, with `-c 0`, a training context)
+/// too large for the machine would otherwise abort in the allocator.
+pub fn size(per_token: usize, n_ctx: usize, n_slots: usize) -> Result<u64, ModelError> {
+    let bytes = (per_token as u64)
+        .checked_mul(n_ctx as u64)
+        .and_then(|b| b.checked_mul(n_slots as u64));
+    let memory = physical_memory();
+    match bytes {
+        Some(b) if b <= memory => Ok(b),
+        _ => Err(ModelError::KvCacheTooLarge {
+            n_ctx,
+            n_slots,
+            bytes: bytes.unwrap_or(u64::MAX),
+            memory,
+        }),
+    }
+}
+
+/// MemTotal from /proc/meminfo; where that cannot be read, the largest allocation Rust allows.
+fn physical_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        })
+        .unwrap_or(isize::MAX as u64)
+}
+
 pub struct KvCache {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,

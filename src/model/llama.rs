@@ -575,6 +575,11 @@ impl LlamaConfig {
             n_head_kv: self.n_head_kv,
             n_vocab: self.n_vocab,
             n_ctx_train: self.n_ctx_train,
+            // f32 keys and values for every layer (`KvCache::new`).
+            kv_bytes_per_token: (2 * size_of::<f32>())
+                .saturating_mul(self.n_layer)
+                .saturating_mul(self.n_head_kv)
+                .saturating_mul(self.head_dim),
             detail: None,
         }
     }

@@ -76,6 +76,8 @@ pub struct ModelInfo {
     pub n_head_kv: usize,
     pub n_vocab: usize,
     pub n_ctx_train: usize,
+    /// Bytes the KV cache reserves per position, over every layer ([`kv_cache::size`]).
+    pub kv_bytes_per_token: usize,
     /// Architecture-specific facts for the start-up line (e.g. cross-attention layers).
     pub detail: Option<String>,
 }
@@ -210,6 +212,18 @@ impl Cache {
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
+    #[error(
+        "a KV cache of {n_ctx} positions × {n_slots} slot(s) needs {:.1} GiB, more than this \
+         machine's {:.1} GiB of memory: lower -c (or --parallel)",
+        *bytes as f64 / (1u64 << 30) as f64,
+        *memory as f64 / (1u64 << 30) as f64
+    )]
+    KvCacheTooLarge {
+        n_ctx: usize,
+        n_slots: usize,
+        bytes: u64,
+        memory: u64,
+    },
     #[error("{path}: architecture '{arch}' is not supported (supported: {expected})")]
     UnsupportedArchitecture {
         path: PathBuf,

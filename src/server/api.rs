@@ -127,6 +127,12 @@ fn in_range(name: &str, v: Option<f32>, lo: f32, hi: f32) -> Result<Option<f32>,
     }
 }
 
+/// Most images one request (the whole conversation: the API is stateless) may carry. Each one
+/// is a full encoder run (4 tiles, ~50 s on 2 AVX-512 cores at 11B) and its cross-attention
+/// states stay in the slot's cache; Ollama takes one per message for this model, Meta's
+/// processor one per sample. Counted before any image is decoded.
+pub const MAX_IMAGES: usize = 4;
+
 /// Most stop strings a request may give (OpenAI allows 4; llama-server more).
 const MAX_STOP_STRINGS: usize = 16;
 /// Longest stop string, in bytes: the matcher holds back and rescans up to the longest one after
@@ -286,6 +292,12 @@ impl WireMessage {
                             let url = match image_url {
                                 ImageUrl::Url(u) | ImageUrl::Object { url: u } => u,
                             };
+                            if images.len() == MAX_IMAGES {
+                                return Err(ApiError::invalid(
+                                    format!("at most {MAX_IMAGES} images per request are allowed"),
+                                    Some("messages"),
+                                ));
+                            }
                             images.push(decode_data_uri(&url)?);
                             ContentPart::Image
                         }
@@ -381,6 +393,33 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(e.param.as_deref(), Some("max_tokens"));
+    }
+
+    #[test]
+    fn images_are_capped_per_request() {
+        // Spread over two messages: the cap is on the conversation, not one message.
+        let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+        let part = format!(r#"{{"type":"image_url","image_url":"data:image/png;base64,{png}"}}"#);
+        let body = |n: usize| {
+            let first = vec![part.as_str(); n / 2].join(",");
+            let second = vec![part.as_str(); n - n / 2].join(",");
+            format!(
+                r#"{{"messages":[{{"role":"user","content":[{first}]}},
+                {{"role":"user","content":[{second}]}}]}}"#
+            )
+        };
+        assert_eq!(
+            parse_chat(body(MAX_IMAGES).as_bytes())
+                .unwrap()
+                .images
+                .len(),
+            MAX_IMAGES
+        );
+        let Err(e) = parse_chat(body(MAX_IMAGES + 1).as_bytes()) else {
+            panic!("{} images were accepted", MAX_IMAGES + 1)
+        };
+        assert_eq!(e.param.as_deref(), Some("messages"));
+        assert!(e.message.contains("at most 4 images"), "{}", e.message);
     }
 
     #[test]

@@ -94,11 +94,15 @@ pub struct Engine {
     admitting: AtomicBool,
     /// Set by [`Engine::cancel_all`]; the worker reads it between rounds.
     cancel: Arc<AtomicBool>,
+    /// Cleared when the worker thread died of a panic (`/health` then answers 503).
+    alive: Arc<AtomicBool>,
 }
 
 impl Engine {
     /// Starts the worker thread. `run_in` wraps the worker's loop (to run it inside a rayon
     /// pool); `queue` is how many requests may wait beyond the `n_slots` being served.
+    /// `on_death` runs on the worker thread if it dies of a panic that no request's recovery
+    /// caught (`lumen serve` exits non-zero there, for a supervisor to restart it).
     pub fn start(
         model: Box<dyn Model>,
         tokenizer: Arc<Tokenizer>,
@@ -106,18 +110,23 @@ impl Engine {
         n_ctx: usize,
         queue: usize,
         run_in: impl FnOnce(Box<dyn FnOnce() + Send>) + Send + 'static,
+        on_death: impl FnOnce() + Send + 'static,
     ) -> std::io::Result<(Engine, JoinHandle<()>)> {
         let (tx, rx) = std_mpsc::channel();
         let capacity = n_slots + queue;
         let accepts_images = model.vision().is_some();
         let cancel = Arc::new(AtomicBool::new(false));
         let worker_cancel = cancel.clone();
+        let alive = Arc::new(AtomicBool::new(true));
+        let worker_alive = alive.clone();
         let handle = std::thread::Builder::new()
             .name("lumen-engine".into())
             .spawn(move || {
-                run_in(Box::new(move || {
-                    Worker::new(model, tokenizer, n_slots, n_ctx, worker_cancel).run(rx)
-                }))
+                watch(&worker_alive, on_death, || {
+                    run_in(Box::new(move || {
+                        Worker::new(model, tokenizer, n_slots, n_ctx, worker_cancel).run(rx)
+                    }))
+                })
             })?;
         let engine = Engine {
             jobs: tx,
@@ -128,6 +137,7 @@ impl Engine {
             accepts_images,
             admitting: AtomicBool::new(true),
             cancel,
+            alive,
         };
         Ok((engine, handle))
     }
@@ -145,6 +155,11 @@ impl Engine {
         self.jobs
             .send((job, permit))
             .map_err(|_| SubmitError::Stopped)
+    }
+
+    /// False once the worker thread died of a panic: no request will be answered again.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
     }
 
     /// Requests admitted and not finished (running or queued).
@@ -234,7 +249,10 @@ impl Worker {
             self.drop_abandoned();
             step(&*self.model, &mut self.slots);
             for i in 0..self.slots.len() {
-                self.advance(i);
+                let events = self.slots[i].active.as_ref().map(|a| a.job.events.clone());
+                if panicked(|| self.advance(i)) {
+                    reset_after_panic(&mut self.slots[i], events);
+                }
             }
         }
     }
@@ -260,7 +278,10 @@ impl Worker {
                 continue;
             }
             let free = self.best_free_slot(&job);
-            self.start(free, job, permit);
+            let events = job.events.clone();
+            if panicked(|| self.start(free, job, permit)) {
+                reset_after_panic(&mut self.slots[free], Some(events));
+            }
         }
         true
     }
@@ -465,6 +486,36 @@ pub fn step(model: &dyn Model, slots: &mut [Slot]) {
     }
 }
 
+/// Whether `work` panicked. The worker runs each request's start (image attach) and each
+/// sampling step (sampler, detokenizer, stop strings) through this: a panic there must cost
+/// that request, not the engine every request needs.
+fn panicked(work: impl FnOnce()) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_err()
+}
+
+/// After a panic in a slot's work: its request ends with an error, and nothing of its cache is
+/// trusted again.
+fn reset_after_panic(slot: &mut Slot, events: Option<mpsc::UnboundedSender<Event>>) {
+    // Dropping the request frees its place before the client hears of the end.
+    slot.active = None;
+    slot.cache.clear();
+    slot.tokens.clear();
+    slot.has_images = false;
+    if let Some(events) = events {
+        let _ = events.send(Event::Error(
+            "internal error while serving the request".into(),
+        ));
+    }
+}
+
+/// Runs the worker's loop; if it dies of a panic, marks the engine dead and runs `on_death`.
+fn watch(alive: &AtomicBool, on_death: impl FnOnce(), run: impl FnOnce()) {
+    if panicked(run) {
+        alive.store(false, Ordering::Release);
+        on_death();
+    }
+}
+
 /// A panic in the model must cost the requests of this round, not the engine every request
 /// needs.
 fn guarded<T>(forward: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
@@ -579,6 +630,85 @@ impl StopMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::kv_cache::KvCache;
+
+    fn slot_serving(events: mpsc::UnboundedSender<Event>) -> Slot {
+        let shape = lumen_kernels::attention::AttentionShape {
+            n_head: 1,
+            n_head_kv: 1,
+            head_dim: 4,
+            n_ctx: 8,
+        };
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let job = Job {
+            prompt: vec![1, 2],
+            images: Vec::new(),
+            max_tokens: 4,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            ignore_eos: false,
+            events,
+        };
+        let mut slot = Slot {
+            cache: Cache::Text(KvCache::new(1, shape)),
+            tokens: vec![1, 2],
+            has_images: true,
+            active: None,
+        };
+        slot.active = Some(Active {
+            pending: Vec::new(),
+            n_cached: 0,
+            logits: None,
+            sampler: Sampler::new(job.sampling.clone()),
+            history: job.prompt.clone(),
+            decoder: StreamDecoder::new(),
+            stops: StopMatcher::new(Vec::new()),
+            n_generated: 0,
+            job,
+            permit: Some(permit),
+        });
+        slot
+    }
+
+    /// The worker's recovery: a panic in a slot's work ends that request with an error event
+    /// and empties the slot; the engine goes on (it used to die with the panic, for good).
+    #[test]
+    fn a_panic_in_a_slot_ends_its_request_and_frees_the_slot() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut slot = slot_serving(tx.clone());
+        let places = slot
+            .active
+            .as_ref()
+            .unwrap()
+            .permit
+            .as_ref()
+            .unwrap()
+            .semaphore()
+            .clone();
+        assert!(panicked(|| panic!("in the sampler")));
+        reset_after_panic(&mut slot, Some(tx));
+        assert!(slot.active.is_none() && slot.tokens.is_empty() && !slot.has_images);
+        assert_eq!(
+            places.available_permits(),
+            1,
+            "the request's place was not freed"
+        );
+        assert!(matches!(rx.try_recv(), Ok(Event::Error(_))));
+        assert!(!panicked(|| ()));
+    }
+
+    /// A worker that dies anyway marks the engine dead (`/health` answers 503) and calls
+    /// `on_death` (`lumen serve` exits non-zero); a worker that returns does neither.
+    #[test]
+    fn a_dead_worker_is_reported() {
+        let alive = AtomicBool::new(true);
+        let mut died = false;
+        watch(&alive, || died = true, || panic!("outside any request"));
+        assert!(died && !alive.load(Ordering::Acquire));
+        let alive = AtomicBool::new(true);
+        watch(&alive, || panic!("on_death ran for a clean exit"), || ());
+        assert!(alive.load(Ordering::Acquire));
+    }
 
     fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
         let mut m = StopMatcher::new(stops.iter().map(|s| s.to_string()).collect());

@@ -17,11 +17,12 @@ pub use listen::{serve, ServeLimits, Shutdown};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +30,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::chat::{ChatTemplate, RenderOptions};
 use crate::sampling::SamplingParams;
@@ -54,6 +56,62 @@ pub struct ServerState {
     pub limits: ServeLimits,
     /// Host names (besides IP literals and localhost) that requests may name in `Host`.
     pub allowed_hosts: AllowedHosts,
+    /// Web origins whose pages may read the answers (`--cors-origin`).
+    pub cors: CorsOrigins,
+}
+
+/// Which web origins get CORS headers. None by default: a page on another origin can still
+/// *send* simple requests (the JSON content type and Host checks refuse those), but the browser
+/// lets it read nothing. llama-server answers `Access-Control-Allow-Origin: *` to every page;
+/// here a user names the origins (`--cors-origin https://app.example`), or `*` to get that.
+#[derive(Clone, Debug, Default)]
+pub enum CorsOrigins {
+    #[default]
+    None,
+    Listed(Vec<HeaderValue>),
+    Any,
+}
+
+impl CorsOrigins {
+    /// From `--cors-origin`: comma-separated `scheme://host[:port]` origins, `*` for any.
+    pub fn parse(list: &str) -> anyhow::Result<Self> {
+        let mut origins = Vec::new();
+        for o in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            if o == "*" {
+                return Ok(CorsOrigins::Any);
+            }
+            let origin = o.trim_end_matches('/');
+            let shaped = origin.split_once("://").is_some_and(|(scheme, rest)| {
+                !scheme.is_empty() && !rest.is_empty() && !rest.contains('/')
+            });
+            let value = HeaderValue::from_str(origin).ok().filter(|_| shaped);
+            let Some(value) = value else {
+                anyhow::bail!("--cors-origin {o:?} is not an origin like https://app.example");
+            };
+            origins.push(value);
+        }
+        Ok(if origins.is_empty() {
+            CorsOrigins::None
+        } else {
+            CorsOrigins::Listed(origins)
+        })
+    }
+
+    /// The layer answering preflights and adding the headers (`None`: no CORS at all).
+    fn layer(&self) -> Option<CorsLayer> {
+        let allow = match self {
+            CorsOrigins::None => return None,
+            CorsOrigins::Listed(list) => AllowOrigin::list(list.clone()),
+            CorsOrigins::Any => AllowOrigin::any(),
+        };
+        Some(
+            CorsLayer::new()
+                .allow_origin(allow)
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+                .max_age(Duration::from_secs(600)),
+        )
+    }
 }
 
 /// Which `Host` headers the server answers. A web page can reach a loopback server, and through
@@ -130,7 +188,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/completions", post(completions))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model));
-    Router::new()
+    let app = Router::new()
         .merge(api)
         .route("/health", get(health))
         .fallback(not_found)
@@ -141,8 +199,13 @@ pub fn router(state: Arc<ServerState>) -> Router {
         ))
         // Outermost: decided on the request head, before any of the body is read.
         .layer(middleware::from_fn(refuse_announced_large_bodies))
-        .layer(middleware::from_fn_with_state(state.clone(), check_head))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), check_head));
+    // Outside the head checks: a browser's preflight carries no API key.
+    let app = match state.cors.layer() {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
+    app.with_state(state)
 }
 
 /// Checks that need only the request head, so that a refused client never holds a connection
@@ -296,12 +359,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn health(State(st): State<Arc<ServerState>>) -> Json<Value> {
+async fn health(State(st): State<Arc<ServerState>>) -> Response {
+    if !st.engine.is_alive() {
+        let body = json!({"status": "error", "error": "the engine has stopped"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     Json(json!({
         "status": "ok",
         "slots": st.engine.n_slots,
         "requests_in_flight": st.engine.in_flight(),
     }))
+    .into_response()
 }
 
 async fn not_found() -> ApiError {
