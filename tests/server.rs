@@ -408,6 +408,75 @@ fn a_full_queue_gets_503_and_a_hung_up_client_frees_its_slot() {
     assert!(server.alive());
 }
 
+/// A long prompt is read in chunks of `PREFILL_CHUNK` tokens between decoding rounds: a client
+/// that is streaming keeps getting tokens while another client's ~3,000-token prompt is read,
+/// instead of waiting for all of it (with whole-prompt prefill its longest gap was the whole
+/// prefill).
+#[test]
+fn a_long_prompt_does_not_stall_a_streaming_slot() {
+    let server = Server::start(&["--parallel", "2", "-c", "4096"]);
+    warm_up(server.addr);
+    let addr = server.addr;
+    let streaming = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+        let body = json!({"prompt": "Once upon a time", "max_tokens": 600, "stream": true,
+            "temperature": 0, "ignore_eos": true})
+        .to_string();
+        write!(
+            s,
+            "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        // When each token's event arrived.
+        let mut arrivals = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                return arrivals;
+            }
+            let events = String::from_utf8_lossy(&buf[..n])
+                .matches("data: {")
+                .count();
+            arrivals.extend(std::iter::repeat_n(Instant::now(), events));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let prompt = "word ".repeat(3000);
+    let start = Instant::now();
+    let r = post(
+        addr,
+        "/v1/completions",
+        &json!({"prompt": prompt, "max_tokens": 1}),
+    );
+    let prefill = start.elapsed();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let arrivals = streaming.join().unwrap();
+    let during: Vec<Instant> = arrivals
+        .iter()
+        .copied()
+        .filter(|&t| t >= start && t <= start + prefill)
+        .collect();
+    // From the prompt's arrival to the first token, between tokens, and to its end.
+    let marks: Vec<Instant> = std::iter::once(start)
+        .chain(during.iter().copied())
+        .chain(std::iter::once(start + prefill))
+        .collect();
+    let longest = marks.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    eprintln!(
+        "prefill {prefill:?}: {} tokens streamed meanwhile, longest gap {longest:?}",
+        during.len()
+    );
+    assert!(
+        during.len() >= 3 && longest * 5 < prefill * 2,
+        "{} tokens streamed during the {prefill:?} prefill, longest gap {longest:?}",
+        during.len()
+    );
+}
+
 #[test]
 fn a_burst_of_32_streamed_requests_completes_or_gets_503() {
     let mut server = Server::start(&["--parallel", "4", "--queue", "16", "-c", "512"]);

@@ -428,27 +428,40 @@ impl Worker {
     }
 }
 
-/// One round of model evaluation: every active slot's pending tokens (a new request's whole
-/// prompt, else its last sampled token) go through the model, leaving that slot's logits.
-/// New prompts are evaluated one by one; the slots that are decoding go through one batched
-/// forward, so the weights are read once per round for all of them.
+/// Prompt tokens one slot evaluates per round (llama.cpp's default `n_ubatch`). A long prompt
+/// is read over several rounds, and the decoding slots produce a token between its chunks
+/// instead of waiting for all of it (a 10k-token prompt stalled every other slot for its whole
+/// prefill).
+pub const PREFILL_CHUNK: usize = 512;
+
+/// One round of model evaluation: every active slot's pending tokens (the next chunk of a new
+/// request's prompt, else its last sampled token) go through the model; a slot whose pending
+/// tokens are all done is left its logits. Prompt chunks are evaluated one by one; the slots
+/// that are decoding go through one batched forward, so the weights are read once per round
+/// for all of them.
 pub fn step(model: &dyn Model, slots: &mut [Slot]) {
     let mut decoding: Vec<&mut Slot> = Vec::new();
     for slot in slots.iter_mut() {
-        let Some(a) = slot.active.as_ref() else {
+        let Some(a) = slot.active.as_mut() else {
             continue;
         };
         match a.pending.len() {
             0 => {}
             1 => decoding.push(slot),
-            _ => {
-                let tokens = std::mem::take(&mut slot.active.as_mut().unwrap().pending);
+            n => {
+                let tokens: Vec<u32> = a.pending.drain(..n.min(PREFILL_CHUNK)).collect();
+                let more = !a.pending.is_empty();
                 let result = guarded(|| {
                     model
                         .forward(&tokens, &mut slot.cache, Logits::Last)
                         .map_err(|e| e.to_string())
                 });
-                finish_forward(slot, &tokens, result);
+                if more && result.is_ok() {
+                    // Not the prompt's end: no token is sampled yet.
+                    slot.tokens.extend_from_slice(&tokens);
+                } else {
+                    finish_forward(slot, &tokens, result);
+                }
             }
         }
     }
