@@ -14,7 +14,7 @@ pub fn size(per_token: usize, n_ctx: usize, n_slots: usize) -> Result<u64, Model
     let bytes = (per_token as u64)
         .checked_mul(n_ctx as u64)
         .and_then(|b| b.checked_mul(n_slots as u64));
-    let memory = physical_memory();
+    let memory = super::physical_memory();
     match bytes {
         Some(b) if b <= memory => Ok(b),
         _ => Err(ModelError::KvCacheTooLarge {
@@ -24,18 +24,6 @@ pub fn size(per_token: usize, n_ctx: usize, n_slots: usize) -> Result<u64, Model
             memory,
         }),
     }
-}
-
-/// MemTotal from /proc/meminfo; where that cannot be read, the largest allocation Rust allows.
-fn physical_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            kib.checked_mul(1024)
-        })
-        .unwrap_or(isize::MAX as u64)
 }
 
 pub struct KvCache {

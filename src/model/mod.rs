@@ -82,6 +82,19 @@ pub struct ModelInfo {
     pub detail: Option<String>,
 }
 
+/// The machine's memory (MemTotal from /proc/meminfo), the bound for buffers whose size a file
+/// or a flag drives; where that cannot be read, the largest allocation Rust allows.
+pub fn physical_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        })
+        .unwrap_or(isize::MAX as u64)
+}
+
 /// A loaded model of any architecture: what generation, serving, benchmarks and perplexity need.
 pub trait Model: Send + Sync {
     fn info(&self) -> ModelInfo;

@@ -329,6 +329,26 @@ fn bad_files_are_errors_naming_the_tensor_or_key() {
         }
     });
     assert!(m.contains("intermediate layer index 4"), "{m}");
+    // Tiles and image size each within their caps (64, 16384 px) but far too much together:
+    // one encode would need ~570 GB. Refused at load, before any buffer is made.
+    let m = load_error_after(&file, dir.path(), Some, |k, v| {
+        let value = match k.as_str() {
+            "mllama.vision.image_size" => 16380,
+            "mllama.vision.max_num_tiles" => 64,
+            _ => return (k, v),
+        };
+        let v = match v {
+            MetaValue::U32(_) => MetaValue::U32(value),
+            MetaValue::I32(_) => MetaValue::I32(value as i32),
+            MetaValue::U64(_) => MetaValue::U64(value as u64),
+            other => panic!("{k}: unexpected type {other:?}"),
+        };
+        (k, v)
+    });
+    assert!(
+        m.contains("encoding one image (64 tiles of 16380 px") && m.contains("of memory"),
+        "{m}"
+    );
 }
 
 /// Timing on a real-width tower (not a correctness test; run by hand):

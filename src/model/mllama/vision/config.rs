@@ -74,6 +74,9 @@ impl VisionConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if self.n_head == 0 || self.patch_size == 0 || self.image_size == 0 {
+            return Err("vision head count, image size and patch size must not be 0".into());
+        }
         if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(format!(
                 "vision embedding length {} is not a multiple of the head count {}",
@@ -85,6 +88,26 @@ impl VisionConfig {
                 "vision image size {} is not a multiple of the patch size {}",
                 self.image_size, self.patch_size
             ));
+        }
+        let memory = crate::model::physical_memory();
+        match self.encoder_bytes() {
+            Some(bytes) if bytes <= memory => {}
+            bytes => {
+                let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+                return Err(format!(
+                    "encoding one image ({} tiles of {} px, {} tokens × {} wide) needs {} of \
+                     buffers, more than this machine's {:.1} GiB of memory",
+                    self.max_tiles,
+                    self.image_size,
+                    self.max_tiles.saturating_mul(self.n_tile_tokens_padded()),
+                    self.n_embd,
+                    bytes.map_or("more than 2^64 bytes".into(), |b| format!(
+                        "{:.1} GiB",
+                        gib(b)
+                    )),
+                    gib(memory),
+                ));
+            }
         }
         if let Some(&bad) = self
             .intermediate_layers
@@ -130,6 +153,25 @@ impl VisionConfig {
     /// Input values per patch (3·14·14).
     pub fn patch_len(&self) -> usize {
         self.n_channels * self.patch_size * self.patch_size
+    }
+
+    /// f32 bytes one image's encode holds at once: the pixels, the patches, the residual
+    /// stream and the layer buffers (`Scratch`), the kept intermediate features and the
+    /// output. Limits checked one by one (tiles ≤ 64, image ≤ 16384 px) multiply to far more
+    /// than any machine has, so the product is checked at load; `None` past 2⁶⁴.
+    pub fn encoder_bytes(&self) -> Option<u64> {
+        let n = (self.max_tiles as u64).checked_mul(self.n_tile_tokens_padded() as u64)?;
+        let e = self.n_embd as u64;
+        // x and six Scratch buffers of n × e, one of n × n_ff; intermediates; output.
+        let per_token = e
+            .checked_mul(7 + self.intermediate_layers.len() as u64)?
+            .checked_add(self.n_ff as u64)?
+            .checked_add(self.output_dim() as u64)?
+            .checked_add(self.patch_len() as u64)?;
+        let values = n.checked_mul(per_token)?.checked_add(
+            (self.max_tiles * self.n_channels) as u64 * (self.image_size as u64).pow(2),
+        )?;
+        values.checked_mul(4)
     }
 
     /// Values of the pixel input: `[max_tiles][n_channels][image_size][image_size]`.
