@@ -477,6 +477,44 @@ fn a_long_prompt_does_not_stall_a_streaming_slot() {
     );
 }
 
+/// A request takes its slot or queue place before it is prepared (images decoded, template
+/// rendered, prompt tokenized), so a flood of requests cannot make the server prepare more
+/// than slots + queue of them at once. With both taken, a request whose prompt would not even
+/// fit the context is refused 503 at once, untokenized (it used to be tokenized first and get
+/// 400 `context_length_exceeded`).
+#[test]
+fn a_full_queue_refuses_before_preparing() {
+    let server = Server::start(&["--parallel", "1", "--queue", "1", "-c", "256"]);
+    let a = server.addr;
+    let long = json!({"prompt": "Once upon a time", "max_tokens": 240, "temperature": 0,
+        "ignore_eos": true});
+    std::thread::scope(|s| {
+        let busy: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| post(a, "/v1/completions", &long)))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while request(a, "GET", "/health", None, "").json()["requests_in_flight"] != 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the two requests never were in flight"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let huge = json!({"prompt": "word ".repeat(5000), "max_tokens": 1});
+        let r = post(a, "/v1/completions", &huge);
+        assert_eq!(r.error(503)["code"], "server_busy");
+        for h in busy {
+            assert_eq!(h.join().unwrap().status, 200);
+        }
+    });
+    let r = post(
+        a,
+        "/v1/completions",
+        &json!({"prompt": "word ".repeat(5000), "max_tokens": 1}),
+    );
+    assert_eq!(r.error(400)["code"], "context_length_exceeded");
+}
+
 #[test]
 fn a_burst_of_32_streamed_requests_completes_or_gets_503() {
     let mut server = Server::start(&["--parallel", "4", "--queue", "16", "-c", "512"]);

@@ -81,6 +81,9 @@ pub enum SubmitError {
     ShuttingDown,
 }
 
+/// A slot or queue place held by one request ([`Engine::reserve`]).
+pub struct Place(OwnedSemaphorePermit);
+
 /// The handle the HTTP side holds: submits jobs, refusing them when the queue is full.
 pub struct Engine {
     jobs: std_mpsc::Sender<(Job, OwnedSemaphorePermit)>,
@@ -142,18 +145,26 @@ impl Engine {
         Ok((engine, handle))
     }
 
-    /// Queues `job`, or refuses it at once when every slot and queue place is taken.
-    pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
+    /// Takes a slot or queue place for a request about to be prepared, or refuses it at once
+    /// when every one is taken. The place is held from before the request's preparation
+    /// (image decoding, template rendering, tokenization) until its slot is freed, so at most
+    /// slots + queue requests are ever being prepared or served; dropping it (a preparation
+    /// error) frees it.
+    pub fn reserve(&self) -> Result<Place, SubmitError> {
         if !self.admitting.load(Ordering::Acquire) {
             return Err(SubmitError::ShuttingDown);
         }
-        let permit = self
-            .places
+        self.places
             .clone()
             .try_acquire_owned()
-            .map_err(|_| SubmitError::Busy(self.capacity))?;
+            .map(Place)
+            .map_err(|_| SubmitError::Busy(self.capacity))
+    }
+
+    /// Queues `job` in the place [`Engine::reserve`] gave.
+    pub fn submit(&self, job: Job, place: Place) -> Result<(), SubmitError> {
         self.jobs
-            .send((job, permit))
+            .send((job, place.0))
             .map_err(|_| SubmitError::Stopped)
     }
 

@@ -36,7 +36,7 @@ use crate::chat::{ChatTemplate, RenderOptions};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::Tokenizer;
 use api::{ApiError, GenerationFields};
-use engine::{Engine, Event, FinishReason, Job, SubmitError};
+use engine::{Engine, Event, FinishReason, Job, Place, SubmitError};
 
 /// Largest request body: room for a few base64 images, far from memory trouble.
 pub const MAX_BODY_BYTES: usize = 10 << 20;
@@ -440,6 +440,7 @@ async fn chat_completions(
                 Some("messages"),
             ));
         }
+        let place = reserve(&st)?;
         let st2 = st.clone();
         let (prompt, images) = blocking(move || {
             check_images(&req.images)?;
@@ -460,11 +461,13 @@ async fn chat_completions(
             Ok((tokenize(&st2.tokenizer, &text, false)?, req.images))
         })
         .await?;
-        Ok((req.fields, prompt, images))
+        Ok((req.fields, prompt, images, place))
     }
     .await;
     match result {
-        Ok((fields, prompt, images)) => run(st, Endpoint::Chat, fields, prompt, images).await,
+        Ok((fields, prompt, images, place)) => {
+            run(st, Endpoint::Chat, fields, prompt, images, place).await
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -477,18 +480,39 @@ async fn completions(
         let body = body.map_err(body_error)?;
         let req = api::parse_completion(&body)?;
         check_model(&st, req.fields.model.as_deref())?;
+        let place = reserve(&st)?;
         let st2 = st.clone();
         let prompt = blocking(move || {
             let add_bos = st2.tokenizer.add_bos_default();
             tokenize(&st2.tokenizer, &req.prompt, add_bos)
         })
         .await?;
-        Ok((req.fields, prompt))
+        Ok((req.fields, prompt, place))
     }
     .await;
     match result {
-        Ok((fields, prompt)) => run(st, Endpoint::Completion, fields, prompt, Vec::new()).await,
+        Ok((fields, prompt, place)) => {
+            run(st, Endpoint::Completion, fields, prompt, Vec::new(), place).await
+        }
         Err(e) => e.into_response(),
+    }
+}
+
+/// A slot or queue place for a request, taken before its preparation (image decoding,
+/// template, tokenizer: CPU and memory a flood of requests would otherwise multiply), or the
+/// answer that there is none.
+fn reserve(st: &ServerState) -> Result<Place, ApiError> {
+    st.engine.reserve().map_err(submit_error)
+}
+
+fn submit_error(e: SubmitError) -> ApiError {
+    let err = ApiError::server(e.to_string());
+    match e {
+        SubmitError::Busy(_) => err
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .with_code("server_busy"),
+        SubmitError::ShuttingDown => shutting_down(),
+        SubmitError::Stopped => err,
     }
 }
 
@@ -524,6 +548,7 @@ async fn run(
     fields: GenerationFields,
     prompt: Vec<u32>,
     images: Vec<Vec<u8>>,
+    place: Place,
 ) -> Response {
     let n_ctx = st.engine.n_ctx;
     let param = if endpoint == Endpoint::Chat {
@@ -582,16 +607,8 @@ async fn run(
         ignore_eos: fields.ignore_eos,
         events: tx,
     };
-    if let Err(e) = st.engine.submit(job) {
-        let err = ApiError::server(e.to_string());
-        let err = match e {
-            SubmitError::Busy(_) => err
-                .status(StatusCode::SERVICE_UNAVAILABLE)
-                .with_code("server_busy"),
-            SubmitError::ShuttingDown => shutting_down(),
-            SubmitError::Stopped => err,
-        };
-        return err.into_response();
+    if let Err(e) = st.engine.submit(job, place) {
+        return submit_error(e).into_response();
     }
     let shape = ChunkShape {
         endpoint,
