@@ -402,7 +402,10 @@ fn dense_gemm(c: &mut Criterion) {
                 });
                 group.bench_function(format!("int16/{}/t{t}", isa.name()), |b| {
                     b.iter_custom(|iters| {
-                        in_pool(&pool, iters, || int16::gemm(isa, &x, &i16_w, &mut out))
+                        in_pool(&pool, iters, || {
+                            let xq = int16::I16Tokens::quantize(&x, cols);
+                            int16::gemm(isa, &xq, &i16_w, &mut out)
+                        })
                     })
                 });
             }

@@ -22,7 +22,7 @@ use serde_json::json;
 const HOSTILE_CLIENTS: usize = 64;
 const RUN: Duration = Duration::from_secs(60);
 /// RSS allowed above the model file's size: runtime, 2 slots' KV caches (2 × 2048 positions,
-/// 45 MiB each), the connection buffers of 64 clients and request bodies being parsed.
+/// 90 MiB each), the connection buffers of 64 clients and request bodies being parsed.
 const RSS_BOUND_MIB: u64 = 512;
 /// p99 latency of the legitimate client under attack over its idle median (see the assert).
 const MAX_P99_OVER_IDLE: f64 = 12.0;

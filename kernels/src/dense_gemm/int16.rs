@@ -2,15 +2,15 @@
 //! encoder's default path.
 //!
 //! Why 14 bits: with Q8_0 (8-bit) weights and activations the encoder's projected states moved
-//! 2.2e-2 relative L2 from Meta's reference on tiny-mllama, half from each side; 14-bit values
-//! round 64× finer. Why integers: `vpdpwssd` (AVX-512 VNNI) and `vpmaddwd` (AVX2) make two
+//! 2.2e-2 relative L2 from Meta's reference on tiny-mllama, both sides contributing (Q8_0
+//! weights alone 1.5e-2, activations alone 1.05e-2); 14-bit values round 64× finer. Why integers: `vpdpwssd` (AVX-512 VNNI) and `vpmaddwd` (AVX2) make two
 //! products per 32-bit lane, twice the f32 FMA's one.
 //!
 //! Values lie in ±[`QMAX`] = ±8191, so a block of [`BLOCK`] = 32 products sums in i32 without
 //! overflow (32 · 8191² < 2³¹): the kernels add a block in i32 and move it to f32 once.
-//! Weights have one scale per row (their rows have no outliers that a whole-row range would
-//! smear); activations one per token and block of 32 columns, as Q8_0 (vision activations have
-//! outlier channels). `out[t][r] = s_w[r] · Σ_b s_x[t][b] · Σ_{c ∈ b} q_x[t][c] · q_w[r][c]`.
+//! Weights have one scale per row (14 bits leave room for a whole row's range, and a kernel
+//! step needs no per-block weight scale); activations one per token and block of 32 columns,
+//! as Q8_0 (activations have outlier channels). `out[t][r] = s_w[r] · Σ_b s_x[t][b] · Σ_{c ∈ b} q_x[t][c] · q_w[r][c]`.
 //!
 //! Layouts: weights in panels of [`PANEL_ROWS`] rows, `[panel][block][pair][row][2]`, so one
 //! 64-byte load holds sixteen rows' column pair; activations in blocks of [`TOKEN_BLOCK`]
@@ -120,15 +120,23 @@ impl I16Matrix {
     }
 }
 
-/// Activations `[n][cols]` as 14-bit values, one scale per token and block of 32 columns.
-struct I16Tokens {
+/// Activations `[n][cols]` as 14-bit values, one scale per token and block of 32 columns:
+/// quantized once for every matrix applied to them (the vision encoder's Q, K and V).
+pub struct I16Tokens {
+    pub n: usize,
+    pub cols: usize,
     blocks: usize,
     scales: Vec<f32>,
     data: Vec<i16>,
 }
 
 impl I16Tokens {
-    fn quantize(x: &[f32], cols: usize) -> Self {
+    /// `x` (`[n][cols]`, `cols` > 0) quantized.
+    pub fn quantize(x: &[f32], cols: usize) -> Self {
+        assert!(
+            cols > 0 && x.len().is_multiple_of(cols),
+            "activations must be [n][cols]"
+        );
         let n = x.len() / cols;
         let blocks = cols.div_ceil(BLOCK);
         let n_tb = n.div_ceil(TOKEN_BLOCK);
@@ -149,6 +157,8 @@ impl I16Tokens {
                 }
             });
         Self {
+            n,
+            cols,
             blocks,
             scales,
             data,
@@ -178,23 +188,20 @@ pub fn has_fast_kernel(isa: Isa) -> bool {
     cfg!(target_arch = "x86_64") && isa != Isa::Scalar
 }
 
-/// `out[t][r] ≈ Σ_c x[t][c] · w[r][c]` with `x` (`[n][cols]`) quantized to 14 bits per token
-/// and block; `out` is `[n][rows]`. Levels without a fast kernel compute the same sums with
-/// [`reference`].
-pub fn gemm(isa: Isa, x: &[f32], w: &I16Matrix, out: &mut [f32]) {
-    let n = x.len() / w.cols.max(1);
+/// `out[t][r] ≈ Σ_c x[t][c] · w[r][c]` from the quantized activations `xq`; `out` is
+/// `[n][rows]`. Levels without a fast kernel compute the same sums with [`reference`].
+pub fn gemm(isa: Isa, xq: &I16Tokens, w: &I16Matrix, out: &mut [f32]) {
     assert!(
-        x.len() == n * w.cols && out.len() == n * w.rows,
+        xq.cols == w.cols && out.len() == xq.n * w.rows,
         "gemm operands must be [n][cols] and [n][rows]"
     );
     if !has_fast_kernel(isa) {
-        reference(x, w, out);
+        reference(xq, w, out);
         return;
     }
     #[cfg(target_arch = "x86_64")]
     {
-        let xq = I16Tokens::quantize(x, w.cols);
-        for_each_tile(n, w.rows, w.cols * 2, out, |p, tb| {
+        for_each_tile(xq.n, w.rows, w.cols * 2, out, |p, tb| {
             let (wq, w_scales) = w.panel(p);
             let (aq, a_scales) = xq.block(tb);
             // SAFETY: a kernel set's level exists only on CPUs that run it.
@@ -216,12 +223,10 @@ pub fn gemm(isa: Isa, x: &[f32], w: &I16Matrix, out: &mut [f32]) {
 
 /// The same quantized sums, one output at a time from the packed values, exact integer block
 /// sums (tests, other levels).
-pub fn reference(x: &[f32], w: &I16Matrix, out: &mut [f32]) {
-    let n = x.len() / w.cols.max(1);
-    let xq = I16Tokens::quantize(x, w.cols);
+pub fn reference(xq: &I16Tokens, w: &I16Matrix, out: &mut [f32]) {
     out.par_chunks_mut(w.rows)
         .enumerate()
-        .take(n)
+        .take(xq.n)
         .for_each(|(t, o_row)| {
             for (r, o) in o_row.iter_mut().enumerate() {
                 let mut sum = 0.0f32;
@@ -391,7 +396,8 @@ mod tests {
                 })
                 .collect();
             let mut want = vec![f32::NAN; n * rows];
-            reference(&x, &w, &mut want);
+            let xq = I16Tokens::quantize(&x, cols);
+            reference(&xq, &w, &mut want);
             // Rounding moves a value by at most half a step: |δx_c| ≤ max|x in c's block| /
             // 2·QMAX, |δw_c| ≤ max|w in the row| / 2·QMAX; an output by at most
             // Σ_c |δx_c|·|w_c| + |x_c|·|δw_c| + |δx_c|·|δw_c| (plus f32 summation).
@@ -415,7 +421,7 @@ mod tests {
             }
             for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
                 let mut got = vec![f32::NAN; n * rows];
-                gemm(isa, &x, &w, &mut got);
+                gemm(isa, &xq, &w, &mut got);
                 let max_diff = want
                     .iter()
                     .zip(&got)
@@ -448,7 +454,7 @@ mod tests {
         .unwrap();
         for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
             let mut got = vec![f32::NAN; n * rows];
-            gemm(isa, &x, &w, &mut got);
+            gemm(isa, &I16Tokens::quantize(&x, cols), &w, &mut got);
             for (i, g) in got.iter().enumerate() {
                 let (t, r) = (i / rows, i % rows);
                 let want: f32 = (0..cols).map(|c| sign(t, 1, c) * sign(r, r, c)).sum();

@@ -1,7 +1,7 @@
 //! The encoder's building blocks: LayerNorm, GELU, and the linear layers with their 14-bit
 //! integer copies.
 
-use lumen_kernels::dense_gemm::int16::{self, I16Matrix};
+use lumen_kernels::dense_gemm::int16::{self, I16Matrix, I16Tokens};
 use lumen_kernels::dense_gemm::{self, PanelMatrix};
 use lumen_kernels::GgmlType;
 use rayon::prelude::*;
@@ -135,9 +135,14 @@ pub(super) fn linear(
 ) -> Result<(), ModelError> {
     let isa = w.kernels.isa;
     let mut rest = Vec::new();
+    // Quantized once for every matrix with an integer copy (all take the same columns).
+    let mut xq = None;
     for (l, out) in targets.iter_mut() {
         match l.int16_usable(w) {
-            Some(copy) => int16::gemm(isa, x, copy, out),
+            Some(copy) => {
+                let xq = xq.get_or_insert_with(|| I16Tokens::quantize(x, copy.cols));
+                int16::gemm(isa, xq, copy, out)
+            }
             None => rest.push((&l.matrix, &mut **out)),
         }
     }
