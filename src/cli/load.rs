@@ -99,7 +99,6 @@ pub fn model_summary(model: &dyn Model) -> String {
     s
 }
 
-/// The memory cost of the load-time packed weight copies, for start-up lines.
 /// The KV cache `n_slots` slots of `n_ctx` positions reserve, checked against the machine's
 /// memory, and its part of the start-up line: `KV cache 90.0 MiB (4096 ctx)`.
 pub fn kv_cache(model: &dyn Model, n_ctx: usize, n_slots: usize) -> anyhow::Result<String> {
@@ -115,6 +114,7 @@ pub fn kv_cache(model: &dyn Model, n_ctx: usize, n_slots: usize) -> anyhow::Resu
     ))
 }
 
+/// The memory cost of the load-time packed weight copies, for start-up lines.
 pub fn packed_summary(bytes: usize) -> String {
     if bytes == 0 {
         "weights not repacked".to_string()

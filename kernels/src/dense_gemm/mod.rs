@@ -7,7 +7,8 @@
 //! blocks of [`TOKEN_BLOCK`] tokens, `[block][col][8]`, so a column's eight values are eight
 //! broadcasts. One kernel step is two panel loads, eight broadcasts and sixteen FMAs into an
 //! 8 × 32 register tile (AVX2: four 4 × 16 tiles, its sixteen registers hold no more). Tasks
-//! take one panel (it stays in L2) and a chunk of tokens.
+//! take one panel and a run of tokens whose activations stay in L2 ([`for_each_tile`], shared
+//! with the 14-bit products of [`int16`]).
 
 use rayon::prelude::*;
 

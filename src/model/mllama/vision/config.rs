@@ -168,9 +168,9 @@ impl VisionConfig {
             .checked_add(self.n_ff as u64)?
             .checked_add(self.output_dim() as u64)?
             .checked_add(self.patch_len() as u64)?;
-        let values = n.checked_mul(per_token)?.checked_add(
-            (self.max_tiles * self.n_channels) as u64 * (self.image_size as u64).pow(2),
-        )?;
+        let values = n
+            .checked_mul(per_token)?
+            .checked_add(self.pixels_len() as u64)?;
         values.checked_mul(4)
     }
 

@@ -82,8 +82,8 @@ pub(super) fn gelu_in_place(x: &mut [f32]) {
 /// Why integers: thousands of tokens per image make the linear layers compute-bound (≈10 TFLOP
 /// at 11B), and `vpdpwssd`/`vpmaddwd` make twice the products per instruction of the f32 FMA
 /// (`dense_gemm::int16`). Why 14 bits, not Q8_0's 8: Q8_0 weights and activations moved
-/// tiny-mllama's projected states 2.2e-2 relative L2 from Meta's reference, about half from
-/// each side; 14-bit rounding is 64× finer (`tools/tests/mllama_vision.rs` holds the figure).
+/// tiny-mllama's projected states 2.2e-2 relative L2 from Meta's reference, both sides
+/// contributing (weights alone 1.5e-2, activations alone 1.05e-2); 14-bit rounding is 64× finer (`tools/tests/mllama_vision.rs` holds the figure).
 /// F32 files keep f32 weights: converting to F32 asks for exactness. `LUMEN_VISION_F32=1`
 /// keeps the f32 GEMM and f32 attention for every layer (A/B).
 pub(super) struct Linear {
@@ -100,7 +100,7 @@ impl Linear {
                 lumen_kernels::dequantize_row(matrix.ty, view.row(r), buf).map_err(ModelError::from)
             })?;
             // The drivers read the copy; the mapped original only serves the exact reference
-            // path, so its pages need not stay resident (~0.9 GB at 11B).
+            // path, so its pages need not stay resident (~1.6 GB of F16 at 11B).
             file.release_range(matrix.offset, matrix.n_bytes);
             Some(copy)
         } else {
