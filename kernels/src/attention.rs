@@ -12,8 +12,6 @@
 //! level stays one query at a time, so a scalar prefill equals the same tokens decoded one by
 //! one exactly.
 
-use rayon::prelude::*;
-
 use crate::cpu::Isa;
 
 /// Geometry of one layer's cache and of the query rows.
@@ -123,57 +121,53 @@ pub fn attend_with(
     let tasks: Vec<(usize, usize)> = (0..shape.n_head)
         .flat_map(|h| (0..n).step_by(QUERIES_PER_TASK).map(move |t0| (h, t0)))
         .collect();
-    let results: Vec<(usize, usize, Vec<f32>)> = tasks
-        .into_par_iter()
-        .map(|(h, t0)| {
-            let kvh = h / group;
-            let keys = &cache.keys[kvh * hd * shape.n_ctx..][..hd * shape.n_ctx];
-            let values = &cache.values[kvh * shape.n_ctx * hd..][..shape.n_ctx * hd];
-            let t1 = (t0 + QUERIES_PER_TASK).min(n);
-            let mut o = vec![0.0f32; (t1 - t0) * hd];
-            // The scalar level keeps one query at a time: it is the reference, and then a
-            // prefill computes exactly what the same tokens decoded one by one compute.
-            if isa != Isa::Scalar
-                && t1 - t0 == QUERIES_PER_TASK
-                && hd.is_multiple_of(LANES)
-                && block_ok(t1)
-            {
-                let q_rows: [&[f32]; QUERIES_PER_TASK] =
-                    std::array::from_fn(|i| &q[(t0 + i) * q_dim + h * hd..][..hd]);
-                let n_keys = std::array::from_fn(|i| pos0 + t0 + i + 1);
-                let mut scores =
-                    vec![0.0f32; QUERIES_PER_TASK * (pos0 + t1).next_multiple_of(LANES)];
-                let block = QueryBlock {
-                    q: q_rows,
-                    n_keys,
-                    scale,
-                };
-                block_attention(isa, &block, keys, values, shape.n_ctx, &mut scores, &mut o);
-                return (h, t0, o);
-            }
-            let mut scores = vec![0.0f32; pos0 + t1];
-            for (t, o_row) in (t0..t1).zip(o.chunks_exact_mut(hd)) {
-                let end = pos0 + t + 1;
-                // Keys before `first` are outside the window: start the transposed rows and
-                // the values there (the key row stride stays n_ctx).
-                let first = opts.window.map_or(0, |w| end.saturating_sub(w));
-                let n_keys = end - first;
-                let q_row = &q[t * q_dim + h * hd..][..hd];
-                head_attention(
-                    isa,
-                    q_row,
-                    &keys[first..],
-                    &values[first * hd..],
-                    shape.n_ctx,
-                    n_keys,
-                    (scale, opts.softcap.unwrap_or(0.0)),
-                    &mut scores[..n_keys],
-                    o_row,
-                );
-            }
-            (h, t0, o)
-        })
-        .collect();
+    let results: Vec<(usize, usize, Vec<f32>)> = crate::team::map(tasks, |(h, t0)| {
+        let kvh = h / group;
+        let keys = &cache.keys[kvh * hd * shape.n_ctx..][..hd * shape.n_ctx];
+        let values = &cache.values[kvh * shape.n_ctx * hd..][..shape.n_ctx * hd];
+        let t1 = (t0 + QUERIES_PER_TASK).min(n);
+        let mut o = vec![0.0f32; (t1 - t0) * hd];
+        // The scalar level keeps one query at a time: it is the reference, and then a
+        // prefill computes exactly what the same tokens decoded one by one compute.
+        if isa != Isa::Scalar
+            && t1 - t0 == QUERIES_PER_TASK
+            && hd.is_multiple_of(LANES)
+            && block_ok(t1)
+        {
+            let q_rows: [&[f32]; QUERIES_PER_TASK] =
+                std::array::from_fn(|i| &q[(t0 + i) * q_dim + h * hd..][..hd]);
+            let n_keys = std::array::from_fn(|i| pos0 + t0 + i + 1);
+            let mut scores = vec![0.0f32; QUERIES_PER_TASK * (pos0 + t1).next_multiple_of(LANES)];
+            let block = QueryBlock {
+                q: q_rows,
+                n_keys,
+                scale,
+            };
+            block_attention(isa, &block, keys, values, shape.n_ctx, &mut scores, &mut o);
+            return (h, t0, o);
+        }
+        let mut scores = vec![0.0f32; pos0 + t1];
+        for (t, o_row) in (t0..t1).zip(o.chunks_exact_mut(hd)) {
+            let end = pos0 + t + 1;
+            // Keys before `first` are outside the window: start the transposed rows and
+            // the values there (the key row stride stays n_ctx).
+            let first = opts.window.map_or(0, |w| end.saturating_sub(w));
+            let n_keys = end - first;
+            let q_row = &q[t * q_dim + h * hd..][..hd];
+            head_attention(
+                isa,
+                q_row,
+                &keys[first..],
+                &values[first * hd..],
+                shape.n_ctx,
+                n_keys,
+                (scale, opts.softcap.unwrap_or(0.0)),
+                &mut scores[..n_keys],
+                o_row,
+            );
+        }
+        (h, t0, o)
+    });
     for (h, t0, o) in results {
         for (i, o_row) in o.chunks_exact(hd).enumerate() {
             out[(t0 + i) * q_dim + h * hd..][..hd].copy_from_slice(o_row);

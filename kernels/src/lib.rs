@@ -24,6 +24,7 @@ pub mod quantize;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 pub mod table;
+pub mod team;
 
 pub use cpu::Isa;
 pub use dispatch::{

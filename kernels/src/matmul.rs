@@ -239,9 +239,9 @@ pub fn matmul_many(
                 tasks.push((m, c * chunk, dst));
             }
         }
-        tasks
-            .into_par_iter()
-            .for_each(|(m, first, dst)| matvec_rows(&ws[m], &kernels[m], x, first, dst));
+        crate::team::for_each(tasks, |(m, first, dst)| {
+            matvec_rows(&ws[m], &kernels[m], x, first, dst)
+        });
         return Ok(());
     }
     // Many tokens: each task takes a block of weight rows and applies every row to all tokens,
@@ -253,9 +253,9 @@ pub fn matmul_many(
             tasks.push((m, first, chunk.min(w.rows - first), columns));
         }
     }
-    tasks
-        .into_par_iter()
-        .for_each(|(m, first, n_rows, out)| gemm_rows(&ws[m], &kernels[m], x, first, n_rows, out));
+    crate::team::for_each(tasks, |(m, first, n_rows, out)| {
+        gemm_rows(&ws[m], &kernels[m], x, first, n_rows, out)
+    });
     Ok(())
 }
 

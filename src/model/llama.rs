@@ -16,7 +16,7 @@ use crate::gguf::{keys, names, GgufFile};
 use crate::tensor::ops::{Rope, RopeAngles};
 use lumen_kernels::attention::{self, AttentionShape};
 use lumen_kernels::matmul::WeightView;
-use lumen_kernels::KernelSet;
+use lumen_kernels::{team, KernelSet};
 
 /// Architectures this module runs (the `general.architecture` value).
 pub const ARCHITECTURES: &[&str] = &["llama"];
@@ -27,6 +27,10 @@ const MAX_DIM: usize = 1 << 17;
 const MAX_LAYERS: usize = 1 << 10;
 const MAX_VOCAB: usize = 1 << 22;
 const MAX_CONTEXT: usize = 1 << 24;
+/// Forwards of at most this many tokens (decode, batched decode of the server's slots) run on a
+/// hot team: their regions are microseconds long, so waking workers for each would cost a
+/// fifth of the step (`team`); longer forwards keep plain rayon for their row-parallel ops.
+const HOT_TEAM_TOKENS: usize = 8;
 
 #[derive(Clone, Debug)]
 pub struct LlamaConfig {
@@ -508,14 +512,20 @@ impl Llama {
         let positions: Vec<usize> = (pos0..pos0 + n).collect();
         let angles = self.angles(&positions, cache.capacity());
         let w = self.weights();
-        for (il, layer) in self.layers.iter().enumerate() {
-            trace(il, &x);
-            let a = angles.of_layer(cfg, il);
-            layer.forward(&w, cfg, il, a, cache, pos0, &mut x, &mut scratch)?;
+        let mut run = move || {
+            for (il, layer) in self.layers.iter().enumerate() {
+                trace(il, &x);
+                let a = angles.of_layer(cfg, il);
+                layer.forward(&w, cfg, il, a, cache, pos0, &mut x, &mut scratch)?;
+            }
+            cache.advance(n);
+            output_head(&w, cfg, &self.output_norm, &self.output, &x, which, trace)
+        };
+        if n <= HOT_TEAM_TOKENS {
+            team::hot(run)
+        } else {
+            run()
         }
-        cache.advance(n);
-
-        output_head(&w, cfg, &self.output_norm, &self.output, &x, which, trace)
     }
 
     /// Decodes one token for each of several sequences at once (`tokens[i]` appended to
@@ -545,22 +555,29 @@ impl Llama {
         let positions: Vec<usize> = caches.iter().map(|c| c.len()).collect();
         let angles = self.angles(&positions, caches[0].capacity());
         let w = self.weights();
-        for (il, layer) in self.layers.iter().enumerate() {
-            let a = angles.of_layer(cfg, il);
-            layer.forward_rows(&w, cfg, il, a, caches, &mut x, &mut scratch)?;
+        let mut run = move || {
+            for (il, layer) in self.layers.iter().enumerate() {
+                let a = angles.of_layer(cfg, il);
+                layer.forward_rows(&w, cfg, il, a, caches, &mut x, &mut scratch)?;
+            }
+            for cache in caches.iter_mut() {
+                cache.advance(1);
+            }
+            output_head(
+                &w,
+                cfg,
+                &self.output_norm,
+                &self.output,
+                &x,
+                Logits::All,
+                &mut |_, _| {},
+            )
+        };
+        if n <= HOT_TEAM_TOKENS {
+            team::hot(run)
+        } else {
+            run()
         }
-        for cache in caches.iter_mut() {
-            cache.advance(1);
-        }
-        output_head(
-            &w,
-            cfg,
-            &self.output_norm,
-            &self.output,
-            &x,
-            Logits::All,
-            &mut |_, _| {},
-        )
     }
 }
 
