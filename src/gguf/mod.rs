@@ -11,6 +11,8 @@ pub mod writer;
 use std::path::PathBuf;
 
 pub use metadata::Metadata;
+#[cfg(test)]
+pub(crate) use reader::test_files;
 pub use reader::{GgufFile, OpenOptions, TensorInfo, MAX_ARRAY_LEN};
 
 /// Everything that can be wrong with a GGUF file. Each variant names the file and, where there

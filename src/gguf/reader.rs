@@ -296,6 +296,77 @@ impl GgufFile {
     }
 }
 
+impl GgufFile {
+    /// Bytes of the whole pages inside `offset..offset + len` that this process has mapped in
+    /// (present in its page table, `/proc/self/pagemap` bit 63 — what its resident set counts;
+    /// `mincore` would report the page cache, which keeps a released file page): tests check
+    /// with it that a load-time copy let go of the mapped original.
+    #[cfg(test)]
+    pub(crate) fn resident_bytes(&self, offset: usize, len: usize) -> usize {
+        use std::io::{Read, Seek, SeekFrom};
+        let Storage::Mapped(map) = &self.storage else {
+            return len;
+        };
+        let page = 4096;
+        let base = map.as_ptr() as usize;
+        let (first, end) = ((base + offset).div_ceil(page), (base + offset + len) / page);
+        if end <= first {
+            return 0;
+        }
+        let mut entries = vec![0u8; (end - first) * 8];
+        let mut pagemap = File::open("/proc/self/pagemap").unwrap();
+        pagemap.seek(SeekFrom::Start(first as u64 * 8)).unwrap();
+        pagemap.read_exact(&mut entries).unwrap();
+        let present = entries
+            .chunks_exact(8)
+            .filter(|e| u64::from_le_bytes((*e).try_into().unwrap()) >> 63 == 1)
+            .count();
+        present * page
+    }
+}
+
+/// Files for the tests of load-time copies.
+#[cfg(test)]
+pub(crate) mod test_files {
+    use super::GgufFile;
+    use crate::gguf::writer::{GgufWriter, TensorData};
+    use lumen_kernels::GgmlType;
+
+    /// A mapped GGUF holding one `rows × cols` tensor named "w" (the directory keeps it).
+    pub(crate) fn one_tensor(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+    ) -> (tempfile::TempDir, GgufFile) {
+        let mut w = GgufWriter::new();
+        w.add_tensor(TensorData {
+            name: "w".into(),
+            ty,
+            shape: vec![cols, rows],
+            data,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.gguf");
+        w.write_atomic(&path).unwrap();
+        let file = GgufFile::open(&path).unwrap();
+        (dir, file)
+    }
+
+    /// Reads every byte of the range, checks that its pages are now resident (so a later
+    /// "released" finding means something), and returns the bytes' sum.
+    pub(crate) fn touch(file: &GgufFile, offset: usize, len: usize) -> u64 {
+        // black_box: a sum nobody reads would be optimised away, and the pages never touched.
+        let sum = std::hint::black_box(file.bytes_at(offset, len).iter().map(|&b| b as u64).sum());
+        let resident = file.resident_bytes(offset, len);
+        assert!(
+            resident + 2 * 4096 >= len,
+            "{resident} of {len} bytes resident after reading"
+        );
+        sum
+    }
+}
+
 struct Header {
     version: u32,
     n_tensors: u64,

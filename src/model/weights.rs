@@ -164,3 +164,27 @@ pub fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, Model
     lumen_kernels::dequantize_row(t.ty, file.tensor_bytes(t), &mut out)?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::test_files::{one_tensor, touch};
+
+    /// The text side's twin of the vision encoder's test: a packed copy releases the mapped
+    /// original, so a model's resident set holds one copy of each packed matrix, not two.
+    #[test]
+    fn the_mapped_original_is_released_once_the_packed_copy_exists() {
+        let (rows, cols) = (1024, 2048);
+        let ty = GgmlType::Q4_0;
+        let src: Vec<f32> = (0..rows * cols).map(|i| (i % 31) as f32 - 15.0).collect();
+        let mut data = vec![0u8; rows * cols / 32 * 18];
+        lumen_kernels::quantize_weights(ty, &src, &mut data).unwrap();
+        let (_dir, file) = one_tensor(ty, rows, cols, data);
+        let mut m = matrix(&file, "w", cols, rows).unwrap();
+        let (offset, n_bytes) = (m.offset, m.n_bytes);
+        touch(&file, offset, n_bytes);
+        m.pack(&file, lumen_kernels::kernels()).unwrap();
+        assert!(m.packed.is_some(), "Q4_0 has packed kernels on every level");
+        assert_eq!(file.resident_bytes(offset, n_bytes), 0);
+    }
+}
