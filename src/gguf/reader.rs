@@ -325,48 +325,6 @@ impl GgufFile {
     }
 }
 
-/// Files for the tests of load-time copies.
-#[cfg(test)]
-pub(crate) mod test_files {
-    use super::GgufFile;
-    use crate::gguf::writer::{GgufWriter, TensorData};
-    use lumen_kernels::GgmlType;
-
-    /// A mapped GGUF holding one `rows × cols` tensor named "w" (the directory keeps it).
-    pub(crate) fn one_tensor(
-        ty: GgmlType,
-        rows: usize,
-        cols: usize,
-        data: Vec<u8>,
-    ) -> (tempfile::TempDir, GgufFile) {
-        let mut w = GgufWriter::new();
-        w.add_tensor(TensorData {
-            name: "w".into(),
-            ty,
-            shape: vec![cols, rows],
-            data,
-        });
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.gguf");
-        w.write_atomic(&path).unwrap();
-        let file = GgufFile::open(&path).unwrap();
-        (dir, file)
-    }
-
-    /// Reads every byte of the range, checks that its pages are now resident (so a later
-    /// "released" finding means something), and returns the bytes' sum.
-    pub(crate) fn touch(file: &GgufFile, offset: usize, len: usize) -> u64 {
-        // black_box: a sum nobody reads would be optimised away, and the pages never touched.
-        let sum = std::hint::black_box(file.bytes_at(offset, len).iter().map(|&b| b as u64).sum());
-        let resident = file.resident_bytes(offset, len);
-        assert!(
-            resident + 2 * 4096 >= len,
-            "{resident} of {len} bytes resident after reading"
-        );
-        sum
-    }
-}
-
 struct Header {
     version: u32,
     n_tensors: u64,
@@ -782,5 +740,47 @@ impl<R: Read> LengthScan<'_, R> {
             key: key.to_string(),
             message,
         }
+    }
+}
+
+/// Files for the tests of load-time copies.
+#[cfg(test)]
+pub(crate) mod test_files {
+    use super::GgufFile;
+    use crate::gguf::writer::{GgufWriter, TensorData};
+    use lumen_kernels::GgmlType;
+
+    /// A mapped GGUF holding one `rows × cols` tensor named "w" (the directory keeps it).
+    pub(crate) fn one_tensor(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+    ) -> (tempfile::TempDir, GgufFile) {
+        let mut w = GgufWriter::new();
+        w.add_tensor(TensorData {
+            name: "w".into(),
+            ty,
+            shape: vec![cols, rows],
+            data,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.gguf");
+        w.write_atomic(&path).unwrap();
+        let file = GgufFile::open(&path).unwrap();
+        (dir, file)
+    }
+
+    /// Reads every byte of the range, checks that its pages are now resident (so a later
+    /// "released" finding means something), and returns the bytes' sum.
+    pub(crate) fn touch(file: &GgufFile, offset: usize, len: usize) -> u64 {
+        // black_box: a sum nobody reads would be optimised away, and the pages never touched.
+        let sum = std::hint::black_box(file.bytes_at(offset, len).iter().map(|&b| b as u64).sum());
+        let resident = file.resident_bytes(offset, len);
+        assert!(
+            resident + 2 * 4096 >= len,
+            "{resident} of {len} bytes resident after reading"
+        );
+        sum
     }
 }
