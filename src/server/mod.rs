@@ -4,7 +4,7 @@
 //! Every bad request gets an OpenAI error object (`{"error": {message, type, param, code}}`)
 //! with a proper status, and the server goes on: 400 for malformed or ill-typed fields, prompts
 //! that do not fit the context or images for a text-only model, 401 for a wrong API key, 404 for
-//! another model's name, 413 for a body over [`MAX_BODY_BYTES`], 408 for a body that does not
+//! looking up another model's id (requests may name any model), 413 for a body over [`MAX_BODY_BYTES`], 408 for a body that does not
 //! arrive in time, 503 when every slot and queue place is taken or the server is shutting down.
 //! Connections, timeouts and shutdown are in [`listen`].
 
@@ -47,7 +47,9 @@ pub struct ServerState {
     pub tokenizer: Arc<Tokenizer>,
     /// The model's chat template; without one `/v1/chat/completions` answers 400.
     pub template: Option<ChatTemplate>,
-    /// The id `/v1/models` lists and requests may name (the file stem unless aliased).
+    /// The id `/v1/models` lists (the file stem unless `--alias`). A request's `model` may name
+    /// anything: one model is served, and clients that send their own default name (e.g.
+    /// `gpt-4o-mini`) work unchanged, as with llama-server.
     pub model_id: String,
     /// When set, `/v1/*` requires `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
@@ -387,28 +389,20 @@ async fn list_models(State(st): State<Arc<ServerState>>) -> Json<Value> {
 }
 
 async fn get_model(State(st): State<Arc<ServerState>>, Path(id): Path<String>) -> Response {
-    match check_model(&st, Some(&id)) {
-        Ok(()) => Json(model_object(&st)).into_response(),
-        Err(e) => e.into_response(),
+    // A lookup: only the served id is there. Requests, unlike lookups, may name any model.
+    if id == st.model_id {
+        return Json(model_object(&st)).into_response();
     }
-}
-
-/// The loaded model's id, or no name, is accepted; another name is a 404 so that a client
-/// pointed at the wrong server finds out.
-fn check_model(st: &ServerState, name: Option<&str>) -> Result<(), ApiError> {
-    match name {
-        None | Some("") => Ok(()),
-        Some(n) if n == st.model_id => Ok(()),
-        Some(n) => Err(ApiError::invalid(
-            format!(
-                "the model '{n}' does not exist; this server serves '{}'",
-                st.model_id
-            ),
-            Some("model"),
-        )
-        .with_code("model_not_found")
-        .status(StatusCode::NOT_FOUND)),
-    }
+    ApiError::invalid(
+        format!(
+            "the model '{id}' does not exist; this server serves '{}'",
+            st.model_id
+        ),
+        Some("model"),
+    )
+    .with_code("model_not_found")
+    .status(StatusCode::NOT_FOUND)
+    .into_response()
 }
 
 fn body_error(rejection: BytesRejection) -> ApiError {
@@ -433,7 +427,6 @@ async fn chat_completions(
     let result: Result<_, ApiError> = async {
         let body = body.map_err(body_error)?;
         let req = api::parse_chat(&body)?;
-        check_model(&st, req.fields.model.as_deref())?;
         if !req.images.is_empty() && !st.engine.accepts_images {
             return Err(ApiError::invalid(
                 format!("the model '{}' is text-only and does not accept images", st.model_id),
@@ -479,7 +472,6 @@ async fn completions(
     let result: Result<_, ApiError> = async {
         let body = body.map_err(body_error)?;
         let req = api::parse_completion(&body)?;
-        check_model(&st, req.fields.model.as_deref())?;
         let place = reserve(&st)?;
         let st2 = st.clone();
         let prompt = blocking(move || {
