@@ -626,3 +626,42 @@ fn a_vision_model_answers_about_a_data_uri_image() {
     corrupt.error(400);
     assert_eq!(text(&ask(None)), c, "the server goes on after a bad image");
 }
+
+/// Prompt caching across requests: the second turn of a conversation starts from the prefix
+/// its slot already holds (the long system prompt and the first turn), reported as OpenAI's
+/// `cached_tokens`; llama.cpp's `cache_prompt: false` evaluates it all again.
+#[test]
+fn a_conversations_second_turn_reuses_the_cached_prefix_unless_told_not_to() {
+    let server = Server::start(&["-c", "1024"]);
+    let system = "You are a careful assistant who answers in one short sentence. ".repeat(20);
+    let turn = |messages: Value, cache_prompt: bool| {
+        let body = json!({"messages": messages, "max_tokens": 4, "temperature": 0,
+                          "cache_prompt": cache_prompt});
+        let v = post(server.addr, "/v1/chat/completions", &body).json();
+        let usage = &v["usage"];
+        let cached = usage["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap();
+        let answer = v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (usage["prompt_tokens"].as_u64().unwrap(), cached, answer)
+    };
+    let first = json!([{"role": "system", "content": system},
+                       {"role": "user", "content": "Name a colour."}]);
+    let (p1, cached1, answer) = turn(first.clone(), true);
+    assert_eq!(cached1, 0);
+    let mut second = first.as_array().unwrap().clone();
+    second.push(json!({"role": "assistant", "content": answer}));
+    second.push(json!({"role": "user", "content": "Name another."}));
+    let (p2, cached2, _) = turn(Value::Array(second.clone()), true);
+    assert!(p2 > p1 && p1 > 200, "prompt tokens {p1}, {p2}");
+    // The first turn's prompt (its generation prompt may be re-tokenized at the seam) is held.
+    assert!(
+        cached2 + 8 >= p1 && cached2 < p2,
+        "cached {cached2} of {p2} (first turn {p1})"
+    );
+    let (_, cold, _) = turn(Value::Array(second), false);
+    assert_eq!(cold, 0);
+}

@@ -83,6 +83,8 @@ pub struct GenerationFields {
     pub stop: Vec<String>,
     /// llama.cpp's extension: never end on an end-of-generation token.
     pub ignore_eos: bool,
+    /// llama.cpp's extension (default true): reuse the prompt prefix a slot's cache holds.
+    pub cache_prompt: bool,
 }
 
 pub struct ChatRequest {
@@ -201,6 +203,7 @@ fn generation_fields(obj: &Map<String, Value>) -> Result<GenerationFields, ApiEr
         seed: field::<i64>(obj, "seed")?.map(|s| s as u64),
         stop,
         ignore_eos: field(obj, "ignore_eos")?.unwrap_or(false),
+        cache_prompt: field(obj, "cache_prompt")?.unwrap_or(true),
     })
 }
 

@@ -35,6 +35,9 @@ pub struct Job {
     /// Never sample an end-of-generation token (llama.cpp's `ignore_eos`): the answer runs to
     /// `max_tokens` or a stop string.
     pub ignore_eos: bool,
+    /// Whether the prompt may start from the prefix a slot's cache holds (llama.cpp's
+    /// `cache_prompt`; off measures a cold prefill).
+    pub cache_prompt: bool,
     pub events: mpsc::UnboundedSender<Event>,
 }
 
@@ -563,7 +566,8 @@ fn finish_forward(slot: &mut Slot, tokens: &[u32], result: Result<Vec<f32>, Stri
 /// token is always evaluated again, for the logits to sample from; caches with images attached
 /// (or for a job with images) are not reused.
 fn reusable_prefix(slot: &Slot, job: &Job) -> usize {
-    if !slot.cache.keeps_prefix() || slot.has_images || !job.images.is_empty() {
+    if !job.cache_prompt || !slot.cache.keeps_prefix() || slot.has_images || !job.images.is_empty()
+    {
         return 0;
     }
     let common = slot
@@ -671,6 +675,7 @@ mod tests {
             sampling: SamplingParams::default(),
             stop: Vec::new(),
             ignore_eos: false,
+            cache_prompt: true,
             events,
         };
         let mut slot = Slot {

@@ -597,6 +597,7 @@ async fn run(
         sampling,
         stop: fields.stop.clone(),
         ignore_eos: fields.ignore_eos,
+        cache_prompt: fields.cache_prompt,
         events: tx,
     };
     if let Err(e) = st.engine.submit(job, place) {
