@@ -290,6 +290,7 @@ fn packed_layouts(c: &mut Criterion) {
         GgmlType::Q4_0,
         GgmlType::Q8_0,
         GgmlType::Q4_K,
+        GgmlType::Q5_K,
         GgmlType::Q6_K,
     ];
     let pool = rayon::ThreadPoolBuilder::new()

@@ -365,6 +365,7 @@ scalar_packed!(
     Q5_0 => BlockQ5_0,
     Q8_0 => BlockQ8_0,
     Q4_K => BlockQ4_K,
+    Q5_K => BlockQ5_K,
     Q6_K => BlockQ6_K,
 );
 

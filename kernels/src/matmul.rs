@@ -6,7 +6,7 @@
 //! task) and prefill (many activation rows: each weight row is applied to four activation rows
 //! per kernel call, so its blocks are unpacked once per four tokens while they sit in L1).
 //!
-//! A matrix that carries a packed copy ([`crate::packed`]: Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K,
+//! A matrix that carries a packed copy ([`crate::packed`]: Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K,
 //! eight rows interleaved per block) goes through the packed kernels instead, when the kernel
 //! set has them: eight rows per gemv call from one sequential stream, and for prefill eight
 //! rows × eight tokens per tile over token chunks that stay in L2.

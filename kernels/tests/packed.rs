@@ -1,11 +1,11 @@
-//! The packed (eight-row interleaved) Q4_0 / Q4_1 / Q5_0 / Q8_0 / Q4_K / Q6_K layouts and
+//! The packed (eight-row interleaved) Q4_0 / Q4_1 / Q5_0 / Q8_0 / Q4_K / Q5_K / Q6_K layouts and
 //! their kernels.
 //!
 //! * Packing is lossless: unpacking every row gives back the GGUF bytes.
 //! * The scalar packed reference equals the formats' reference `vec_dot` bit for bit (same
 //!   integer block sums, same f32 order), row by row.
 //! * Every level's packed gemv and 4-token tile equal that reference within
-//!   `1e-6 · Σ_blocks |d_w·d_a|·Σ|q_w·q_a|` (K-quants: with each sub-block's scale, and Q4_K's
+//!   `1e-6 · Σ_blocks |d_w·d_a|·Σ|q_w·q_a|` (K-quants: with each sub-block's scale, and Q4_K/Q5_K's
 //!   `|dmin·d_a·m_j·a|` terms)
 //!   (integer sums exact; the SIMD kernels differ only in
 //!   the f32 rounding of per-lane scaling and the order of the final sums), on random rows,
@@ -22,15 +22,16 @@ use lumen_kernels::matmul::{matmul, QuantizedRows, WeightView};
 use lumen_kernels::packed::{self, PackedMatrix, GROUP_ROWS, TILE_TOKENS};
 use lumen_kernels::{kernels_for, quantize_row, vec_dot, GgmlType, Isa};
 
-const TYPES: [GgmlType; 6] = [
+const TYPES: [GgmlType; 7] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q8_0,
     GgmlType::Q4_K,
+    GgmlType::Q5_K,
     GgmlType::Q6_K,
 ];
-/// Blocks per row (32 elements each for Q4_0/Q4_1/Q5_0/Q8_0, 256 for Q4_K/Q6_K).
+/// Blocks per row (32 elements each for Q4_0/Q4_1/Q5_0/Q8_0, 256 for the K-quants).
 const BLOCK_COUNTS: [usize; 6] = [1, 2, 3, 7, 18, 64];
 
 fn weight_rows(ty: GgmlType, rows: usize, nb: usize, seed: u64) -> Vec<u8> {
@@ -81,9 +82,12 @@ fn abs_mass(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
             })
             .sum();
     }
-    if ty == GgmlType::Q4_K {
+    if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K) {
+        // Q5_K is Q4_K's fields with qh[32] before the nibbles: bit e / 32 of qh[e % 32].
+        let five = ty == GgmlType::Q5_K;
+        let qs_at = if five { 48 } else { 16 };
         return w
-            .chunks_exact(144)
+            .chunks_exact(ty.block_bytes())
             .zip(a.chunks_exact(292))
             .map(|(bw, ba)| {
                 let da = f32::from_le_bytes(ba[0..4].try_into().unwrap()) as f64;
@@ -92,8 +96,13 @@ fn abs_mass(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
                 (0..256)
                     .map(|e| {
                         let (sc, m) = get_scale_min_k4(e / 32, scales);
-                        let byte = bw[16 + 32 * (e / 64) + e % 32];
-                        let q = if e % 64 < 32 { byte & 15 } else { byte >> 4 };
+                        let byte = bw[qs_at + 32 * (e / 64) + e % 32];
+                        let high = if five {
+                            (bw[16 + e % 32] >> (e / 32)) & 1
+                        } else {
+                            0
+                        };
+                        let q = if e % 64 < 32 { byte & 15 } else { byte >> 4 } + 16 * high;
                         let x = (ba[4 + e] as i8 as f64).abs() * da.abs();
                         x * ((d * sc as f64 * q as f64).abs() + (dmin * m as f64).abs())
                     })
@@ -307,11 +316,11 @@ fn drivers_give_the_same_results_packed_and_unpacked() {
 /// lacks, so a level losing one would go unnoticed).
 #[test]
 fn simd_levels_have_their_packed_kernels() {
-    use GgmlType::{Q4_0, Q4_1, Q4_K, Q5_0, Q6_K, Q8_0};
+    use GgmlType::{Q4_0, Q4_1, Q4_K, Q5_0, Q5_K, Q6_K, Q8_0};
     let expected: [(Isa, &[GgmlType]); 3] = [
-        (Isa::Avx2, &[Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K]),
-        (Isa::AvxVnni, &[Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K]),
-        (Isa::Avx512, &[Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K]),
+        (Isa::Avx2, &[Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K]),
+        (Isa::AvxVnni, &[Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K]),
+        (Isa::Avx512, &[Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K]),
     ];
     for (isa, types) in expected {
         let Some(ks) = kernels_for(isa) else {

@@ -1,5 +1,5 @@
-//! Load-time interleaved ("packed") weight layouts: Q4_0, Q4_1, Q5_0 and Q8_0 here, Q4_K and
-//! Q6_K in [`q4_k`] and [`q6_k`] (same lane scheme, super-blocks of 256).
+//! Load-time interleaved ("packed") weight layouts: Q4_0, Q4_1, Q5_0 and Q8_0 here, Q4_K,
+//! Q5_K and Q6_K in [`q4_k`], [`q5_k`] and [`q6_k`] (same lane scheme, super-blocks of 256).
 //!
 //! Why: a one-row dot reads one weight row and pays a horizontal sum and per-block scale work
 //! for every 32 elements of every row. Four-row kernels over the GGUF layout read four separate
@@ -50,12 +50,14 @@ use crate::table::GgmlType;
 use crate::KernelError;
 
 pub mod q4_k;
+pub mod q5_k;
 pub mod q6_k;
 
 pub use q4_k::KBlockAux;
 pub use q6_k::Q6Aux;
 
-/// Per Q8_K activation block: the records the packed Q4_K and Q6_K kernels read.
+/// Per Q8_K activation block: the records the packed Q4_K, Q5_K and Q6_K kernels read (Q5_K
+/// reads Q4_K's: same scales and mins).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Q8KAux {
@@ -110,6 +112,7 @@ pub const fn packed_block_bytes(ty: GgmlType) -> Option<usize> {
         GgmlType::Q5_0 => Some(Q5_0_QH_AT + GROUP_ROWS * Q5_0_QH_BYTES),
         GgmlType::Q8_0 => Some(16 + 256),
         GgmlType::Q4_K => Some(q4_k::PACKED_BYTES),
+        GgmlType::Q5_K => Some(q5_k::PACKED_BYTES),
         GgmlType::Q6_K => Some(q6_k::PACKED_BYTES),
         _ => None,
     }
@@ -372,6 +375,7 @@ impl std::ops::DerefMut for Storage {
 fn pack_block<'a>(ty: GgmlType, block: impl Fn(usize) -> &'a [u8], dst: &mut [u8]) {
     match ty {
         GgmlType::Q4_K => return q4_k::pack_block(block, dst),
+        GgmlType::Q5_K => return q5_k::pack_block(block, dst),
         GgmlType::Q6_K => return q6_k::pack_block(block, dst),
         _ => {}
     }
@@ -448,11 +452,11 @@ fn q5_0_qh(block: &[u8], r: usize) -> [u8; Q5_0_QH_BYTES] {
 /// bytes) → the 8 rows' dots, with exactly the arithmetic (and order) of the formats' reference
 /// `vec_dot` (integer block sums scaled by the block scales, summed in f32), so it equals
 /// `vec_dot_q4_0_q8_0_ref` / `vec_dot_q5_0_q8_0_ref` / `vec_dot_q8_0_q8_0_ref` /
-/// `vec_dot_q4_k_q8_k_ref` on the unpacked rows bit for bit.
+/// `vec_dot_q4_k_q8_k_ref` / `vec_dot_q5_k_q8_k_ref` on the unpacked rows bit for bit.
 pub fn packed_gemv_ref(ty: GgmlType, group: &[u8], a: &[u8]) -> [f32; GROUP_ROWS] {
     let pbb = packed_block_bytes(ty).expect("packed type");
     let mut out = [0.0f32; GROUP_ROWS];
-    if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+    if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K) {
         let a = crate::dispatch::blocks_of::<BlockQ8_K>(a).expect("whole blocks");
         assert_eq!(
             group.len(),
@@ -462,6 +466,7 @@ pub fn packed_gemv_ref(ty: GgmlType, group: &[u8], a: &[u8]) -> [f32; GROUP_ROWS
         for (block, ab) in group.chunks_exact(pbb).zip(a.iter()) {
             let terms = match ty {
                 GgmlType::Q4_K => q4_k::block_dots_ref(block, ab),
+                GgmlType::Q5_K => q5_k::block_dots_ref(block, ab),
                 _ => q6_k::block_dots_ref(block, ab),
             };
             for (o, term) in out.iter_mut().zip(terms) {
@@ -526,6 +531,10 @@ pub fn unpack_group_row(ty: GgmlType, group: &[u8], r: usize) -> Vec<u8> {
         match ty {
             GgmlType::Q4_K => {
                 out.extend(q4_k::unpack_gguf_block(block, r));
+                continue;
+            }
+            GgmlType::Q5_K => {
+                out.extend(q5_k::unpack_gguf_block(block, r));
                 continue;
             }
             GgmlType::Q6_K => {

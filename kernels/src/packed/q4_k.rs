@@ -33,6 +33,11 @@ pub const SCALES_AT: usize = 32;
 pub const MINS_AT: usize = 96;
 pub const QUANTS_AT: usize = 160;
 
+/// Where nibble part `k` of chunk `c` starts (64 bytes: 8 bytes of each row).
+pub const fn part_at(c: usize, k: usize) -> usize {
+    QUANTS_AT + 256 * c + 64 * k
+}
+
 /// Per Q8_K activation block: the eight 32-element sub-block sums `A_j`, laid out for the
 /// mins term (`[A₀, A₂, A₄, A₆]` then `[A₁, A₃, A₅, A₇]`, each 64-bit group broadcast).
 #[repr(C)]
@@ -67,7 +72,7 @@ pub fn pack_block<'a>(block: impl Fn(usize) -> &'a [u8], dst: &mut [u8]) {
         let qs = &b[16..144];
         for c in 0..4 {
             for k in 0..4 {
-                let at = QUANTS_AT + 256 * c + 64 * k + 8 * r;
+                let at = part_at(c, k) + 8 * r;
                 dst[at..at + 8].copy_from_slice(&qs[32 * c + 8 * k..32 * c + 8 * k + 8]);
             }
         }
@@ -89,7 +94,7 @@ pub fn unpack_row(block: &[u8], r: usize) -> Row {
     for c in 0..4 {
         for k in 0..4 {
             for j in 0..8 {
-                let byte = block[QUANTS_AT + 256 * c + 64 * k + 8 * r + j];
+                let byte = block[part_at(c, k) + 8 * r + j];
                 q[64 * c + 8 * k + j] = byte & 0x0F;
                 q[64 * c + 32 + 8 * k + j] = byte >> 4;
             }
@@ -132,22 +137,25 @@ pub fn unpack_gguf_block(block: &[u8], r: usize) -> Vec<u8> {
 /// Scalar reference: the 8 rows' contributions of one packed super-block against one Q8_K
 /// block, with exactly the arithmetic of `vec_dot_q4_k_q8_k_ref`'s per-block term.
 pub fn block_dots_ref(block: &[u8], a: &BlockQ8_K) -> [f32; GROUP_ROWS] {
-    std::array::from_fn(|r| {
-        let row = unpack_row(block, r);
-        let summs: i32 = a
-            .bsums
-            .iter()
-            .enumerate()
-            .map(|(i, &s)| s as i32 * row.m[i / 2] as i32)
-            .sum();
-        let isum: i32 = (0..8)
-            .map(|j| {
-                let s: i32 = (32 * j..32 * j + 32)
-                    .map(|e| row.q[e] as i32 * a.qs[e] as i32)
-                    .sum();
-                s * row.sc[j] as i32
-            })
-            .sum();
-        row.d.to_f32() * a.d * isum as f32 - row.dmin.to_f32() * a.d * summs as f32
-    })
+    std::array::from_fn(|r| row_dot_ref(&unpack_row(block, r), a))
+}
+
+/// One unpacked row's term against one Q8_K block (`dot_k_min`'s arithmetic): shared with
+/// packed Q5_K, whose rows differ only in their quants' fifth bit.
+pub fn row_dot_ref(row: &Row, a: &BlockQ8_K) -> f32 {
+    let summs: i32 = a
+        .bsums
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| s as i32 * row.m[i / 2] as i32)
+        .sum();
+    let isum: i32 = (0..8)
+        .map(|j| {
+            let s: i32 = (32 * j..32 * j + 32)
+                .map(|e| row.q[e] as i32 * a.qs[e] as i32)
+                .sum();
+            s * row.sc[j] as i32
+        })
+        .sum();
+    row.d.to_f32() * a.d * isum as f32 - row.dmin.to_f32() * a.d * summs as f32
 }

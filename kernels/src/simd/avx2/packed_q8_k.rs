@@ -1,4 +1,4 @@
-//! avx2::packed_q8_k: AVX2 (+FMA, F16C; no VNNI) kernels for the packed Q8_0, Q4_K and Q6_K
+//! avx2::packed_q8_k: AVX2 (+FMA, F16C; no VNNI) kernels for the packed Q8_0, Q4_K, Q5_K and Q6_K
 //! layouts of [`crate::packed`] (the same bytes the AVX-512 kernels read).
 //!
 //! As in `avx2::packed`, each 64-byte part splits into two 256-bit halves (rows 0..4 and 4..8,
@@ -15,6 +15,8 @@
 //!   in every word of the row's lanes) gives its scaled i32 sums; the mins term is the
 //!   AVX-512 kernel's (`vpmaddwd` of the mins' even / odd bytes against the aux sub-block sums),
 //!   subtracted in f32.
+//! * Q5_K: Q4_K's kernels with each byte's fifth bit ORed on (`fifth_bits` of its mask); the
+//!   four parts still add up in i16 (≤ 4·2·31·128 < 2^15).
 //! * Q6_K: the 6-bit values unsigned (`q + 32` ≤ 63), so a 16-element sub-block's two
 //!   `vpmaddubsw` results add up in i16 (≤ 2·2·63·128) before one `vpmaddwd` against its i8
 //!   scales; the offset `−32 · Σ_j sc_j · bsum_j` is four more `vpmaddwd` per half against the
@@ -29,9 +31,11 @@ use std::arch::x86_64::*;
 
 use crate::formats::BlockQ8_0;
 use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
-use crate::packed::{packed_block_bytes, q4_k, q6_k, ActBlockAux, Q8KAux, GROUP_ROWS, TILE_TOKENS};
+use crate::packed::{
+    packed_block_bytes, q4_k, q5_k, q6_k, ActBlockAux, Q8KAux, GROUP_ROWS, TILE_TOKENS,
+};
 use crate::simd::x86::kquant::{Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
-use crate::simd::x86::packed::{bcast8, half_pair_sums, half_scales};
+use crate::simd::x86::packed::{bcast8, fifth_bits, half_pair_sums, half_scales};
 use crate::table::GgmlType;
 
 /// The eight rows' outputs from the two halves' accumulators.
@@ -218,16 +222,25 @@ struct Q4KHalf {
     dmin: __m256,
 }
 
-/// Chunk `c` of half `h`: the parts of sub-blocks `2c` (low nibbles) and `2c + 1` (high).
+/// Chunk `c` of half `h`: the parts of sub-blocks `2c` (low nibbles) and `2c + 1` (high);
+/// `FIVE` (packed Q5_K) ORs each byte's fifth bit on from its mask (`packed::q5_k`).
 #[inline(always)]
-unsafe fn q4_chunk(block: *const u8, h: usize, c: usize) -> ([__m256i; 4], [__m256i; 4]) {
+unsafe fn q4_chunk<const FIVE: bool>(
+    block: *const u8,
+    h: usize,
+    c: usize,
+) -> ([__m256i; 4], [__m256i; 4]) {
     let m4 = _mm256_set1_epi8(0x0F);
     let (mut lo, mut hi) = ([_mm256_setzero_si256(); 4], [_mm256_setzero_si256(); 4]);
     for k in 0..4 {
-        let at = q4_k::QUANTS_AT + 256 * c + 64 * k + 32 * h;
+        let at = q5_k::k4_part_at::<FIVE>(c, k) + 32 * h;
         let v = _mm256_loadu_si256(block.add(at) as *const __m256i);
         lo[k] = _mm256_and_si256(v, m4);
         hi[k] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+        if FIVE {
+            lo[k] = _mm256_or_si256(lo[k], fifth_bits(block.add(q5_k::mask_at(c, 0, k) + 4 * h)));
+            hi[k] = _mm256_or_si256(hi[k], fifth_bits(block.add(q5_k::mask_at(c, 1, k) + 4 * h)));
+        }
     }
     (lo, hi)
 }
@@ -275,11 +288,11 @@ unsafe fn q4_finish(
 }
 
 #[inline(always)]
-unsafe fn q4_k_half(block: *const u8, h: usize) -> Q4KHalf {
+unsafe fn q4_k_half<const FIVE: bool>(block: *const u8, h: usize) -> Q4KHalf {
     let zero = _mm256_setzero_si256();
     let (mut lo, mut hi) = ([[zero; 4]; 4], [[zero; 4]; 4]);
     for c in 0..4 {
-        (lo[c], hi[c]) = q4_chunk(block, h, c);
+        (lo[c], hi[c]) = q4_chunk::<FIVE>(block, h, c);
     }
     let mut sc = [zero; 8];
     for (j, sc) in sc.iter_mut().enumerate() {
@@ -330,8 +343,8 @@ unsafe fn q4_k_pair(
 }
 
 /// The tile: per super-block each half is unpacked once and applied to every token.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k_tile_k(
+#[inline(always)]
+unsafe fn k4_tile<const FIVE: bool>(
     g: *const u8,
     a: [*const u8; TILE_TOKENS],
     aux: [*const u8; TILE_TOKENS],
@@ -339,9 +352,9 @@ unsafe fn q4_k_tile_k(
 ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
     let mut acc = [[_mm256_setzero_ps(); TILE_TOKENS]; 2];
     for b in 0..nb {
-        let block = g.add(b * q4_k::PACKED_BYTES);
+        let block = g.add(b * q5_k::k4_block_bytes::<FIVE>());
         for (h, acc) in acc.iter_mut().enumerate() {
-            let w = q4_k_half(block, h);
+            let w = q4_k_half::<FIVE>(block, h);
             for t in (0..TILE_TOKENS).step_by(PAIR) {
                 let ab = [a[t].add(b * Q8K_BYTES), a[t + 1].add(b * Q8K_BYTES)];
                 let kaux = [aux[t].add(b * KAUX), aux[t + 1].add(b * KAUX)];
@@ -355,18 +368,23 @@ unsafe fn q4_k_tile_k(
 
 /// The gemv: one token, so each chunk is unpacked and used at once (both halves, sharing the
 /// activation broadcasts) rather than staged for several tokens.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
+#[inline(always)]
+unsafe fn k4_gemv<const FIVE: bool>(
+    g: *const u8,
+    a: *const u8,
+    aux: *const u8,
+    nb: usize,
+) -> [f32; GROUP_ROWS] {
     let mut acc = [_mm256_setzero_ps(); 2];
     for b in 0..nb {
-        let block = g.add(b * q4_k::PACKED_BYTES);
+        let block = g.add(b * q5_k::k4_block_bytes::<FIVE>());
         let ab = a.add(b * Q8K_BYTES);
         let mut isum = [_mm256_setzero_si256(); 2];
         for c in 0..4 {
             let qa = ab.add(Q8K_QS + 64 * c);
             let (a_lo, a_hi) = (act_parts(qa), act_parts(qa.add(32)));
             for (h, isum) in isum.iter_mut().enumerate() {
-                let (lo, hi) = q4_chunk(block, h, c);
+                let (lo, hi) = q4_chunk::<FIVE>(block, h, c);
                 let sc_at = block.add(q4_k::SCALES_AT);
                 let s_lo = q4_sub_isum(&lo, &a_lo, sub_scales::<false>(sc_at, 2 * c, h));
                 let s_hi = q4_sub_isum(&hi, &a_hi, sub_scales::<false>(sc_at, 2 * c + 1, h));
@@ -384,6 +402,36 @@ unsafe fn q4_k_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> 
         }
     }
     rows_of(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_tile_k(
+    g: *const u8,
+    a: [*const u8; TILE_TOKENS],
+    aux: [*const u8; TILE_TOKENS],
+    nb: usize,
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    k4_tile::<false>(g, a, aux, nb)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
+    k4_gemv::<false>(g, a, aux, nb)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_tile_k(
+    g: *const u8,
+    a: [*const u8; TILE_TOKENS],
+    aux: [*const u8; TILE_TOKENS],
+    nb: usize,
+) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+    k4_tile::<true>(g, a, aux, nb)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
+    k4_gemv::<true>(g, a, aux, nb)
 }
 
 // ---- Q6_K: 6-bit values used unsigned (`q + 32` ≤ 63); per 16-element sub-block the two
@@ -592,4 +640,5 @@ crate::simd::x86::packed::packed_entry_points!(
     0 => (GgmlType::Q8_0, q8_0_gemv_k, q8_0_tile_k),
     1 => (GgmlType::Q4_K, q4_k_gemv_k, q4_k_tile_k),
     2 => (GgmlType::Q6_K, q6_k_gemv_k, q6_k_tile_k),
+    3 => (GgmlType::Q5_K, q5_k_gemv_k, q5_k_tile_k),
 );

@@ -17,8 +17,8 @@ use std::arch::x86_64::*;
 
 use crate::kernel_set::{PackedGemvFn, PackedTileFn, Provider};
 use crate::packed::{
-    packed_block_bytes, q4_k, q6_k, ActBlockAux, KBlockAux, Q81Aux, Q8KAux, GROUP_ROWS, Q5_0_QH_AT,
-    TILE_TOKENS,
+    packed_block_bytes, q4_k, q5_k, q6_k, ActBlockAux, KBlockAux, Q81Aux, Q8KAux, GROUP_ROWS,
+    Q5_0_QH_AT, TILE_TOKENS,
 };
 use crate::simd::x86::kquant::{Q8K_BYTES, Q8K_QS};
 use crate::table::GgmlType;
@@ -263,18 +263,29 @@ unsafe fn k_scales(block: *const u8, j: usize) -> __m512i {
     _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(v, v))
 }
 
-/// Chunk `c`'s nibbles: parts 0..4 of sub-block `2c` (low) and of `2c + 1` (high).
+/// Chunk `c`'s nibbles: parts 0..4 of sub-block `2c` (low) and of `2c + 1` (high); `FIVE`
+/// (packed Q5_K) ORs 16 onto the bytes its masks mark (`packed::q5_k`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn k_chunk(block: *const u8, c: usize) -> ([__m512i; 4], [__m512i; 4]) {
+unsafe fn k_chunk<const FIVE: bool>(block: *const u8, c: usize) -> ([__m512i; 4], [__m512i; 4]) {
     let m4 = _mm512_set1_epi8(0x0F);
     let v: [__m512i; 4] = std::array::from_fn(|k| {
-        _mm512_loadu_si512(block.add(q4_k::QUANTS_AT + 256 * c + 64 * k) as *const __m512i)
+        _mm512_loadu_si512(block.add(q5_k::k4_part_at::<FIVE>(c, k)) as *const __m512i)
     });
-    (
+    let (mut lo, mut hi) = (
         v.map(|x| _mm512_and_si512(x, m4)),
         v.map(|x| _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4)),
-    )
+    );
+    if FIVE {
+        let sixteen = _mm512_set1_epi8(16);
+        let mask =
+            |n: usize, k: usize| (block.add(q5_k::mask_at(c, n, k)) as *const u64).read_unaligned();
+        for k in 0..4 {
+            lo[k] = _mm512_or_si512(lo[k], _mm512_maskz_mov_epi8(mask(0, k), sixteen));
+            hi[k] = _mm512_or_si512(hi[k], _mm512_maskz_mov_epi8(mask(1, k), sixteen));
+        }
+    }
+    (lo, hi)
 }
 
 /// Σ over four parts of u·a for the 32 activation bytes at `qa` (from zero).
@@ -327,15 +338,20 @@ unsafe fn k_finish(
     _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_mul_ps(dmin, da), acc)
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn q4_k_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> [f32; GROUP_ROWS] {
+#[inline(always)]
+unsafe fn k4_gemv<const FIVE: bool>(
+    g: *const u8,
+    a: *const u8,
+    aux: *const u8,
+    nb: usize,
+) -> [f32; GROUP_ROWS] {
     let mut acc = _mm512_setzero_ps();
     for b in 0..nb {
-        let block = g.add(b * q4_k::PACKED_BYTES);
+        let block = g.add(b * q5_k::k4_block_bytes::<FIVE>());
         let ab = a.add(b * Q8K_BYTES);
         let mut isum = _mm512_setzero_si512();
         for c in 0..4 {
-            let (lo, hi) = k_chunk(block, c);
+            let (lo, hi) = k_chunk::<FIVE>(block, c);
             let s_lo = sub_isums(&lo, ab.add(4 + 64 * c));
             let s_hi = sub_isums(&hi, ab.add(4 + 64 * c + 32));
             isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(s_lo, k_scales(block, 2 * c)));
@@ -355,8 +371,8 @@ unsafe fn q4_k_gemv_k(g: *const u8, a: *const u8, aux: *const u8, nb: usize) -> 
     pair_sums(acc)
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn q4_k_tile_k(
+#[inline(always)]
+unsafe fn k4_tile<const FIVE: bool>(
     g: *const u8,
     a: [*const u8; TILE_TOKENS],
     aux: [*const u8; TILE_TOKENS],
@@ -364,10 +380,10 @@ unsafe fn q4_k_tile_k(
 ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
     let mut acc = [_mm512_setzero_ps(); TILE_TOKENS];
     for b in 0..nb {
-        let block = g.add(b * q4_k::PACKED_BYTES);
+        let block = g.add(b * q5_k::k4_block_bytes::<FIVE>());
         let mut isum = [_mm512_setzero_si512(); TILE_TOKENS];
         for c in 0..4 {
-            let (lo, hi) = k_chunk(block, c);
+            let (lo, hi) = k_chunk::<FIVE>(block, c);
             let (sc_lo, sc_hi) = (k_scales(block, 2 * c), k_scales(block, 2 * c + 1));
             for t in 0..TILE_TOKENS {
                 let qa = a[t].add(b * Q8K_BYTES + Q8K_QS + 64 * c);
@@ -389,6 +405,33 @@ unsafe fn q4_k_tile_k(
     }
     acc.map(|v| pair_sums(v))
 }
+
+macro_rules! k4_entries {
+    ($gemv:ident, $tile:ident, $five:literal) => {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        unsafe fn $gemv(
+            g: *const u8,
+            a: *const u8,
+            aux: *const u8,
+            nb: usize,
+        ) -> [f32; GROUP_ROWS] {
+            k4_gemv::<$five>(g, a, aux, nb)
+        }
+
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        unsafe fn $tile(
+            g: *const u8,
+            a: [*const u8; TILE_TOKENS],
+            aux: [*const u8; TILE_TOKENS],
+            nb: usize,
+        ) -> [[f32; GROUP_ROWS]; TILE_TOKENS] {
+            k4_tile::<$five>(g, a, aux, nb)
+        }
+    };
+}
+
+k4_entries!(q4_k_gemv_k, q4_k_tile_k, false);
+k4_entries!(q5_k_gemv_k, q5_k_tile_k, true);
 
 // ---------------------------------------------------------------- Q6_K × Q8_K
 
@@ -516,4 +559,5 @@ crate::simd::x86::packed::packed_entry_points!(
     3 => (GgmlType::Q8_0, q8_0_gemv_k, q8_0_tile_k),
     4 => (GgmlType::Q4_K, q4_k_gemv_k, q4_k_tile_k),
     5 => (GgmlType::Q6_K, q6_k_gemv_k, q6_k_tile_k),
+    6 => (GgmlType::Q5_K, q5_k_gemv_k, q5_k_tile_k),
 );
