@@ -665,3 +665,79 @@ fn a_conversations_second_turn_reuses_the_cached_prefix_unless_told_not_to() {
     let (_, cold, _) = turn(Value::Array(second), false);
     assert_eq!(cold, 0);
 }
+
+/// `GET /metrics`: Prometheus' text format (every sample named, typed and described, the
+/// histogram cumulative), counters that add up to what the requests' `usage` said, and the API
+/// key in front of it.
+#[test]
+fn metrics_count_the_requests_in_prometheus_text_format() {
+    let server = Server::start(&["--api-key", KEY, "--parallel", "2"]);
+    let a = server.addr;
+    assert_eq!(request(a, "GET", "/metrics", None, "").status, 401);
+    let (mut prompt, mut generated) = (0, 0);
+    for (i, stream) in [(0, false), (1, true), (2, false)] {
+        let mut body = chat_body(&format!("Say {i} words."), 5);
+        body["stream"] = json!(stream);
+        body["stream_options"] = json!({"include_usage": true});
+        let body = body.to_string();
+        let r = request(a, "POST", "/v1/chat/completions", Some(KEY), &body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let usage = if stream {
+            let last = r.events().iter().rev().nth(1).unwrap().clone();
+            serde_json::from_str::<Value>(&last).unwrap()["usage"].clone()
+        } else {
+            r.json()["usage"].clone()
+        };
+        prompt += usage["prompt_tokens"].as_u64().unwrap();
+        generated += usage["completion_tokens"].as_u64().unwrap();
+    }
+    let r = request(a, "GET", "/metrics", Some(KEY), "");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let mut typed = std::collections::HashMap::new();
+    let mut samples = std::collections::HashMap::new();
+    for line in r.body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            typed.insert(name.to_string(), kind.to_string());
+        } else if !line.starts_with("# HELP ") {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value: {line}"));
+            let family = name.split('{').next().unwrap();
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    family
+                        .strip_suffix(s)
+                        .filter(|b| typed.get(*b).is_some_and(|k| k == "histogram"))
+                })
+                .unwrap_or(family);
+            assert!(typed.contains_key(base), "{name} has no TYPE line");
+            samples.insert(name.to_string(), value);
+        }
+    }
+    let get = |name: &str| samples[name];
+    assert_eq!(get("lumen_requests_total"), 3.0);
+    assert_eq!(get("lumen_requests_failed_total"), 0.0);
+    assert_eq!(get("lumen_prompt_tokens_total"), prompt as f64);
+    assert_eq!(get("lumen_tokens_generated_total"), generated as f64);
+    assert_eq!(get("lumen_slots"), 2.0);
+    assert_eq!(get("lumen_requests_in_flight"), 0.0);
+    assert!(get("lumen_generation_tokens_per_second") > 0.0);
+    assert!(get("lumen_prompt_seconds_total") > 0.0);
+    let buckets: Vec<f64> = r
+        .body
+        .lines()
+        .filter(|l| l.starts_with("lumen_time_to_first_token_seconds_bucket"))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+        .collect();
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert_eq!(*buckets.last().unwrap(), 3.0);
+    assert_eq!(get("lumen_time_to_first_token_seconds_count"), 3.0);
+    assert_eq!(typed["lumen_time_to_first_token_seconds"], "histogram");
+}

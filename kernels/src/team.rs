@@ -5,8 +5,10 @@
 //! are woken for the next: `perf` put 21.5% of SmolLM2 decode in the scheduler and rayon's
 //! sleep/wake (BENCHMARKS.md). Inside [`hot`], every other worker of the pool runs one helper
 //! job that spins on an atomic word and takes its share of the tasks of whatever region the
-//! calling thread publishes with [`for_each`] / [`map`], so a token costs one wake-up instead of 150 — what
-//! llama.cpp's own threadpool does with its spinning barrier.
+//! calling thread publishes with [`for_each`] / [`map`]: a token costs one wake-up instead of
+//! 150, as with llama.cpp's spinning threadpool. The price: while a forward runs, the helpers
+//! spin through the caller's serial work, so a pool with more workers than cores would take
+//! time from the caller (not measured; they yield every [`SPINS_BEFORE_YIELD`] idle spins).
 //!
 //! Outside [`hot`] (prefill, the vision encoder), [`for_each`] and [`map`] are plain rayon.
 //!
@@ -30,9 +32,8 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize
 /// but a helper must not starve the caller when the machine has fewer cores than workers.
 const SPINS_BEFORE_YIELD: u32 = 1 << 16;
 
-/// Team members above which the state word's 16-bit counts would overflow: larger pools run
-/// plain rayon.
-const MAX_MEMBERS: usize = 1 << 12;
+/// Team members the state word's 16-bit share fields hold: larger pools run plain rayon.
+const MAX_MEMBERS: usize = u16::MAX as usize;
 
 /// One published region: the task body, how it is cut into shares, and how many shares are done.
 struct Job<'a> {

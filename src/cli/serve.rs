@@ -146,6 +146,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits,
         allowed_hosts: AllowedHosts::parse(args.allowed_hosts.as_deref().unwrap_or("")),
         cors: CorsOrigins::parse(args.cors_origin.as_deref().unwrap_or(""))?,
+        metrics: Default::default(),
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,5 +1,5 @@
 //! `lumen serve`: an OpenAI-compatible HTTP server (`/v1/chat/completions`, `/v1/completions`,
-//! `/v1/models`, `/health`) over the [`engine`], which runs the model on its own thread.
+//! `/v1/models`, `/health`, `/metrics`) over the [`engine`], which runs the model on its own thread.
 //!
 //! Every bad request gets an OpenAI error object (`{"error": {message, type, param, code}}`)
 //! with a proper status, and the server goes on: 400 for malformed or ill-typed fields, prompts
@@ -11,13 +11,14 @@
 pub mod api;
 pub mod engine;
 pub mod listen;
+pub mod metrics;
 
 pub use listen::{serve, ServeLimits, Shutdown};
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -37,6 +38,7 @@ use crate::sampling::SamplingParams;
 use crate::tokenizer::Tokenizer;
 use api::{ApiError, GenerationFields};
 use engine::{Engine, Event, FinishReason, Job, Place, SubmitError};
+use metrics::{Metrics, Observed};
 
 /// Largest request body: room for a few base64 images, far from memory trouble.
 pub const MAX_BODY_BYTES: usize = 10 << 20;
@@ -51,7 +53,7 @@ pub struct ServerState {
     /// anything: one model is served, and clients that send their own default name (e.g.
     /// `gpt-4o-mini`) work unchanged, as with llama-server.
     pub model_id: String,
-    /// When set, `/v1/*` requires `Authorization: Bearer <key>`.
+    /// When set, `/v1/*` and `/metrics` require `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
     /// Load time, as `created` in `/v1/models`.
     pub created: u64,
@@ -60,6 +62,8 @@ pub struct ServerState {
     pub allowed_hosts: AllowedHosts,
     /// Web origins whose pages may read the answers (`--cors-origin`).
     pub cors: CorsOrigins,
+    /// What `GET /metrics` reports.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Which web origins get CORS headers. None by default: a page on another origin can still
@@ -189,7 +193,8 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/completions", post(completions))
         .route("/completions", post(completions))
         .route("/v1/models", get(list_models))
-        .route("/v1/models/{id}", get(get_model));
+        .route("/v1/models/{id}", get(get_model))
+        .route("/metrics", get(metrics));
     let app = Router::new()
         .merge(api)
         .route("/health", get(health))
@@ -234,7 +239,7 @@ async fn check_head(State(st): State<Arc<ServerState>>, req: Request, next: Next
     }
     let path = req.uri().path();
     let is_api = path.starts_with("/v1/") || path == "/completions" || path == "/chat/completions";
-    if is_api {
+    if is_api || path == "/metrics" {
         if let Some(refused) = check_key(&st, &req) {
             return refused;
         }
@@ -372,6 +377,18 @@ async fn health(State(st): State<Arc<ServerState>>) -> Response {
         "requests_in_flight": st.engine.in_flight(),
     }))
     .into_response()
+}
+
+async fn metrics(State(st): State<Arc<ServerState>>) -> Response {
+    let body = st.metrics.render(&st.engine);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -603,6 +620,7 @@ async fn run(
     if let Err(e) = st.engine.submit(job, place) {
         return submit_error(e).into_response();
     }
+    let rx = Observed::new(rx, st.metrics.clone(), Instant::now());
     let shape = ChunkShape {
         endpoint,
         id: api::new_id(if endpoint == Endpoint::Chat {
@@ -664,11 +682,7 @@ impl ChunkShape {
 }
 
 /// Collects the whole answer, then sends one response object.
-async fn whole_response(
-    shape: ChunkShape,
-    mut rx: mpsc::UnboundedReceiver<Event>,
-    n_prompt: usize,
-) -> Response {
+async fn whole_response(shape: ChunkShape, mut rx: Observed, n_prompt: usize) -> Response {
     let mut text = String::new();
     loop {
         match rx.recv().await {
@@ -709,11 +723,7 @@ async fn whole_response(
 
 /// Server-sent events: a first chunk with the role, one chunk per text piece, a last chunk with
 /// the finish reason, the usage chunk (`choices: []`) if asked for, then `data: [DONE]`.
-fn stream_response(
-    shape: ChunkShape,
-    rx: mpsc::UnboundedReceiver<Event>,
-    include_usage: bool,
-) -> Response {
+fn stream_response(shape: ChunkShape, rx: Observed, include_usage: bool) -> Response {
     let mut out = VecDeque::new();
     if shape.endpoint == Endpoint::Chat {
         out.push_back(data(&shape.chunk(
@@ -746,7 +756,7 @@ fn stream_response(
 
 struct SseState {
     shape: ChunkShape,
-    rx: mpsc::UnboundedReceiver<Event>,
+    rx: Observed,
     include_usage: bool,
     out: VecDeque<SseEvent>,
     done: bool,
