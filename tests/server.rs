@@ -674,7 +674,7 @@ fn metrics_count_the_requests_in_prometheus_text_format() {
     let server = Server::start(&["--api-key", KEY, "--parallel", "2"]);
     let a = server.addr;
     assert_eq!(request(a, "GET", "/metrics", None, "").status, 401);
-    let (mut prompt, mut generated) = (0, 0);
+    let (mut prompt, mut cached, mut generated) = (0, 0, 0);
     for (i, stream) in [(0, false), (1, true), (2, false)] {
         let mut body = chat_body(&format!("Say {i} words."), 5);
         body["stream"] = json!(stream);
@@ -689,6 +689,9 @@ fn metrics_count_the_requests_in_prometheus_text_format() {
             r.json()["usage"].clone()
         };
         prompt += usage["prompt_tokens"].as_u64().unwrap();
+        cached += usage["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap();
         generated += usage["completion_tokens"].as_u64().unwrap();
     }
     let r = request(a, "GET", "/metrics", Some(KEY), "");
@@ -698,12 +701,17 @@ fn metrics_count_the_requests_in_prometheus_text_format() {
         .unwrap()
         .starts_with("text/plain; version=0.0.4"));
     let mut typed = std::collections::HashMap::new();
+    let mut described = std::collections::HashSet::new();
     let mut samples = std::collections::HashMap::new();
     for line in r.body.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap();
+            assert!(!help.is_empty(), "{line}");
+            described.insert(name.to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap();
             typed.insert(name.to_string(), kind.to_string());
-        } else if !line.starts_with("# HELP ") {
+        } else {
             let (name, value) = line.rsplit_once(' ').unwrap();
             let value: f64 = value
                 .parse()
@@ -721,10 +729,16 @@ fn metrics_count_the_requests_in_prometheus_text_format() {
             samples.insert(name.to_string(), value);
         }
     }
+    assert_eq!(
+        described,
+        typed.keys().cloned().collect(),
+        "a family without HELP"
+    );
     let get = |name: &str| samples[name];
     assert_eq!(get("lumen_requests_total"), 3.0);
     assert_eq!(get("lumen_requests_failed_total"), 0.0);
     assert_eq!(get("lumen_prompt_tokens_total"), prompt as f64);
+    assert_eq!(get("lumen_prompt_tokens_cached_total"), cached as f64);
     assert_eq!(get("lumen_tokens_generated_total"), generated as f64);
     assert_eq!(get("lumen_slots"), 2.0);
     assert_eq!(get("lumen_requests_in_flight"), 0.0);

@@ -14,8 +14,8 @@
 //!
 //! Protocol. The state word packs (epoch, shares, next share). The caller stores a pointer to
 //! a stack record of the region and then a fresh epoch; a region is cut into one share per
-//! team member (the caller's first, sized by [`Team::lead`]), and caller or helper takes share
-//! `i` by a compare-and-swap on the whole word. A helper that read an old epoch can never take
+//! team member (the caller's, share 0, sized by [`Team::lead`], is taken at publication), and
+//! caller or helper takes each other share by a compare-and-swap on the whole word. A helper that read an old epoch can never take
 //! a share of a newer region, and it dereferences the record only after a successful take, while
 //! the caller waits for every share before returning: the record outlives every reader. A
 //! helper that is late (descheduled) does not stall the caller, who takes its share. A take per
@@ -23,10 +23,12 @@
 //! write) measured slower than plain rayon on SmolLM2 decode.
 
 use rayon::prelude::*;
+use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// Spins of an idle helper before each `yield_now`: the gaps between regions are microseconds,
 /// but a helper must not starve the caller when the machine has fewer cores than workers.
@@ -43,23 +45,32 @@ struct Job<'a> {
     lead_tasks: usize,
     shares: usize,
     done: AtomicUsize,
-    panicked: AtomicBool,
+    /// The first panic of a task, re-raised by the caller after the region.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
-impl Job<'_> {
-    /// Runs share `k`, recording a panic instead of unwinding.
-    fn run_share(&self, k: usize) {
-        let (lead, others) = (self.lead_tasks, self.shares - 1);
-        let rest = self.tasks - lead;
+/// Runs share `k` of the region at `job`, keeping a panic for the caller.
+///
+/// # Safety
+/// `job` is live until this share is counted done. The count is the last access: the caller
+/// may free the record as soon as it sees it (so no `&Job` may outlive it, as a `&self` would).
+unsafe fn run_share(job: *const Job<'_>, k: usize) {
+    {
+        let job = &*job;
+        let (lead, others) = (job.lead_tasks, job.shares - 1);
+        let rest = job.tasks - lead;
         let (first, end) = match k {
             0 => (0, lead),
             k => (lead + rest * (k - 1) / others, lead + rest * k / others),
         };
-        if catch_unwind(AssertUnwindSafe(|| (first..end).for_each(self.run))).is_err() {
-            self.panicked.store(true, Ordering::Relaxed);
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| (first..end).for_each(job.run))) {
+            job.panic
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(payload);
         }
-        self.done.fetch_add(1, Ordering::Release);
     }
+    (*ptr::addr_of!((*job).done)).fetch_add(1, Ordering::Release);
 }
 
 /// State shared by the caller and its helpers for the length of one [`hot`] call.
@@ -102,8 +113,7 @@ impl Team {
         }
         // SAFETY: the take succeeded under this epoch, whose record was stored before the
         // epoch was, and the caller holds the record until all of its shares are done.
-        let job = unsafe { &*self.job.load(Ordering::Acquire) };
-        job.run_share((word & 0xffff) as usize);
+        unsafe { run_share(self.job.load(Ordering::Acquire), (word & 0xffff) as usize) };
         true
     }
 
@@ -138,25 +148,35 @@ impl Team {
             lead_tasks: ((tasks as f32 * fraction).round() as usize).min(tasks),
             shares,
             done: AtomicUsize::new(0),
-            panicked: AtomicBool::new(false),
+            panic: Mutex::new(None),
         };
         // SAFETY: the record is dereferenced only after a take of this epoch, and this
         // function does not return before every share is done.
         let erased: *const Job<'static> = (&job as *const Job<'_>).cast();
         self.job.store(erased.cast_mut(), Ordering::Release);
+        // Published with share 0 already taken: it is the caller's, sized by `lead`.
         let epoch = ((self.state.load(Ordering::Relaxed) >> 32) + 1) & 0xffff_ffff;
-        let word = epoch << 32 | (shares as u64) << 16;
+        let word = epoch << 32 | (shares as u64) << 16 | 1;
         self.state.store(word, Ordering::Release);
+        // SAFETY: `job` lives on this frame until every share is done.
+        unsafe { run_share(&job, 0) };
         while self.take_one() {}
         let waited = job.done.load(Ordering::Acquire) < shares;
+        let mut spins = 0u32;
         while job.done.load(Ordering::Acquire) < shares {
-            std::hint::spin_loop();
+            // A helper descheduled mid-share (more workers than cores) needs this core.
+            spins += 1;
+            if spins.is_multiple_of(SPINS_BEFORE_YIELD) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
         let step = if waited { LEAD_STEP } else { -LEAD_STEP };
         let fraction = (fraction + step).clamp(0.0, 1.0);
         self.lead.store(fraction.to_bits(), Ordering::Relaxed);
-        if job.panicked.load(Ordering::Relaxed) {
-            panic!("a task of a parallel region panicked");
+        if let Some(payload) = job.panic.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            std::panic::resume_unwind(payload);
         }
     }
 }
@@ -172,8 +192,8 @@ thread_local! {
 /// that `f` starts directly (not through this module) finds no free worker.
 pub fn hot<R>(f: impl FnOnce() -> R) -> R {
     let workers = rayon::current_num_threads();
-    // A caller outside the pool could not run its own rayon jobs while the workers spin for
-    // it (two such teams on one pool deadlock): only a worker leads.
+    // A caller outside the pool could not run the rayon jobs `f` starts while every worker
+    // spins for it: they would wait for a free worker forever. Only a worker leads.
     if !(2..=MAX_MEMBERS).contains(&workers)
         || rayon::current_thread_index().is_none()
         || !LEADING.get().is_null()
@@ -212,8 +232,8 @@ struct Slots<T>(Vec<UnsafeCell<Option<T>>>);
 unsafe impl<T: Send> Sync for Slots<T> {}
 
 /// Restores the thread's team after a task, even when the task unwinds.
-struct Inline(*const Team);
-impl Drop for Inline {
+struct RestoreLeading(*const Team);
+impl Drop for RestoreLeading {
     fn drop(&mut self) {
         LEADING.set(self.0);
     }
@@ -239,8 +259,9 @@ pub fn for_each<T: Send>(tasks: Vec<T>, f: impl Fn(T) + Sync) {
     let run = |i: usize| {
         // SAFETY: index `i` is in one share only (Slots).
         if let Some(t) = unsafe { (*slots.0[i].get()).take() } {
-            // A task that starts its own region runs it here, on this thread.
-            let _inline = Inline(LEADING.replace(ptr::null()));
+            // A region that a task starts goes to plain rayon (or a team of its own), whose
+            // jobs this thread runs itself: the helpers are busy with this region.
+            let _restore = RestoreLeading(LEADING.replace(ptr::null()));
             f(t);
         }
     };
@@ -310,15 +331,28 @@ mod tests {
     fn a_panicking_task_panics_the_caller_after_the_region_and_the_team_recovers() {
         pool(2).install(|| {
             hot(|| {
-                let r = catch_unwind(AssertUnwindSafe(|| {
-                    for_each((0..16).collect(), |i: usize| assert!(i != 7, "task 7"));
-                }));
-                assert!(r.is_err());
+                for bad in [0, 7, 15] {
+                    let r = catch_unwind(AssertUnwindSafe(|| {
+                        for_each((0..16).collect(), |i: usize| assert!(i != bad, "task {i}"));
+                    }));
+                    // The task's own panic comes back, whichever share it was in.
+                    let payload = r.expect_err("the region panicked");
+                    let message = payload.downcast_ref::<String>().unwrap();
+                    assert_eq!(message, &format!("task {bad}"));
+                }
                 let sum = AtomicUsize::new(0);
                 for_each((0..16).collect(), |i: usize| {
                     sum.fetch_add(i, Ordering::Relaxed);
                 });
                 assert_eq!(sum.load(Ordering::Relaxed), 120);
+                // Fewer tasks than members, and none.
+                let hits = AtomicUsize::new(0);
+                for n in [0, 1, 2, 3] {
+                    for_each((0..n).collect(), |_: usize| {
+                        hits.fetch_add(1, Ordering::Relaxed);
+                    });
+                }
+                assert_eq!(hits.load(Ordering::Relaxed), 6);
             });
         });
     }
@@ -342,7 +376,7 @@ mod tests {
     }
 
     #[test]
-    fn nested_regions_and_nested_teams_run_inline() {
+    fn regions_and_teams_started_inside_a_task_complete() {
         pool(2).install(|| {
             hot(|| {
                 let total = AtomicUsize::new(0);

@@ -283,7 +283,7 @@ impl GgufFile {
             return;
         };
         // Whole pages inside the range only: a neighbour's bytes may share the edge pages.
-        let page = 4096;
+        let page = PAGE;
         let start = offset.div_ceil(page) * page;
         let end = (offset + len) / page * page;
         if end > start {
@@ -307,7 +307,7 @@ impl GgufFile {
         let Storage::Mapped(map) = &self.storage else {
             return len;
         };
-        let page = 4096;
+        let page = PAGE;
         let base = map.as_ptr() as usize;
         let (first, end) = ((base + offset).div_ceil(page), (base + offset + len) / page);
         if end <= first {
@@ -324,6 +324,9 @@ impl GgufFile {
         present * page
     }
 }
+
+/// Memory page size the resident-set bookkeeping assumes (x86-64 Linux base pages).
+const PAGE: usize = 4096;
 
 struct Header {
     version: u32,
@@ -778,7 +781,7 @@ pub(crate) mod test_files {
         let sum = std::hint::black_box(file.bytes_at(offset, len).iter().map(|&b| b as u64).sum());
         let resident = file.resident_bytes(offset, len);
         assert!(
-            resident + 2 * 4096 >= len,
+            resident + 2 * super::PAGE >= len,
             "{resident} of {len} bytes resident after reading"
         );
         sum

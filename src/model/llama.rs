@@ -512,7 +512,7 @@ impl Llama {
         let positions: Vec<usize> = (pos0..pos0 + n).collect();
         let angles = self.angles(&positions, cache.capacity());
         let w = self.weights();
-        let mut run = move || {
+        let run = move || {
             for (il, layer) in self.layers.iter().enumerate() {
                 trace(il, &x);
                 let a = angles.of_layer(cfg, il);
@@ -521,11 +521,7 @@ impl Llama {
             cache.advance(n);
             output_head(&w, cfg, &self.output_norm, &self.output, &x, which, trace)
         };
-        if n <= HOT_TEAM_TOKENS {
-            team::hot(run)
-        } else {
-            run()
-        }
+        hot_when_short(n, run)
     }
 
     /// Decodes one token for each of several sequences at once (`tokens[i]` appended to
@@ -555,7 +551,7 @@ impl Llama {
         let positions: Vec<usize> = caches.iter().map(|c| c.len()).collect();
         let angles = self.angles(&positions, caches[0].capacity());
         let w = self.weights();
-        let mut run = move || {
+        let run = move || {
             for (il, layer) in self.layers.iter().enumerate() {
                 let a = angles.of_layer(cfg, il);
                 layer.forward_rows(&w, cfg, il, a, caches, &mut x, &mut scratch)?;
@@ -573,11 +569,16 @@ impl Llama {
                 &mut |_, _| {},
             )
         };
-        if n <= HOT_TEAM_TOKENS {
-            team::hot(run)
-        } else {
-            run()
-        }
+        hot_when_short(n, run)
+    }
+}
+
+/// Runs a forward of `n` tokens on a hot team when it is short enough ([`HOT_TEAM_TOKENS`]).
+fn hot_when_short<R>(n: usize, forward: impl FnOnce() -> R) -> R {
+    if n <= HOT_TEAM_TOKENS {
+        team::hot(forward)
+    } else {
+        forward()
     }
 }
 

@@ -177,7 +177,7 @@ mod tests {
         let (rows, cols) = (1024, 2048);
         let ty = GgmlType::Q4_0;
         let src: Vec<f32> = (0..rows * cols).map(|i| (i % 31) as f32 - 15.0).collect();
-        let mut data = vec![0u8; rows * cols / 32 * 18];
+        let mut data = vec![0u8; rows * ty.row_bytes(cols).unwrap()];
         lumen_kernels::quantize_weights(ty, &src, &mut data).unwrap();
         let (_dir, file) = one_tensor(ty, rows, cols, data);
         let mut m = matrix(&file, "w", cols, rows).unwrap();

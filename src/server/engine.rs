@@ -564,7 +564,7 @@ fn finish_forward(slot: &mut Slot, tokens: &[u32], result: Result<Vec<f32>, Stri
 
 /// How many leading prompt tokens of `job` the slot's cache already holds. At least one prompt
 /// token is always evaluated again, for the logits to sample from; caches with images attached
-/// (or for a job with images) are not reused.
+/// (or for a job with images), and jobs with `cache_prompt` off, reuse nothing.
 fn reusable_prefix(slot: &Slot, job: &Job) -> usize {
     if !job.cache_prompt || !slot.cache.keeps_prefix() || slot.has_images || !job.images.is_empty()
     {

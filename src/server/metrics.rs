@@ -2,8 +2,10 @@
 //! figures llama-server's `/metrics` has (`llamacpp:` there, `lumen_` here) plus a
 //! time-to-first-token histogram.
 //!
-//! Times are as a client sees them: from the request's admission to its first text (queueing
-//! and prompt evaluation: the "prompt" time) and from there to its end ("generation").
+//! Times are taken in the HTTP handler: from the job's submission to the engine (after the
+//! template and the tokenizer) to its first text — queueing and prompt evaluation, the
+//! "prompt" time — and from there to its end ("generation"). Busy slots are inferred: requests
+//! holding a place, at most the slot count (a request being prepared counts).
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,14 +80,14 @@ impl Metrics {
             ("prompt_tokens_total", c, "Prompt tokens of answered requests.", prompt.to_string()),
             ("prompt_tokens_cached_total", c, "Prompt tokens reused from a slot's cache.", cached.to_string()),
             ("tokens_generated_total", c, "Tokens generated.", generated.to_string()),
-            ("prompt_seconds_total", c, "Time from admission to the first token, summed.", secs(&self.prompt_nanos).to_string()),
+            ("prompt_seconds_total", c, "Time from submission to the first token, summed.", secs(&self.prompt_nanos).to_string()),
             ("generation_seconds_total", c, "Time from the first token to the end, summed.", secs(&self.generation_nanos).to_string()),
-            ("prompt_tokens_per_second", g, "Evaluated (uncached) prompt tokens over prompt time, since start.", rate(prompt - cached, &self.prompt_nanos).to_string()),
+            ("prompt_tokens_per_second", g, "Evaluated (uncached) prompt tokens over prompt time (queueing included), since start.", rate(prompt.saturating_sub(cached), &self.prompt_nanos).to_string()),
             ("generation_tokens_per_second", g, "Generated tokens over generation time, since start.", rate(generated, &self.generation_nanos).to_string()),
             ("requests_in_flight", g, "Requests holding a slot or a queue place.", in_flight.to_string()),
             ("queue_depth", g, "Requests waiting for a slot.", (in_flight - busy).to_string()),
             ("slots", g, "Decoding slots.", engine.n_slots.to_string()),
-            ("slots_busy", g, "Slots serving a request.", busy.to_string()),
+            ("slots_busy", g, "Slots taken: requests holding a place, at most the slot count.", busy.to_string()),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in table {
@@ -96,7 +98,7 @@ impl Metrics {
         }
         let _ = write!(
             out,
-            "# HELP lumen_time_to_first_token_seconds Time from admission to the first token.\n\
+            "# HELP lumen_time_to_first_token_seconds Time from submission to the first token.\n\
              # TYPE lumen_time_to_first_token_seconds histogram\n"
         );
         for (bucket, le) in self.ttft_buckets.iter().zip(TTFT_BUCKETS) {

@@ -1,11 +1,13 @@
 //! `lumen serve`: an OpenAI-compatible HTTP server (`/v1/chat/completions`, `/v1/completions`,
-//! `/v1/models`, `/health`, `/metrics`) over the [`engine`], which runs the model on its own thread.
+//! `/v1/models`, `/health`, `/metrics`) over the [`engine`], which runs the model on its own
+//! thread.
 //!
 //! Every bad request gets an OpenAI error object (`{"error": {message, type, param, code}}`)
 //! with a proper status, and the server goes on: 400 for malformed or ill-typed fields, prompts
 //! that do not fit the context or images for a text-only model, 401 for a wrong API key, 404 for
-//! looking up another model's id (requests may name any model), 413 for a body over [`MAX_BODY_BYTES`], 408 for a body that does not
-//! arrive in time, 503 when every slot and queue place is taken or the server is shutting down.
+//! looking up another model's id (requests may name any model), 413 for a body over
+//! [`MAX_BODY_BYTES`], 408 for a body that does not arrive in time, 503 when every slot and
+//! queue place is taken or the server is shutting down.
 //! Connections, timeouts and shutdown are in [`listen`].
 
 pub mod api;

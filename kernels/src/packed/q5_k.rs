@@ -1,7 +1,8 @@
 //! Packed Q5_K: packed Q4_K's header (d, dmin, scales, mins) and nibble parts for the quants'
 //! low four bits ([`super::q4_k`]), with each 64-element chunk's fifth bits as one 64-bit mask
 //! per nibble part, placed just before the chunk's parts: a kernel reads each super-block front
-//! to back (the masks at the block's end measured 10-25% slower decode, out of cache).
+//! to back (with the masks at the block's end, 1B decode ran 14% and 22% slower than the row
+//! kernel in two of three alternating rounds, BENCHMARKS.md).
 //!
 //! Chunk `c` at [`chunk_at`]: eight masks `(n, k)` (low nibbles `n = 0` / high `n = 1`, part
 //! `k`), then the four 64-byte parts. Bit `i` of a mask belongs to byte `i` of its part (row
@@ -61,15 +62,28 @@ pub const fn k4_block_bytes<const FIVE: bool>() -> usize {
     }
 }
 
-/// The packed Q4_K block of the low four bits (header and parts moved back into place).
-fn low_bits(block: &[u8]) -> [u8; q4_k::PACKED_BYTES] {
-    let mut q4 = [0u8; q4_k::PACKED_BYTES];
-    q4[..q4_k::QUANTS_AT].copy_from_slice(&block[..q4_k::QUANTS_AT]);
+/// Copies the header and the nibble parts between a packed Q4_K block and a packed Q5_K one
+/// (`to_q5`: Q4_K → Q5_K), leaving the masks alone.
+fn move_low_bits(q4: &mut [u8], q5: &mut [u8], to_q5: bool) {
+    let mut moves = vec![(0, 0, q4_k::QUANTS_AT)];
     for c in 0..4 {
         for k in 0..4 {
-            q4[q4_k::part_at(c, k)..][..64].copy_from_slice(&block[part_at(c, k)..][..64]);
+            moves.push((q4_k::part_at(c, k), part_at(c, k), 64));
         }
     }
+    for (at4, at5, len) in moves {
+        if to_q5 {
+            q5[at5..at5 + len].copy_from_slice(&q4[at4..at4 + len]);
+        } else {
+            q4[at4..at4 + len].copy_from_slice(&q5[at5..at5 + len]);
+        }
+    }
+}
+
+/// The packed Q4_K block of the low four bits.
+fn low_bits(block: &[u8]) -> [u8; q4_k::PACKED_BYTES] {
+    let mut q4 = [0u8; q4_k::PACKED_BYTES];
+    move_low_bits(&mut q4, &mut block.to_vec(), false);
     q4
 }
 
@@ -85,12 +99,7 @@ pub fn pack_block<'a>(block: impl Fn(usize) -> &'a [u8], dst: &mut [u8]) {
     });
     let mut low = [0u8; q4_k::PACKED_BYTES];
     q4_k::pack_block(|r| &q4[r][..], &mut low);
-    dst[..q4_k::QUANTS_AT].copy_from_slice(&low[..q4_k::QUANTS_AT]);
-    for c in 0..4 {
-        for k in 0..4 {
-            dst[part_at(c, k)..][..64].copy_from_slice(&low[q4_k::part_at(c, k)..][..64]);
-        }
-    }
+    move_low_bits(&mut low, dst, true);
     let qh: [&[u8]; GROUP_ROWS] = std::array::from_fn(|r| &block(r)[GGUF_QH..GGUF_QS]);
     for c in 0..4 {
         for n in 0..2 {
